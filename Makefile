@@ -1,0 +1,47 @@
+# The two commands the README gives: `make demo` and `make test`. Each sets up everything
+# it needs (packages, QEMU 10, virtiofsd, the guest kernel, the build, the test guest).
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+CMAKE_TYPE ?= RelWithDebInfo
+
+.PHONY: all deps build guest test unit e2e demo bench lint clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(CMAKE_TYPE) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+guest: build
+	@bash scripts/build-guest.sh $(BUILD)/kata-snapshot-helper
+
+asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKSNAP_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS) --target unit_tests
+
+# Unit tests under ASan+UBSan, then every test (unit and end-to-end) in the normal build.
+test: guest asan
+	@cd $(ASAN_BUILD) && ctest --output-on-failure -L unit -j $(JOBS)
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+unit: build
+	@cd $(BUILD) && ctest --output-on-failure -L unit -j $(JOBS)
+
+e2e: guest
+	@cd $(BUILD) && ctest --output-on-failure -L e2e -j $(JOBS)
+
+demo: guest
+	@bash examples/demo/demo.sh $(BUILD)/kata-snapshot
+
+bench: guest
+	@bash bench/run.sh $(BUILD)/kata-snapshot
+
+lint: build
+	@bash scripts/lint.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,47 @@
+// What every subcommand shares: global flags and output helpers.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace ks::cli {
+
+enum class Verbosity { quiet, normal, verbose };
+
+struct GlobalOptions {
+  bool json = false;
+  bool verbose = false;
+  bool quiet = false;
+  Verbosity verbosity() const {
+    return quiet ? Verbosity::quiet : (verbose ? Verbosity::verbose : Verbosity::normal);
+  }
+};
+
+// Adds --json, -v and -q to a subcommand.
+void add_output_flags(CLI::App& cmd, GlobalOptions& global);
+
+// Prints JSON on stdout (machine output) or the human text, per --json.
+void print_result(const GlobalOptions& global, const nlohmann::json& json, const std::string& human);
+
+// A status line on stderr, unless -q.
+void note(const GlobalOptions& global, const std::string& line);
+
+// The subcommand's action, run inside the single top-level error handler.
+using Action = std::function<int()>;
+
+struct Registry {
+  GlobalOptions global;
+  Action action;
+};
+
+void add_guest(CLI::App& app, Registry& reg);
+void add_save(CLI::App& app, Registry& reg);
+void add_load(CLI::App& app, Registry& reg);
+void add_inspect(CLI::App& app, Registry& reg);
+void add_verify(CLI::App& app, Registry& reg);
+void add_ps(CLI::App& app, Registry& reg);
+void add_check_kernel(CLI::App& app, Registry& reg);
+
+} // namespace ks::cli

@@ -1,0 +1,66 @@
+#include "cli/run.hpp"
+
+#include "cli/common.hpp"
+#include "util/cancel.hpp"
+#include "util/error.hpp"
+
+#include <cstdio>
+#include <iostream>
+
+namespace ks::cli {
+
+void add_output_flags(CLI::App& cmd, GlobalOptions& global) {
+  cmd.add_flag("--json", global.json, "Machine-readable JSON on stdout");
+  cmd.add_flag("-v,--verbose", global.verbose, "More detail on stderr");
+  cmd.add_flag("-q,--quiet", global.quiet, "Only errors on stderr");
+}
+
+void print_result(const GlobalOptions& global, const nlohmann::json& json, const std::string& human) {
+  if (global.json) {
+    std::cout << json.dump(2) << std::endl;
+  } else if (!human.empty()) {
+    std::cout << human << (human.back() == '\n' ? "" : "\n") << std::flush;
+  }
+}
+
+void note(const GlobalOptions& global, const std::string& line) {
+  if (!global.quiet) {
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+}
+
+namespace {
+
+int report(const Error& e) {
+  std::fprintf(stderr, "kata-snapshot: error: %s\n", e.what());
+  if (!e.hint().empty()) {
+    std::fprintf(stderr, "hint: %s\n", e.hint().c_str());
+  }
+  return static_cast<int>(e.code());
+}
+
+} // namespace
+
+int run(int argc, char** argv) {
+  CLI::App app{"kata-snapshot: whole-VM snapshots of QEMU virtual machines and Kata sandboxes"};
+  app.set_version_flag("--version", std::string("kata-snapshot ") + KSNAP_VERSION);
+  app.require_subcommand(1);
+  Registry reg;
+  add_guest(app, reg);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : static_cast<int>(ExitCode::usage);
+  }
+  install_cancel_handlers();
+  try {
+    return reg.action();
+  } catch (const Error& e) {
+    return report(e);
+  } catch (const std::exception& e) {
+    return report(Error(e.what()));
+  }
+}
+
+} // namespace ks::cli

@@ -1,0 +1,113 @@
+#include "guest-helper/channel.hpp"
+
+#include "util/unix_socket.hpp"
+
+#include <cerrno>
+#include <random>
+#include <sys/socket.h>
+
+namespace ks::guest {
+
+namespace {
+
+std::string seconds(Millis t) { return std::to_string((t.count() + 999) / 1000) + " s"; }
+
+} // namespace
+
+Channel Channel::connect(const std::string& socket_path, Millis timeout) {
+  Channel c(connect_unix(socket_path, Deadline(timeout)), socket_path);
+  c.resync(timeout);
+  return c;
+}
+
+void Channel::send_raw(const std::string& bytes) {
+  ssize_t n;
+  do {
+    n = ::send(m_sock.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(bytes.size())) {
+    throw_errno("failed to write to the guest helper channel " + m_path);
+  }
+}
+
+std::optional<std::string> Channel::read_line(const Deadline& deadline, const std::string& command) {
+  for (;;) {
+    auto nl = m_inbuf.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = m_inbuf.substr(0, nl);
+      m_inbuf.erase(0, nl + 1);
+      return line;
+    }
+    if (!wait_readable(m_sock.get(), deadline)) {
+      return std::nullopt;
+    }
+    char buf[4096];
+    ssize_t n = ::recv(m_sock.get(), buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      throw GuestError("guest helper channel " + m_path + " closed while waiting for " + command);
+    }
+    m_inbuf.append(buf, static_cast<size_t>(n));
+  }
+}
+
+void Channel::resync(Millis timeout) {
+  static std::mt19937_64 rng{std::random_device{}()};
+  int64_t id = static_cast<int64_t>(rng() >> 2);
+  // 0xFF makes the agent drop any partial request; the delimited reply starts with 0xFF too.
+  send_raw(std::string(1, '\xff') +
+           Json{{"execute", "guest-sync-delimited"}, {"arguments", {{"id", id}}}}.dump() + "\n");
+  Deadline deadline(timeout);
+  for (;;) {
+    auto got = read_line(deadline, "guest-sync-delimited");
+    if (!got) {
+      throw GuestError("the guest helper did not answer on " + m_path + " within " +
+                         seconds(timeout),
+                       ExitCode::failed,
+                       "is kata-snapshot-helper (or qemu-guest-agent) running in the guest?");
+    }
+    std::string line = std::move(*got);
+    {
+      auto ff = line.rfind('\xff');
+      if (ff != std::string::npos) {
+        line.erase(0, ff + 1);
+      }
+      Json reply = Json::parse(line, nullptr, false);
+      if (!reply.is_discarded() && reply.is_object() && reply.value("return", Json()) == id) {
+        return;
+      }
+      // Garbage or a stale reply from an earlier session: keep reading.
+    }
+  }
+}
+
+Json Channel::execute(const std::string& command, const Json& arguments, Millis timeout) {
+  Json request = {{"execute", command}};
+  if (!arguments.empty()) {
+    request["arguments"] = arguments;
+  }
+  send_raw(request.dump() + "\n");
+  Deadline deadline(timeout);
+  for (;;) {
+    auto line = read_line(deadline, command);
+    if (!line) {
+      throw GuestError("the guest helper did not answer " + command + " within " +
+                       seconds(timeout));
+    }
+    Json reply = Json::parse(*line, nullptr, false);
+    if (reply.is_discarded() || !reply.is_object()) {
+      continue; // Noise on the line; the reply is still to come.
+    }
+    if (reply.contains("error")) {
+      throw GuestError("the guest helper refused " + command + ": " +
+                       reply["error"].value("desc", "unknown error"));
+    }
+    if (reply.contains("return")) {
+      return reply["return"];
+    }
+  }
+}
+
+} // namespace ks::guest

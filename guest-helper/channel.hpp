@@ -1,0 +1,48 @@
+// Host side of the guest channel: talks the QEMU guest agent's JSON protocol to
+// kata-snapshot-helper (or a real qemu-guest-agent) over the port's host chardev socket.
+#pragma once
+
+#include "util/deadline.hpp"
+#include "util/error.hpp"
+#include "util/fd.hpp"
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+namespace ks::guest {
+
+using Json = nlohmann::json;
+
+class GuestError : public Error {
+public:
+  using Error::Error;
+};
+
+class Channel {
+public:
+  static constexpr Millis k_default_timeout{5000};
+  static constexpr Millis k_freeze_timeout{30000};
+
+  // Connects to the chardev socket and resynchronises (guest-sync-delimited).
+  static Channel connect(const std::string& socket_path, Millis timeout = k_default_timeout);
+
+  // Runs COMMAND; returns "return" or throws GuestError naming the command and the cause.
+  Json execute(const std::string& command, const Json& arguments = Json::object(),
+               Millis timeout = k_default_timeout);
+
+  // 0xFF + guest-sync-delimited with a fresh id; discards everything up to the matching reply.
+  void resync(Millis timeout = k_default_timeout);
+
+private:
+  Channel(Fd sock, std::string path) : m_sock(std::move(sock)), m_path(std::move(path)) {}
+  void send_raw(const std::string& bytes);
+  // Next line, or nullopt when DEADLINE passes first.
+  std::optional<std::string> read_line(const Deadline& deadline, const std::string& command);
+
+  Fd m_sock;
+  std::string m_path;
+  std::string m_inbuf;
+};
+
+} // namespace ks::guest

@@ -1,0 +1,211 @@
+#include "tests/e2e/guest_vm.hpp"
+
+#include "util/error.hpp"
+#include "util/fd.hpp"
+#include "util/strings.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <regex>
+#include <thread>
+#include <unistd.h>
+
+namespace ks::test {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr size_t k_max_reaped = 64;
+volatile sig_atomic_t g_reaped[k_max_reaped];
+volatile sig_atomic_t g_reaped_count = 0;
+
+void kill_reaped() {
+  for (sig_atomic_t i = 0; i < g_reaped_count; ++i) {
+    if (g_reaped[i] > 0) {
+      ::kill(static_cast<pid_t>(g_reaped[i]), SIGKILL);
+    }
+  }
+}
+
+void on_fatal_signal(int sig) {
+  kill_reaped();
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+std::string find_in_path(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  for (const auto& dir : split(path ? path : "/usr/bin", ':')) {
+    std::string candidate = dir + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) {
+      return candidate;
+    }
+  }
+  return {};
+}
+
+} // namespace
+
+void skip(const std::string& reason) {
+  std::printf("SKIPPED: %s\n", reason.c_str());
+  std::fflush(stdout);
+  std::_Exit(77);
+}
+
+void reap_later(pid_t pid) {
+  if (g_reaped_count < static_cast<sig_atomic_t>(k_max_reaped)) {
+    g_reaped[g_reaped_count] = pid;
+    g_reaped_count = g_reaped_count + 1;
+  }
+}
+
+void install_reaper() {
+  ::signal(SIGINT, on_fatal_signal);
+  ::signal(SIGTERM, on_fatal_signal);
+  std::atexit(kill_reaped);
+}
+
+const TestEnv& test_env() {
+  static TestEnv env = [] {
+    TestEnv e;
+    std::string cache = std::string(KSNAP_SOURCE_DIR) + "/.cache";
+    e.qemu = find_in_path("qemu-system-x86_64");
+    e.virtiofsd = cache + "/bin/virtiofsd";
+    e.kernel = cache + "/guest/current/vmlinuz";
+    e.initrd = cache + "/guest/current/initrd";
+    e.cli = std::string(KSNAP_BINARY_DIR) + "/kata-snapshot";
+    return e;
+  }();
+  if (env.qemu.empty()) {
+    skip("qemu-system-x86_64 is not installed (run `make test`, which installs it)");
+  }
+  if (!fs::exists(env.kernel) || !fs::exists(env.initrd)) {
+    skip("the test guest is not built (" + env.kernel + "); run `make test`");
+  }
+  return env;
+}
+
+GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
+  const TestEnv& env = test_env();
+  const bool kata = m_options.profile == Profile::kata;
+  std::string mem = std::to_string(m_options.memory_mb) + "M";
+  std::string append = "console=ttyS0 quiet panic=-1 ksnap.workload=" + m_options.workload;
+  for (const auto& a : m_options.kernel_args) {
+    append += " " + a;
+  }
+  m_argv = {env.qemu, "-name", "ksnap-test", "-machine", "q35,accel=tcg", "-cpu", "max",
+            "-smp", "1,maxcpus=4", "-m", mem + ",slots=4,maxmem=2G", "-nodefaults", "-no-user-config",
+            "-display", "none", "-no-reboot", "-kernel", env.kernel, "-initrd", env.initrd,
+            "-append", append,
+            "-chardev", "file,id=con,path=" + console_path() + ",append=on", "-serial", "chardev:con",
+            "-device", "virtio-serial-pci,id=serial0",
+            "-chardev", "socket,id=charhelper,path=" + (m_dir / "helper.sock") + ",server=on,wait=off",
+            "-device", "virtserialport,bus=serial0.0,chardev=charhelper,id=helper0,name=org.kata-snapshot.helper.0",
+            "-qmp", "unix:" + qmp_path() + ",server=on,wait=off", "-pidfile", m_dir / "qemu.pid"};
+  if (kata) {
+    fs::create_directories(share_dir());
+    std::ofstream(share_dir() + "/hello.txt") << "hello from the host\n";
+    std::string vfs_sock = m_dir / "vhost-fs.sock";
+    SpawnOptions vo;
+    vo.argv = {env.virtiofsd, "--socket-path=" + vfs_sock, "--shared-dir=" + share_dir(),
+               "--cache=auto", "--thread-pool-size=1", "--announce-submounts", "--sandbox=none",
+               "--seccomp=none", "--migration-mode=find-paths"};
+    vo.stdout_path = vo.stderr_path = m_dir / "virtiofsd.log";
+    m_virtiofsd = ChildProcess::spawn(vo);
+    Deadline d(Millis(10000));
+    while (!fs::exists(vfs_sock)) {
+      if (!m_virtiofsd.running() || d.expired()) {
+        throw Error("virtiofsd did not start: " + read_file(m_dir / "virtiofsd.log"));
+      }
+      std::this_thread::sleep_for(Millis(10));
+    }
+    std::vector<std::string> more = {
+      "-object", "memory-backend-file,id=dimm1,size=" + mem + ",mem-path=/dev/shm,share=on",
+      "-numa", "node,memdev=dimm1",
+      "-device", "pci-bridge,bus=pcie.0,id=pci-bridge-0,chassis_nr=1,shpc=off,addr=2",
+      "-device", "virtconsole,bus=serial0.0,chardev=charconsole0,id=console0",
+      "-chardev", "socket,id=charconsole0,path=" + (m_dir / "console.sock") + ",server=on,wait=off",
+      "-object", "rng-random,id=rng0,filename=/dev/urandom",
+      "-device", "virtio-rng-pci,rng=rng0",
+      "-chardev", "socket,id=char-vfs,path=" + vfs_sock,
+      "-device", "vhost-user-fs-pci,chardev=char-vfs,tag=kataShared,queue-size=1024"};
+    m_argv.insert(m_argv.end(), more.begin(), more.end());
+  }
+  m_argv.insert(m_argv.end(), m_options.extra_qemu_args.begin(), m_options.extra_qemu_args.end());
+  SpawnOptions qo;
+  qo.argv = m_argv;
+  qo.stdout_path = qo.stderr_path = m_dir / "qemu.log";
+  m_qemu = ChildProcess::spawn(qo);
+  wait_console("ksnap: ready", Millis(120000));
+}
+
+GuestVm::~GuestVm() { kill(); }
+
+void GuestVm::kill() {
+  if (m_qemu.pid() > 0) {
+    m_qemu.terminate(Millis(0));
+  }
+  if (m_virtiofsd.pid() > 0) {
+    m_virtiofsd.terminate(Millis(0));
+  }
+}
+
+std::string GuestVm::console() const {
+  try {
+    return read_file(console_path());
+  } catch (const Error&) {
+    return {};
+  }
+}
+
+std::string GuestVm::qemu_log() const {
+  try {
+    return read_file(m_dir / "qemu.log");
+  } catch (const Error&) {
+    return {};
+  }
+}
+
+std::string GuestVm::wait_console(const std::string& needle, Millis timeout, size_t offset) const {
+  Deadline deadline(timeout);
+  for (;;) {
+    std::string text = console();
+    size_t pos = text.size() > offset ? text.find(needle, offset) : std::string::npos;
+    if (pos != std::string::npos) {
+      size_t start = text.rfind('\n', pos);
+      start = start == std::string::npos ? 0 : start + 1;
+      size_t end = text.find('\n', pos);
+      return text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    }
+    if (deadline.expired()) {
+      throw Error("the guest did not print \"" + needle + "\" within " +
+                  std::to_string(timeout.count() / 1000) + " s; console tail:\n" +
+                  text.substr(text.size() > 2000 ? text.size() - 2000 : 0) + "\nqemu log:\n" +
+                  qemu_log());
+    }
+    std::this_thread::sleep_for(Millis(50));
+  }
+}
+
+long GuestVm::last_tick() const {
+  static const std::regex tick(R"(ksnap: tick (\d+))");
+  std::string text = console();
+  long last = -1;
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), tick); it != std::sregex_iterator(); ++it) {
+    last = std::stol((*it)[1]);
+  }
+  return last;
+}
+
+CommandResult run_cli(const std::vector<std::string>& args, Millis timeout) {
+  std::vector<std::string> argv{test_env().cli};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_command(argv, timeout);
+}
+
+} // namespace ks::test

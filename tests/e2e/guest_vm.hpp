@@ -1,0 +1,81 @@
+// The end-to-end fixture: boots the test guest (Debian kernel, busybox initramfs, our helper)
+// under real QEMU (TCG), optionally with a real virtiofsd, and reads what the guest prints.
+#pragma once
+
+#include "qmp/qmp_client.hpp"
+#include "tests/support/fake_qmp.hpp"
+#include "util/child_process.hpp"
+
+#include <string>
+#include <vector>
+
+namespace ks::test {
+
+enum class Profile {
+  plain, // q35, virtio-serial with the helper port, serial console to a file
+  kata,  // plus Kata's memory backend, pci-bridge, virtconsole, virtio-rng, virtio-fs
+};
+
+struct GuestOptions {
+  Profile profile = Profile::plain;
+  std::string workload = "counter";
+  unsigned memory_mb = 256;
+  std::vector<std::string> kernel_args;
+  std::vector<std::string> extra_qemu_args;
+};
+
+// Paths of the tools and the guest image; calls skip() when something is missing.
+struct TestEnv {
+  std::string qemu;
+  std::string virtiofsd;
+  std::string kernel;
+  std::string initrd;
+  std::string cli; // the kata-snapshot binary
+};
+const TestEnv& test_env();
+
+// Reports the test as skipped to CTest (exit code 77) with REASON.
+[[noreturn]] void skip(const std::string& reason);
+
+// Kills PID at teardown and on SIGINT/SIGTERM of the test process (for detached processes).
+void reap_later(pid_t pid);
+void install_reaper();
+
+class GuestVm {
+public:
+  explicit GuestVm(GuestOptions options);
+  ~GuestVm();
+
+  const std::string& dir() const { return m_dir.path(); }
+  std::string qmp_path() const { return m_dir / "qmp.sock"; }
+  std::string console_path() const { return m_dir / "console.log"; }
+  std::string share_dir() const { return m_dir / "share"; }
+  std::vector<std::string> argv() const { return m_argv; }
+  pid_t qemu_pid() const { return m_qemu.pid(); }
+
+  // Waits until the console shows a line containing NEEDLE after byte OFFSET; returns it.
+  std::string wait_console(const std::string& needle, Millis timeout = Millis(60000),
+                           size_t offset = 0) const;
+  std::string console() const;
+  // The last "ksnap: tick N" the guest printed, or -1.
+  long last_tick() const;
+
+  qmp::Client qmp() const { return qmp::Client::connect(qmp_path()); }
+
+  // Kills QEMU and virtiofsd (as a crash would), leaving the run directory in place.
+  void kill();
+
+private:
+  std::string qemu_log() const;
+
+  GuestOptions m_options;
+  TempDir m_dir;
+  std::vector<std::string> m_argv;
+  ChildProcess m_virtiofsd;
+  ChildProcess m_qemu;
+};
+
+// kata-snapshot ARGS..., with stdout and stderr captured.
+CommandResult run_cli(const std::vector<std::string>& args, Millis timeout = Millis(300000));
+
+} // namespace ks::test

@@ -1,0 +1,25 @@
+// A point in time a blocking operation must finish by, in the monotonic clock.
+#pragma once
+
+#include <chrono>
+
+namespace ks {
+
+using Millis = std::chrono::milliseconds;
+
+class Deadline {
+public:
+  explicit Deadline(Millis budget) : m_end(std::chrono::steady_clock::now() + budget) {}
+
+  static Deadline never() { return Deadline(std::chrono::hours(24 * 365)); }
+
+  bool expired() const { return std::chrono::steady_clock::now() >= m_end; }
+
+  // Milliseconds left, clamped to [0, INT_MAX], in the form poll(2) takes.
+  int poll_timeout() const;
+
+private:
+  std::chrono::steady_clock::time_point m_end;
+};
+
+} // namespace ks

@@ -1,0 +1,18 @@
+// Small string helpers used across the project.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ks {
+
+std::vector<std::string> split(std::string_view s, char sep);
+std::string join(const std::vector<std::string>& parts, std::string_view sep);
+std::string trim(std::string_view s);
+
+// "1.5 GiB"-style size.
+std::string human_size(uint64_t bytes);
+
+} // namespace ks

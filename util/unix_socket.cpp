@@ -1,0 +1,109 @@
+#include "util/unix_socket.hpp"
+
+#include "util/deadline.hpp"
+#include "util/error.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <thread>
+#include <unistd.h>
+
+namespace ks {
+
+namespace {
+
+sockaddr_un make_address(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) {
+    throw Error("socket path is too long (" + std::to_string(path.size()) +
+                " bytes, at most " + std::to_string(sizeof addr.sun_path - 1) + "): " + path);
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  return addr;
+}
+
+Fd new_socket() {
+  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) {
+    throw_errno("failed to create a UNIX socket");
+  }
+  return Fd(s);
+}
+
+} // namespace
+
+Fd connect_unix(const std::string& path, const Deadline& deadline) {
+  sockaddr_un addr = make_address(path);
+  for (;;) {
+    Fd s = new_socket();
+    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      return s;
+    }
+    int err = errno;
+    bool transient = err == ENOENT || err == ECONNREFUSED || err == EAGAIN || err == EINTR;
+    if (!transient || deadline.expired()) {
+      throw_errno("failed to connect to " + path, err);
+    }
+    std::this_thread::sleep_for(Millis(20));
+  }
+}
+
+Fd listen_unix(const std::string& path) {
+  sockaddr_un addr = make_address(path);
+  ::unlink(path.c_str());
+  Fd s = new_socket();
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    throw_errno("failed to bind " + path);
+  }
+  if (::listen(s.get(), 4) != 0) {
+    throw_errno("failed to listen on " + path);
+  }
+  return s;
+}
+
+void send_with_fd(int sock, const std::string& data, int fd) {
+  iovec iov{const_cast<char*>(data.data()), data.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cmsg), &fd, sizeof fd);
+  for (;;) {
+    ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+    if (n == static_cast<ssize_t>(data.size())) {
+      return;
+    }
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      throw_errno("failed to send a file descriptor");
+    }
+    // The fd went with the first bytes; send the rest plainly.
+    std::string rest = data.substr(static_cast<size_t>(n));
+    if (::send(sock, rest.data(), rest.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(rest.size())) {
+      throw_errno("failed to send a file descriptor");
+    }
+    return;
+  }
+}
+
+pid_t peer_pid(int sock) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    return -1;
+  }
+  return cred.pid > 0 ? cred.pid : -1;
+}
+
+} // namespace ks

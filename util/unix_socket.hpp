@@ -1,0 +1,26 @@
+// UNIX stream sockets: connect with a deadline, send with SCM_RIGHTS, peer credentials.
+#pragma once
+
+#include "util/fd.hpp"
+
+#include <string>
+#include <sys/types.h>
+
+namespace ks {
+
+class Deadline;
+
+// Connects to the UNIX socket at PATH, retrying while it does not exist or refuses
+// connections until DEADLINE (so a server that is starting up can be waited for).
+Fd connect_unix(const std::string& path, const Deadline& deadline);
+
+// Listening socket at PATH (an existing socket file there is replaced).
+Fd listen_unix(const std::string& path);
+
+// Sends DATA with FD attached as SCM_RIGHTS ancillary data.
+void send_with_fd(int sock, const std::string& data, int fd);
+
+// The pid of the process at the other end (SO_PEERCRED), or -1.
+pid_t peer_pid(int sock);
+
+} // namespace ks

@@ -1,0 +1,104 @@
+#include "storage/archive_reader.hpp"
+
+#include "util/error.hpp"
+#include "util/sha256.hpp"
+
+namespace ks {
+
+namespace {
+
+constexpr uint64_t k_max_member = 256ull << 20; // vmstate chunks and JSON are far smaller
+
+[[noreturn]] void damaged(const std::string& what, const std::string& why) {
+  throw Error(what + " is damaged: " + why, ExitCode::archive_invalid);
+}
+
+} // namespace
+
+ArchiveReader::ArchiveReader(int fd, std::string what) : m_tar(fd, what), m_what(std::move(what)) {
+  TarReader::Entry e;
+  if (!m_tar.next(e)) {
+    throw Error(m_what + " is empty or not a kata-snapshot archive", ExitCode::archive_invalid);
+  }
+  if (e.name != k_manifest_member) {
+    damaged(m_what, "the first member is " + e.name + ", not " + k_manifest_member);
+  }
+  Member m{e.name, e.attrs.count(k_sha256_attr) ? e.attrs.at(k_sha256_attr) : "", read_data(e)};
+  check_member(m);
+  std::string text(reinterpret_cast<const char*>(m.data.data()), m.data.size());
+  m_manifest = Json::parse(text, nullptr, false);
+  if (m_manifest.is_discarded()) {
+    damaged(m_what, "manifest.json is not valid JSON");
+  }
+  validate_manifest(m_manifest);
+  m_manifest_sha256 = m.sha256;
+}
+
+Bytes ArchiveReader::read_data(const TarReader::Entry& e) {
+  if (e.size > k_max_member) {
+    damaged(m_what, "member " + e.name + " is implausibly large (" + std::to_string(e.size) + " bytes)");
+  }
+  Bytes data(e.size);
+  size_t got = 0;
+  while (got < data.size()) {
+    size_t n = m_tar.read(std::span(data).subspan(got));
+    if (n == 0) {
+      damaged(m_what, "member " + e.name + " is truncated");
+    }
+    got += n;
+  }
+  return data;
+}
+
+void ArchiveReader::check_member(const Member& m) const {
+  if (m.sha256.empty()) {
+    damaged(m_what, "member " + m.name + " has no SHA-256 in its header");
+  }
+  if (sha256_hex(m.data) != m.sha256) {
+    damaged(m_what, "member " + m.name + " does not match its SHA-256 (corrupted)");
+  }
+}
+
+std::optional<ArchiveReader::Member> ArchiveReader::next() {
+  TarReader::Entry e;
+  if (!m_tar.next(e)) {
+    damaged(m_what, "index.json is missing (the archive is incomplete or truncated)");
+  }
+  if (e.name == k_index_member) {
+    read_index(e);
+    return std::nullopt;
+  }
+  std::string sha = e.attrs.count(k_sha256_attr) ? e.attrs.at(k_sha256_attr) : "";
+  Member m{e.name, sha, read_data(e)};
+  m_seen.push_back({{"name", m.name}, {"size", m.data.size()}, {"sha256", sha}});
+  return m;
+}
+
+void ArchiveReader::read_index(const TarReader::Entry& e) {
+  Member m{e.name, e.attrs.count(k_sha256_attr) ? e.attrs.at(k_sha256_attr) : "", read_data(e)};
+  check_member(m);
+  Json index = Json::parse(std::string(reinterpret_cast<const char*>(m.data.data()), m.data.size()),
+                           nullptr, false);
+  if (index.is_discarded() || !index.is_object()) {
+    damaged(m_what, "index.json is not valid JSON");
+  }
+  if (index.value("manifest_sha256", "") != m_manifest_sha256) {
+    damaged(m_what, "index.json does not match manifest.json");
+  }
+  if (index.value("members", Json::array()).size() != m_seen.size() + 1) {
+    damaged(m_what, "index.json lists " + std::to_string(index.value("members", Json::array()).size()) +
+                      " members but the archive holds " + std::to_string(m_seen.size() + 1));
+  }
+  // The first listed member is the manifest; the rest must match what we read, in order.
+  for (size_t i = 0; i < m_seen.size(); ++i) {
+    if (index["members"][i + 1] != m_seen[i]) {
+      damaged(m_what, "member " + m_seen[i].value("name", "?") + " does not match index.json");
+    }
+  }
+  TarReader::Entry after;
+  if (m_tar.next(after)) {
+    damaged(m_what, "unexpected member " + after.name + " after index.json");
+  }
+}
+
+} // namespace ks

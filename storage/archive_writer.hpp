@@ -1,0 +1,30 @@
+// Writes a .ksnap archive: manifest.json first, then vmstate chunks and shares, index.json last.
+#pragma once
+
+#include "storage/manifest.hpp"
+#include "storage/tar.hpp"
+#include "storage/zstd_codec.hpp"
+
+#include <string>
+
+namespace ks {
+
+class ArchiveWriter {
+public:
+  ArchiveWriter(int fd, std::string what, const Json& manifest);
+
+  // Adds a finished member (its SHA-256 goes in the pax header and in the index).
+  void add_member(const std::string& name, std::span<const std::byte> data, const std::string& sha256);
+  // Writes index.json and the tar trailer. Without this the archive is incomplete.
+  void finish(const Json& extra_index_fields = Json::object());
+
+  uint64_t bytes_written() const { return m_bytes; }
+
+private:
+  TarWriter m_tar;
+  std::string m_manifest_sha256;
+  Json m_members = Json::array();
+  uint64_t m_bytes = 0;
+};
+
+} // namespace ks

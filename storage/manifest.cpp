@@ -1,0 +1,87 @@
+#include "storage/manifest.hpp"
+
+#include "util/error.hpp"
+#include "util/fd.hpp"
+#include "util/strings.hpp"
+
+#include <cstdio>
+#include <ctime>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+namespace ks {
+
+std::string vmstate_member_name(uint64_t n) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%s%06llu.zst", k_vmstate_prefix, static_cast<unsigned long long>(n));
+  return buf;
+}
+
+void validate_manifest(const Json& m) {
+  auto bad = [](const std::string& why) {
+    throw Error("archive manifest is not loadable: " + why, ExitCode::archive_invalid);
+  };
+  if (!m.is_object() || m.value("format", "") != k_format_name) {
+    bad("not a kata-snapshot manifest (format is not \"kata-snapshot\")");
+  }
+  if (!m.contains("format_version") || !m["format_version"].is_number_integer()) {
+    bad("format_version is missing");
+  }
+  int version = m["format_version"];
+  if (version > k_format_version) {
+    throw Error("archive format version " + std::to_string(version) +
+                  " is newer than this kata-snapshot supports (" +
+                  std::to_string(k_format_version) + ")",
+                ExitCode::archive_invalid, "load it with a newer kata-snapshot");
+  }
+  for (const char* key : {"qemu", "vmstate"}) {
+    if (!m.contains(key) || !m[key].is_object()) {
+      bad(std::string("\"") + key + "\" is missing");
+    }
+  }
+  if (!m["qemu"].contains("argv") || !m["qemu"]["argv"].is_array() || m["qemu"]["argv"].empty()) {
+    bad("qemu.argv is missing");
+  }
+}
+
+Json describe_host() {
+  utsname u{};
+  ::uname(&u);
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  std::string model;
+  std::vector<std::string> flags;
+  try {
+    for (const auto& line : split(read_file("/proc/cpuinfo"), '\n')) {
+      auto colon = line.find(':');
+      if (colon == std::string::npos) {
+        continue;
+      }
+      std::string key = trim(line.substr(0, colon));
+      if (key == "model name" && model.empty()) {
+        model = trim(line.substr(colon + 1));
+      } else if (key == "flags" && flags.empty()) {
+        for (const auto& f : split(trim(line.substr(colon + 1)), ' ')) {
+          if (!f.empty()) {
+            flags.push_back(f);
+          }
+        }
+      }
+    }
+  } catch (const Error&) {
+    // No /proc/cpuinfo: leave the CPU fields empty.
+  }
+  return {{"hostname", host}, {"kernel", std::string(u.release)}, {"arch", std::string(u.machine)},
+          {"cpu_model", model}, {"cpu_flags", flags}};
+}
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+} // namespace ks

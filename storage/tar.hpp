@@ -1,0 +1,58 @@
+// A thin pax-tar layer over libarchive; archive.h stays inside tar.cpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+
+namespace ks {
+
+using TarAttrs = std::map<std::string, std::string>; // pax extended attributes (xattrs)
+
+class TarWriter {
+public:
+  // Writes to FD (a file or a pipe); FD stays owned by the caller.
+  explicit TarWriter(int fd, std::string what);
+  ~TarWriter();
+  TarWriter(const TarWriter&) = delete;
+  TarWriter& operator=(const TarWriter&) = delete;
+
+  // A regular file member, mode 0600, with ATTRS in its pax header.
+  void add(const std::string& name, std::span<const std::byte> data, const TarAttrs& attrs);
+  // The same, for a member written in pieces: begin(), write()*, and SIZE must match.
+  void begin(const std::string& name, uint64_t size, const TarAttrs& attrs);
+  void write(std::span<const std::byte> data);
+  void close();
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> m_impl;
+};
+
+class TarReader {
+public:
+  // Reads from FD (a file or a pipe).
+  explicit TarReader(int fd, std::string what);
+  ~TarReader();
+  TarReader(const TarReader&) = delete;
+  TarReader& operator=(const TarReader&) = delete;
+
+  struct Entry {
+    std::string name;
+    uint64_t size = 0;
+    TarAttrs attrs;
+  };
+  // The next member's header; false at the end of the archive. Throws (exit 3) on damage.
+  bool next(Entry& entry);
+  // Reads member data; returns 0 at the end of the member.
+  size_t read(std::span<std::byte> buf);
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> m_impl;
+};
+
+} // namespace ks

@@ -1,0 +1,42 @@
+// The QEMU migration stream in and out of an archive, chunked, on parallel workers.
+#pragma once
+
+#include "storage/archive_reader.hpp"
+#include "storage/archive_writer.hpp"
+
+#include <atomic>
+#include <functional>
+
+namespace ks {
+
+struct StreamOptions {
+  size_t chunk_size = 8u << 20;
+  int level = 1;
+  unsigned threads = 2;
+  std::atomic<uint64_t>* progress = nullptr; // raw stream bytes so far
+};
+
+struct StreamStats {
+  uint64_t raw_bytes = 0;
+  uint64_t chunks = 0;
+};
+
+// Reads the migration stream from IN_FD until end of file and writes it as vmstate chunks.
+StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions& options);
+
+// What to do with members that are not vmstate chunks (shares/...); called in archive order.
+using OtherMember = std::function<void(ArchiveReader::Member&&)>;
+
+// Reads the rest of the archive; each vmstate chunk is hash-checked, then decompressed on a
+// worker, then written to OUT_FD in order (OUT_FD < 0: decompress and check only). The last
+// chunk is held back until index.json has been checked, so a consumer such as QEMU never
+// sees a complete stream from an incomplete or inconsistent archive.
+// ON_FIRST_CHUNK sees the first decompressed bytes (to check the QEMU stream header).
+StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions& options,
+                         const OtherMember& other,
+                         const std::function<void(std::span<const std::byte>)>& on_first_chunk = {});
+
+// Throws (exit 3) unless DATA starts with QEMU's migration stream header (QEVM, version 3).
+void check_qemu_stream_header(std::span<const std::byte> data);
+
+} // namespace ks

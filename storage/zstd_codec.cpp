@@ -1,0 +1,105 @@
+#include "storage/zstd_codec.hpp"
+
+#include "util/error.hpp"
+
+#include <memory>
+#include <string>
+#include <zstd.h>
+
+namespace ks {
+
+namespace {
+
+struct CctxDeleter {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+struct DctxDeleter {
+  void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
+};
+using Cctx = std::unique_ptr<ZSTD_CCtx, CctxDeleter>;
+using Dctx = std::unique_ptr<ZSTD_DCtx, DctxDeleter>;
+
+// One context per worker thread, reused across chunks.
+ZSTD_CCtx* thread_cctx() {
+  thread_local Cctx ctx(ZSTD_createCCtx());
+  KS_ASSERT(ctx);
+  return ctx.get();
+}
+
+ZSTD_DCtx* thread_dctx() {
+  thread_local Dctx ctx(ZSTD_createDCtx());
+  KS_ASSERT(ctx);
+  return ctx.get();
+}
+
+void check(size_t r, const char* what) {
+  if (ZSTD_isError(r)) {
+    throw Error(std::string(what) + ": " + ZSTD_getErrorName(r));
+  }
+}
+
+} // namespace
+
+Bytes zstd_compress(std::span<const std::byte> data, int level) {
+  ZSTD_CCtx* c = thread_cctx();
+  ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
+  check(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level), "zstd level");
+  check(ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1), "zstd checksum");
+  check(ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1), "zstd content size");
+  Bytes out(ZSTD_compressBound(data.size()));
+  size_t n = ZSTD_compress2(c, out.data(), out.size(), data.data(), data.size());
+  check(n, "zstd compression failed");
+  out.resize(n);
+  return out;
+}
+
+Bytes zstd_decompress(std::span<const std::byte> frame, size_t max_size) {
+  unsigned long long size = ZSTD_getFrameContentSize(frame.data(), frame.size());
+  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > max_size) {
+    throw Error("not a valid zstd chunk (bad frame header)", ExitCode::archive_invalid);
+  }
+  Bytes out(size);
+  size_t n = ZSTD_decompressDCtx(thread_dctx(), out.data(), out.size(), frame.data(), frame.size());
+  if (ZSTD_isError(n) || n != size) {
+    throw Error(std::string("corrupt zstd chunk: ") + (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short frame"),
+                ExitCode::archive_invalid);
+  }
+  return out;
+}
+
+struct ZstdStream::Impl {
+  Cctx ctx{ZSTD_createCCtx()};
+  Sink sink;
+  void* sink_ctx;
+  Bytes buf = Bytes(ZSTD_CStreamOutSize());
+
+  void drive(std::span<const std::byte> data, ZSTD_EndDirective mode) {
+    ZSTD_inBuffer in{data.data(), data.size(), 0};
+    for (;;) {
+      ZSTD_outBuffer out{buf.data(), buf.size(), 0};
+      size_t left = ZSTD_compressStream2(ctx.get(), &out, &in, mode);
+      check(left, "zstd compression failed");
+      if (out.pos > 0) {
+        sink(sink_ctx, std::span(buf.data(), out.pos));
+      }
+      bool done = mode == ZSTD_e_continue ? in.pos == in.size : left == 0;
+      if (done) {
+        return;
+      }
+    }
+  }
+};
+
+ZstdStream::ZstdStream(int level, Sink sink, void* ctx) : m_impl(new Impl{.sink = sink, .sink_ctx = ctx}) {
+  KS_ASSERT(m_impl->ctx);
+  check(ZSTD_CCtx_setParameter(m_impl->ctx.get(), ZSTD_c_compressionLevel, level), "zstd level");
+  check(ZSTD_CCtx_setParameter(m_impl->ctx.get(), ZSTD_c_checksumFlag, 1), "zstd checksum");
+}
+
+ZstdStream::~ZstdStream() { delete m_impl; }
+
+void ZstdStream::write(std::span<const std::byte> data) { m_impl->drive(data, ZSTD_e_continue); }
+
+void ZstdStream::finish() { m_impl->drive({}, ZSTD_e_end); }
+
+} // namespace ks

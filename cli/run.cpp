@@ -46,6 +46,10 @@ int run(int argc, char** argv) {
   app.set_version_flag("--version", std::string("kata-snapshot ") + KSNAP_VERSION);
   app.require_subcommand(1);
   Registry reg;
+  add_save(app, reg);
+  add_load(app, reg);
+  add_inspect(app, reg);
+  add_verify(app, reg);
   add_guest(app, reg);
   try {
     app.parse(argc, argv);

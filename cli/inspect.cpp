@@ -1,0 +1,79 @@
+// kata-snapshot inspect ARCHIVE [--json] / verify ARCHIVE [--json] [--host]
+#include "cli/common.hpp"
+#include "snapshot/host_check.hpp"
+#include "snapshot/inspect.hpp"
+#include "util/error.hpp"
+#include "util/strings.hpp"
+
+namespace ks::cli {
+
+namespace {
+
+std::string describe(const nlohmann::json& m) {
+  std::string s;
+  s += "format:   " + m.value("format", "") + " v" + std::to_string(m.value("format_version", 0)) + "\n";
+  s += "created:  " + m.value("created", "") + " on " + m["host"].value("hostname", "?") + " by kata-snapshot " +
+       m.value("tool_version", "") + "\n";
+  s += "qemu:     " + m["qemu"].value("version", "") + ", machine " + m["qemu"].value("machine", "") + "\n";
+  s += "memory:   " + human_size(m["vm"].value("ram_bytes", 0ull)) + "\n";
+  s += "mode:     " + m.value("mode", "") + ", quiesce " + m["quiesce"].value("method", "none") + "\n";
+  const nlohmann::json none = nlohmann::json::array();
+  const nlohmann::json& shares = m.contains("shares") ? m["shares"] : none;
+  const nlohmann::json& devices = m.contains("devices_added") ? m["devices_added"] : none;
+  for (const auto& sh : shares) {
+    s += "share:    " + sh.value("tag", "") + " <- " + sh.value("source_dir", "") + " (" + sh.value("capture", "") + ")\n";
+  }
+  for (const auto& d : devices) {
+    s += "device:   " + d.value("execute", "") + " " + d.value("arguments", nlohmann::json::object()).dump() + "\n";
+  }
+  if (m.contains("labels")) {
+    for (const auto& [k, v] : m["labels"].items()) {
+      s += "label:    " + k + "=" + v.get<std::string>() + "\n";
+    }
+  }
+  return s;
+}
+
+} // namespace
+
+void add_inspect(CLI::App& app, Registry& reg) {
+  auto archive = std::make_shared<std::string>();
+  auto* cmd = app.add_subcommand("inspect", "Show an archive's manifest (reads only the manifest)");
+  cmd->add_option("archive", *archive, "Archive, or - for stdin")->required();
+  add_output_flags(*cmd, reg.global);
+  cmd->callback([&reg, archive] {
+    reg.action = [&reg, archive] {
+      nlohmann::json m = read_manifest(*archive);
+      print_result(reg.global, m, describe(m));
+      return 0;
+    };
+  });
+}
+
+void add_verify(CLI::App& app, Registry& reg) {
+  struct Args {
+    std::string archive;
+    bool host = false;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("verify", "Check every byte of an archive (hashes, index, QEMU stream header)");
+  cmd->add_option("archive", a->archive, "Archive, or - for stdin")->required();
+  cmd->add_flag("--host", a->host, "Also check that this host can load it, and say why not");
+  add_output_flags(*cmd, reg.global);
+  cmd->callback([&reg, a] {
+    reg.action = [&reg, a] {
+      nlohmann::json r = verify_archive(a->archive, a->host, 0);
+      std::string human = a->archive + ": intact (" + std::to_string(r["vmstate_chunks"].get<uint64_t>()) +
+                          " chunks, " + human_size(r["vmstate_bytes"].get<uint64_t>()) + " of VM state)";
+      if (a->host) {
+        const auto& h = r["host"];
+        human += h["loadable"].get<bool>() ? "\nloadable here with " + h.value("qemu", "") + " " + h.value("qemu_version", "")
+                                           : "\nNOT loadable here: " + join(h["problems"].get<std::vector<std::string>>(), "; ");
+      }
+      print_result(reg.global, r, human);
+      return r["ok"].get<bool>() ? 0 : static_cast<int>(ExitCode::archive_invalid);
+    };
+  });
+}
+
+} // namespace ks::cli

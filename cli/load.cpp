@@ -1,0 +1,46 @@
+// kata-snapshot load ARCHIVE|- [options]   (alias: restore)
+#include "cli/common.hpp"
+#include "cli/parse.hpp"
+#include "snapshot/load.hpp"
+
+namespace ks::cli {
+
+namespace {
+
+struct LoadArgs {
+  LoadOptions o;
+  std::vector<std::string> share_dirs;
+};
+
+int run_load(LoadArgs& a, const GlobalOptions& g) {
+  a.o.share_dirs = parse_pairs(a.share_dirs, "--share-dir");
+  a.o.progress = !g.quiet && !g.json;
+  LoadResult r = load(a.o);
+  std::string human = "restored VM: QEMU pid " + std::to_string(r.qemu_pid) + ", " + r.status + ", QMP " + r.qmp;
+  if (g.verbose) {
+    human += "\nguest refresh: " + r.guest.dump();
+  }
+  print_result(g, r.to_json(), g.quiet ? "" : human);
+  return 0;
+}
+
+} // namespace
+
+void add_load(CLI::App& app, Registry& reg) {
+  auto a = std::make_shared<LoadArgs>();
+  auto* cmd = app.add_subcommand("load", "Start a VM from a .ksnap archive (it keeps running after this exits)");
+  cmd->alias("restore");
+  cmd->add_option("archive", a->o.archive, "Archive to load, or - for stdin")->required();
+  cmd->add_option("--run-dir", a->o.run_dir, "Directory for the new QMP socket, pid file, sockets and logs");
+  cmd->add_option("--qmp", a->o.qmp_socket, "QMP socket path of the restored VM (default RUN_DIR/qmp.sock)");
+  cmd->add_option("--share-dir", a->share_dirs, "TAG=DIR: restore a virtio-fs share into DIR");
+  cmd->add_flag("--paused", a->o.paused, "Leave the VM paused (resume with QMP cont)");
+  cmd->add_option("--qemu", a->o.qemu, "QEMU binary (default: the recorded one, or qemu-system-x86_64)");
+  cmd->add_option("--virtiofsd", a->o.virtiofsd, "virtiofsd binary (default: the recorded one)");
+  cmd->add_option("--threads", a->o.threads, "Decompression workers (default: every core)");
+  cmd->add_flag("--force", a->o.force, "Restore shares into non-empty directories");
+  add_output_flags(*cmd, reg.global);
+  cmd->callback([&reg, a] { reg.action = [&reg, a] { return run_load(*a, reg.global); }; });
+}
+
+} // namespace ks::cli

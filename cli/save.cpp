@@ -1,0 +1,77 @@
+// kata-snapshot save (--qmp SOCKET) -o OUT|- [options]
+#include "cli/common.hpp"
+#include "cli/parse.hpp"
+#include "snapshot/save.hpp"
+#include "util/strings.hpp"
+
+namespace ks::cli {
+
+namespace {
+
+struct SaveArgs {
+  SaveOptions o;
+  std::string mode = "auto";
+  std::string after = "resume";
+  std::string quiesce = "auto";
+  std::vector<std::string> shares;
+  std::vector<std::string> labels;
+  bool force = false;
+  size_t chunk_mib = 8;
+};
+
+int run_save(SaveArgs& a, const GlobalOptions& g) {
+  a.o.mode = a.mode == "live" ? SaveMode::live : a.mode == "stop" ? SaveMode::stop : SaveMode::automatic;
+  a.o.after = a.after == "pause" ? AfterSave::pause : a.after == "quit" ? AfterSave::quit : AfterSave::resume;
+  a.o.quiesce = a.quiesce == "required" ? QuiescePolicy::required
+                : a.quiesce == "off"    ? QuiescePolicy::off
+                                        : QuiescePolicy::automatic;
+  a.o.share_policy = parse_pairs(a.shares, "--share");
+  for (const auto& [tag, policy] : a.o.share_policy) {
+    if (policy != "full" && policy != "none") {
+      throw Error("--share " + tag + "=" + policy + ": the policy must be full or none", ExitCode::usage);
+    }
+  }
+  a.o.labels = parse_pairs(a.labels, "--label");
+  a.o.overwrite = a.force ? Overwrite::yes : Overwrite::no;
+  a.o.chunk_size = a.chunk_mib << 20;
+  a.o.progress = !g.quiet && !g.json;
+  SaveResult r = save(a.o);
+  nlohmann::json j = {{"output", r.output}, {"archive_bytes", r.archive_bytes}, {"vmstate_bytes", r.vmstate_bytes},
+                      {"chunks", r.chunks}, {"seconds", r.seconds}, {"quiesce", r.quiesce}, {"vm_state", r.vm_state}};
+  std::string human = "saved " + (r.output == "-" ? std::string("to stdout") : r.output) + ": " +
+                      human_size(r.archive_bytes) + " (" + human_size(r.vmstate_bytes) + " of VM state) in " +
+                      std::to_string(r.seconds).substr(0, 4) + " s; VM " + r.vm_state;
+  if (r.output == "-") {
+    if (!g.quiet) {
+      note(g, human); // stdout carries the archive
+    }
+    return 0;
+  }
+  print_result(g, j, g.quiet ? "" : human);
+  return 0;
+}
+
+} // namespace
+
+void add_save(CLI::App& app, Registry& reg) {
+  auto a = std::make_shared<SaveArgs>();
+  auto* cmd = app.add_subcommand("save", "Snapshot a running VM into a .ksnap archive");
+  cmd->add_option("--qmp", a->o.qmp_socket, "QMP socket of the VM")->required();
+  cmd->add_option("-o,--output", a->o.output, "Archive to write, or - for stdout")->required();
+  cmd->add_option("--mode", a->mode, "auto|stop|live (live is not supported yet)")
+    ->check(CLI::IsMember({"auto", "stop", "live"}));
+  cmd->add_option("--after", a->after, "What the VM does after the save: resume|pause|quit")
+    ->check(CLI::IsMember({"resume", "pause", "quit"}));
+  cmd->add_option("--quiesce", a->quiesce, "Freeze guest filesystems via the helper: auto|required|off")
+    ->check(CLI::IsMember({"auto", "required", "off"}));
+  cmd->add_option("--share", a->shares, "TAG=full|none: capture of a virtio-fs share (default full)");
+  cmd->add_option("--compress-level", a->o.compress_level, "zstd level (default 1)")->check(CLI::Range(-7, 19));
+  cmd->add_option("--threads", a->o.threads, "Compression workers (default: every core)");
+  cmd->add_option("--chunk-size", a->chunk_mib, "vmstate chunk size in MiB (default 8)")->check(CLI::Range(1, 256));
+  cmd->add_option("--label", a->labels, "KEY=VALUE recorded in the manifest");
+  cmd->add_flag("--force", a->force, "Overwrite an existing archive");
+  add_output_flags(*cmd, reg.global);
+  cmd->callback([&reg, a] { reg.action = [&reg, a] { return run_save(*a, reg.global); }; });
+}
+
+} // namespace ks::cli

@@ -1,0 +1,58 @@
+#include "snapshot/inspect.hpp"
+
+#include "snapshot/host_check.hpp"
+#include "storage/archive_reader.hpp"
+#include "storage/vmstate_stream.hpp"
+#include "util/error.hpp"
+#include "util/fd.hpp"
+
+#include <fcntl.h>
+#include <thread>
+#include <unistd.h>
+
+namespace ks {
+
+namespace {
+
+Fd open_archive(const std::string& archive) {
+  if (archive == "-") {
+    return Fd(::dup(STDIN_FILENO));
+  }
+  try {
+    return open_file(archive, O_RDONLY);
+  } catch (const Error& e) {
+    throw Error(e.what(), ExitCode::archive_invalid);
+  }
+}
+
+std::string label(const std::string& archive) { return archive == "-" ? "the archive on stdin" : archive; }
+
+} // namespace
+
+nlohmann::json read_manifest(const std::string& archive) {
+  Fd in = open_archive(archive);
+  ArchiveReader reader(in.get(), label(archive));
+  return reader.manifest();
+}
+
+nlohmann::json verify_archive(const std::string& archive, bool host, unsigned threads) {
+  Fd in = open_archive(archive);
+  ArchiveReader reader(in.get(), label(archive));
+  uint64_t other_members = 0;
+  StreamOptions so{.chunk_size = reader.manifest()["vmstate"].value("chunk_size", size_t{8} << 20),
+                   .threads = threads ? threads : std::max(1u, std::thread::hardware_concurrency())};
+  StreamStats stats = read_vmstate(reader, -1, so, [&](ArchiveReader::Member&& m) {
+    reader.check_member(m);
+    ++other_members;
+  }, check_qemu_stream_header);
+  nlohmann::json out = {{"ok", true}, {"archive", archive}, {"vmstate_chunks", stats.chunks},
+                        {"vmstate_bytes", stats.raw_bytes}, {"other_members", other_members}};
+  if (host) {
+    HostCheck c = check_host(reader.manifest(), "");
+    out["host"] = c.to_json();
+    out["ok"] = c.problems.empty();
+  }
+  return out;
+}
+
+} // namespace ks

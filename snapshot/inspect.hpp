@@ -1,0 +1,16 @@
+// `inspect` (manifest only) and `verify` (every byte) of an archive.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace ks {
+
+// The manifest of ARCHIVE ("-" for stdin), checked as load would.
+nlohmann::json read_manifest(const std::string& archive);
+
+// Reads the whole archive: member hashes, the index, each chunk's zstd frame and the QEMU
+// stream header. With HOST, also whether this host can load it. Throws (exit 3) on damage.
+nlohmann::json verify_archive(const std::string& archive, bool host, unsigned threads);
+
+} // namespace ks

@@ -1,0 +1,287 @@
+// The load pipeline: open archive -> host check -> run directory -> start QEMU with
+// -S -incoming defer -> feed the checked, decompressed stream -> cont -> refresh the guest.
+// Until the end, LoadSession owns the new QEMU: any failure kills it and nothing is left.
+#include "snapshot/load.hpp"
+
+#include "qmp/qmp_client.hpp"
+#include "snapshot/argv_rewrite.hpp"
+#include "snapshot/guest_refresh.hpp"
+#include "snapshot/host_check.hpp"
+#include "snapshot/progress.hpp"
+#include "snapshot/shares.hpp"
+#include "snapshot/vm.hpp"
+#include "storage/archive_reader.hpp"
+#include "storage/vmstate_stream.hpp"
+#include "util/cancel.hpp"
+#include "util/child_process.hpp"
+#include "util/strings.hpp"
+#include "util/unix_socket.hpp"
+
+#include <atomic>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <filesystem>
+#include <thread>
+#include <unistd.h>
+
+namespace ks {
+
+namespace fs = std::filesystem;
+
+nlohmann::json LoadResult::to_json() const {
+  return {{"qemu_pid", qemu_pid}, {"qmp", qmp}, {"run_dir", run_dir}, {"virtiofsd_pids", virtiofsd_pids},
+          {"status", status}, {"seconds", seconds}, {"guest", guest}};
+}
+
+namespace {
+
+constexpr const char* k_fd_name = "ksnap-load";
+
+std::string default_run_dir() {
+  std::string base = ::geteuid() == 0 ? "/run/kata-snapshot" : "/tmp/kata-snapshot-" + std::to_string(::geteuid());
+  return base + "/vm-" + std::to_string(::time(nullptr)) + "-" + std::to_string(::getpid());
+}
+
+std::string tail_of(const std::string& path, size_t lines) {
+  std::string text;
+  try {
+    text = read_file(path);
+  } catch (const Error&) {
+    return {};
+  }
+  auto all = split(trim(text), '\n');
+  size_t from = all.size() > lines ? all.size() - lines : 0;
+  return join(std::vector<std::string>(all.begin() + static_cast<long>(from), all.end()), " | ");
+}
+
+class LoadSession {
+public:
+  explicit LoadSession(const LoadOptions& o) : m_o(o) {}
+
+  void open_archive();
+  void check_host() { m_host = ks::check_host(m_reader->manifest(), m_o.qemu); require_loadable(m_host); }
+  void prepare_run_dir();
+  void start_daemons() { m_shares.start_daemons(m_run_dir); }
+  void start_qemu();
+  void stream();
+  void resume();
+  LoadResult finish();
+
+private:
+  [[noreturn]] void qemu_failed(const std::string& doing);
+  std::string log_path() const { return m_run_dir + "/qemu.log"; }
+
+  const LoadOptions& m_o;
+  Fd m_in;
+  std::optional<ArchiveReader> m_reader;
+  HostCheck m_host;
+  std::string m_run_dir;
+  std::string m_qmp_path;
+  ShareRestore m_shares;
+  ChildProcess m_qemu;
+  std::optional<qmp::Client> m_qmp;
+  nlohmann::json m_guest;
+  std::optional<std::string> m_helper_socket;
+  std::chrono::steady_clock::time_point m_start = std::chrono::steady_clock::now();
+};
+
+void LoadSession::open_archive() {
+  if (m_o.archive == "-") {
+    m_in = Fd(::dup(STDIN_FILENO));
+  } else {
+    try {
+      m_in = open_file(m_o.archive, O_RDONLY);
+    } catch (const Error& e) {
+      throw Error(e.what(), ExitCode::archive_invalid);
+    }
+  }
+  m_reader.emplace(m_in.get(), m_o.archive == "-" ? "the archive on stdin" : m_o.archive);
+  m_shares = ShareRestore(m_reader->manifest(), m_o.share_dirs, m_o.virtiofsd, m_o.force);
+}
+
+void LoadSession::prepare_run_dir() {
+  m_run_dir = m_o.run_dir.empty() ? default_run_dir() : m_o.run_dir;
+  std::error_code ec;
+  fs::create_directories(m_run_dir, ec);
+  if (ec) {
+    throw Error("failed to create the run directory " + m_run_dir + ": " + ec.message());
+  }
+  ::chmod(m_run_dir.c_str(), 0700);
+  m_qmp_path = m_o.qmp_socket.empty() ? m_run_dir + "/qmp.sock" : m_o.qmp_socket;
+  if (fs::exists(m_qmp_path)) {
+    try {
+      connect_unix(m_qmp_path, Deadline(Millis(0)));
+      throw Error(m_qmp_path + " is in use by a running VM", ExitCode::failed, "pass another --run-dir or --qmp");
+    } catch (const Error& e) {
+      if (std::string(e.what()).find("in use") != std::string::npos) {
+        throw;
+      }
+      fs::remove(m_qmp_path, ec); // a stale socket from a VM that is gone
+    }
+  }
+}
+
+void LoadSession::start_qemu() {
+  QemuArgv recorded(m_reader->manifest()["qemu"]["argv"].get<std::vector<std::string>>());
+  RewriteOptions ro{m_run_dir, m_qmp_path, m_shares.chardev_paths(recorded)};
+  RewriteResult rw = rewrite_for_restore(recorded, ro);
+  // Pin the exact machine type the stream was made with (an alias like "q35" may mean a
+  // newer, incompatible type on a newer QEMU).
+  std::string machine = m_reader->manifest()["qemu"].value("machine", "");
+  for (auto& o : rw.argv.options()) {
+    if ((o.name == "machine" || o.name == "M") && !machine.empty()) {
+      OptionValue v = OptionValue::parse(o.value);
+      if (v.items().empty() || v.items()[0].first.empty()) {
+        v.erase("");
+      }
+      OptionValue pinned = OptionValue::parse(machine);
+      for (const auto& [k, val] : v.items()) {
+        if (k != "type") {
+          pinned.set(k, val);
+        }
+      }
+      o = {"machine", pinned.str()};
+    }
+  }
+  m_helper_socket = helper_socket_path(rw.argv);
+  std::vector<std::string> argv = rw.argv.to_argv();
+  argv[0] = m_host.qemu;
+  SpawnOptions so;
+  so.argv = argv;
+  so.stdout_path = so.stderr_path = log_path();
+  so.detach = Detach::yes;
+  m_qemu = ChildProcess::spawn(so);
+  Deadline deadline(std::chrono::seconds(60));
+  while (!fs::exists(m_qmp_path)) {
+    if (!m_qemu.running()) {
+      qemu_failed("starting");
+    }
+    if (deadline.expired()) {
+      throw Error("QEMU did not open its QMP socket " + m_qmp_path + " within 60 s");
+    }
+    std::this_thread::sleep_for(Millis(10));
+  }
+  m_qmp = qmp::Client::connect(m_qmp_path);
+  m_shares.replay_devices(*m_qmp, m_reader->manifest());
+}
+
+void LoadSession::qemu_failed(const std::string& doing) {
+  auto status = m_qemu.wait(Deadline(Millis(1000)));
+  std::string tail = tail_of(log_path(), 3);
+  throw Error("QEMU exited while " + doing + " the snapshot" +
+                (status ? " (status " + std::to_string(*status) + ")" : std::string()) +
+                (tail.empty() ? std::string() : ": " + tail),
+              ExitCode::archive_invalid, "QEMU's full log is " + log_path());
+}
+
+void LoadSession::stream() {
+  Pipe pipe = make_pipe();
+  m_qmp->send_fd(k_fd_name, pipe.read.get());
+  pipe.read.reset();
+  m_qmp->execute("migrate-incoming", {{"uri", std::string("fd:") + k_fd_name}});
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> progress{0};
+  std::exception_ptr error;
+  unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
+  StreamOptions so{.chunk_size = m_reader->manifest()["vmstate"].value("chunk_size", size_t{8} << 20),
+                   .threads = threads, .progress = &progress};
+  std::thread writer([&, out = std::move(pipe.write)]() mutable {
+    try {
+      read_vmstate(*m_reader, out.get(), so, [&](ArchiveReader::Member&& m) { m_shares.take_member(std::move(m)); },
+                   check_qemu_stream_header);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    out.reset(); // end of stream for QEMU (complete, or cut short on error)
+    done = true;
+  });
+  ProgressLine bar(m_o.progress, "loading", m_reader->manifest()["vm"].value("ram_bytes", 0ull));
+  auto join_writer = [&] {
+    if (writer.joinable()) {
+      writer.join();
+    }
+  };
+  try {
+    std::string status;
+    Deadline after_eof = Deadline::never();
+    for (;;) {
+      if (!m_qemu.running()) {
+        join_writer();
+        if (error) {
+          std::rethrow_exception(error); // the archive's fault comes first
+        }
+        qemu_failed("loading");
+      }
+      if (cancel_requested()) {
+        throw_if_cancelled();
+      }
+      if (done && error) {
+        std::rethrow_exception(error);
+      }
+      try {
+        status = m_qmp->execute("query-migrate").value("status", "");
+      } catch (const Error&) {
+        continue; // QEMU went away: the loop head reports why
+      }
+      if (status == "completed") {
+        break;
+      }
+      if (status == "failed") {
+        qemu_failed("loading");
+      }
+      if (done && after_eof.expired()) {
+        throw Error("QEMU did not finish loading the stream (status " + status + ")");
+      }
+      if (done && !error && after_eof.poll_timeout() > 3600000) {
+        after_eof = Deadline(std::chrono::seconds(60));
+      }
+      bar.update(progress.load());
+      std::this_thread::sleep_for(Millis(20));
+    }
+  } catch (...) {
+    m_qemu.terminate(Millis(0)); // unblocks the writer (EPIPE)
+    join_writer();
+    throw;
+  }
+  join_writer();
+  if (error) {
+    std::rethrow_exception(error);
+  }
+}
+
+void LoadSession::resume() {
+  if (!m_o.paused) {
+    m_qmp->execute("cont");
+  }
+  m_guest = m_o.paused ? nlohmann::json{{"refreshed", false}, {"reason", "--paused: run `kata-snapshot guest` after cont"}}
+                       : refresh_guest(m_helper_socket);
+}
+
+LoadResult LoadSession::finish() {
+  LoadResult r;
+  r.qemu_pid = m_qemu.pid();
+  r.qmp = m_qmp_path;
+  r.run_dir = m_run_dir;
+  r.virtiofsd_pids = m_shares.release_daemons();
+  r.status = m_o.paused ? "paused" : "running";
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - m_start).count();
+  r.guest = m_guest;
+  m_qemu.release(); // from here on the VM lives on its own
+  return r;
+}
+
+} // namespace
+
+LoadResult load(const LoadOptions& options) {
+  LoadSession s(options);
+  s.open_archive();    // manifest first: format, version, what the VM needs
+  s.check_host();      // QEMU binary, version and machine type
+  s.prepare_run_dir(); // sockets, pid file and logs of the new VM
+  s.start_daemons();   // shares restored, virtiofsd per share (before QEMU connects)
+  s.start_qemu();      // recorded argv rewritten, -S -incoming defer, devices re-created
+  s.stream();          // migrate-incoming from a pipe fed by checked, parallel decompression
+  s.resume();          // cont (unless --paused), then clock and RNG refresh in the guest
+  return s.finish();   // detach QEMU and virtiofsd and report
+}
+
+} // namespace ks

@@ -1,0 +1,37 @@
+// `kata-snapshot load`: a new QEMU (and virtiofsd) from a .ksnap archive, left running.
+#pragma once
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace ks {
+
+struct LoadOptions {
+  std::string archive; // a path, or "-" for stdin
+  std::string run_dir; // empty: a new directory under /run/kata-snapshot
+  std::string qmp_socket; // empty: RUN_DIR/qmp.sock
+  std::map<std::string, std::string> share_dirs; // tag -> directory
+  bool paused = false;
+  std::string qemu;
+  std::string virtiofsd;
+  bool force = false;
+  unsigned threads = 0;
+  bool progress = false;
+};
+
+struct LoadResult {
+  int qemu_pid = -1;
+  std::string qmp;
+  std::string run_dir;
+  std::vector<int> virtiofsd_pids;
+  std::string status;
+  double seconds = 0;
+  nlohmann::json guest; // post-restore refresh report
+  nlohmann::json to_json() const;
+};
+
+LoadResult load(const LoadOptions& options);
+
+} // namespace ks

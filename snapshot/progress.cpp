@@ -1,0 +1,31 @@
+#include "snapshot/progress.hpp"
+
+#include "util/strings.hpp"
+
+#include <cstdio>
+#include <unistd.h>
+
+namespace ks {
+
+ProgressLine::ProgressLine(bool wanted, std::string label, uint64_t expected_bytes)
+  : m_active(wanted && ::isatty(STDERR_FILENO)), m_label(std::move(label)), m_expected(expected_bytes) {}
+
+void ProgressLine::update(uint64_t bytes) {
+  auto now = std::chrono::steady_clock::now();
+  if (!m_active || now - m_last < std::chrono::milliseconds(200)) {
+    return;
+  }
+  m_last = now;
+  m_drawn = true;
+  std::fprintf(stderr, "\r%s: %s (guest RAM %s)\033[K", m_label.c_str(), human_size(bytes).c_str(),
+               human_size(m_expected).c_str());
+}
+
+void ProgressLine::finish() {
+  if (m_drawn) {
+    std::fprintf(stderr, "\r\033[K");
+    m_drawn = false;
+  }
+}
+
+} // namespace ks

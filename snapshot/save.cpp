@@ -1,0 +1,331 @@
+// The save pipeline: discover -> lock -> preflight -> quiesce -> pause -> stream -> commit ->
+// thaw and resume. SaveSession's destructor undoes whatever a failed or interrupted save
+// changed: it cancels the migration, restores the bandwidth limit, thaws, resumes a VM that
+// was running, and deletes the temp file.
+#include "snapshot/save.hpp"
+
+#include "snapshot/progress.hpp"
+#include "snapshot/vm.hpp"
+#include "snapshot/vm_lock.hpp"
+#include "storage/archive_writer.hpp"
+#include "storage/vmstate_stream.hpp"
+#include "util/atomic_file.hpp"
+#include "util/cancel.hpp"
+#include "util/strings.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <sys/statvfs.h>
+#include <thread>
+#include <unistd.h>
+
+namespace ks {
+
+namespace {
+
+constexpr const char* k_fd_name = "ksnap-save";
+constexpr uint64_t k_unlimited_bandwidth = 1ull << 40; // bytes/s: effectively no cap
+
+// Resident memory of PID in bytes (anon + file + shmem), or 0 when unknown.
+uint64_t resident_bytes(pid_t pid) {
+  try {
+    for (const auto& line : split(read_file("/proc/" + std::to_string(pid) + "/status"), '\n')) {
+      if (line.rfind("VmRSS:", 0) == 0) {
+        return std::stoull(trim(line.substr(6))) * 1024;
+      }
+    }
+  } catch (const std::exception&) {
+  }
+  return 0;
+}
+
+class SaveSession {
+public:
+  explicit SaveSession(const SaveOptions& o) : m_o(o), m_quiescer(o.quiesce, std::chrono::seconds(60)) {}
+  ~SaveSession() { rollback(); }
+
+  void discover();
+  void preflight();
+  void quiesce() { m_quiescer.freeze(m_vm->argv); }
+  void pause();
+  void stream();
+  void commit();
+  SaveResult finish();
+
+private:
+  Json build_manifest() const;
+  void wait_for_migration_end();
+  void rollback() noexcept;
+  void restore_vm() noexcept;
+
+  const SaveOptions& m_o;
+  std::optional<Vm> m_vm;
+  std::optional<VmLock> m_lock;
+  Quiescer m_quiescer;
+  std::optional<AtomicFile> m_file;
+  int m_out_fd = -1;
+  std::optional<ArchiveWriter> m_writer;
+  StreamStats m_stats;
+  Json m_version;
+  std::string m_machine;
+  uint64_t m_ram = 0;
+  bool m_was_running = false;
+  bool m_paused = false;
+  bool m_migrating = false;
+  std::optional<uint64_t> m_old_bandwidth;
+  bool m_done = false;
+  std::chrono::steady_clock::time_point m_start = std::chrono::steady_clock::now();
+};
+
+void SaveSession::discover() {
+  m_vm = open_vm(m_o.qmp_socket);
+  m_lock.emplace(m_vm->pid);
+  m_version = m_vm->qmp.execute("query-version");
+  m_was_running = m_vm->qmp.execute("query-status").value("status", "") == "running";
+  std::string type = m_vm->qmp.execute("qom-get", {{"path", "/machine"}, {"property", "type"}});
+  const std::string suffix = "-machine";
+  m_machine = type.size() > suffix.size() && type.ends_with(suffix) ? type.substr(0, type.size() - suffix.size()) : type;
+  Json mem = m_vm->qmp.execute("query-memory-size-summary");
+  m_ram = mem.value("base-memory", 0ull) + mem.value("plugged-memory", 0ull);
+}
+
+void SaveSession::preflight() {
+  if (m_o.mode == SaveMode::live) {
+    throw Error("--mode live is not supported yet: a live save needs the virtio-fs shares captured "
+                "at the snapshot instant while the guest keeps writing them",
+                ExitCode::usage, "use --mode stop (or auto)");
+  }
+  Json mig = m_vm->qmp.execute("query-migrate");
+  std::string status = mig.value("status", "none");
+  if (status == "active" || status == "setup" || status == "device" || status == "pre-switchover") {
+    throw Error("a migration is already running on this VM (status " + status + ")");
+  }
+  if (mig.contains("blocked-reasons") && !mig["blocked-reasons"].empty()) {
+    std::vector<std::string> reasons;
+    for (const auto& r : mig["blocked-reasons"]) {
+      reasons.push_back(r.get<std::string>());
+    }
+    throw Error("QEMU cannot migrate this VM: " + join(reasons, "; "));
+  }
+  if (m_o.output == "-") {
+    if (::isatty(STDOUT_FILENO)) {
+      throw Error("refusing to write a binary archive to a terminal", ExitCode::usage,
+                  "redirect stdout, or pass -o FILE");
+    }
+    m_out_fd = STDOUT_FILENO;
+    return;
+  }
+  m_file.emplace(m_o.output, m_o.overwrite == Overwrite::yes ? AtomicFile::Overwrite::yes : AtomicFile::Overwrite::no);
+  m_out_fd = m_file->fd();
+  struct statvfs fs{};
+  uint64_t estimate = resident_bytes(m_vm->pid) / 2; // assumes at least 2:1 compression
+  if (::fstatvfs(m_out_fd, &fs) == 0) {
+    uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+    if (free_bytes < estimate) {
+      throw Error("not enough space for the archive in " + dir_name(m_o.output) + ": " + human_size(free_bytes) +
+                    " free, about " + human_size(estimate) + " needed");
+    }
+  }
+}
+
+void SaveSession::pause() {
+  throw_if_cancelled();
+  if (m_was_running) {
+    m_vm->qmp.execute("stop");
+    m_paused = true;
+  }
+  Json params = m_vm->qmp.execute("query-migrate-parameters");
+  m_old_bandwidth = params.value("max-bandwidth", 134217728ull);
+  m_vm->qmp.execute("migrate-set-parameters", {{"max-bandwidth", k_unlimited_bandwidth}});
+  m_writer.emplace(m_out_fd, m_o.output == "-" ? "stdout" : m_o.output, build_manifest());
+}
+
+Json SaveSession::build_manifest() const {
+  std::string binary = m_vm->argv.binary();
+  char exe[4096];
+  ssize_t n = ::readlink(("/proc/" + std::to_string(m_vm->pid) + "/exe").c_str(), exe, sizeof exe - 1);
+  if (n > 0) {
+    binary = std::string(exe, static_cast<size_t>(n));
+  }
+  const Json& q = m_version["qemu"];
+  std::string version = std::to_string(q.value("major", 0)) + "." + std::to_string(q.value("minor", 0)) + "." +
+                        std::to_string(q.value("micro", 0));
+  return {{"format", k_format_name},
+          {"format_version", k_format_version},
+          {"created", utc_now()},
+          {"tool_version", KSNAP_VERSION},
+          {"host", describe_host()},
+          {"qemu", {{"version", version}, {"package", m_version.value("package", "")}, {"binary", binary},
+                    {"machine", m_machine}, {"argv", m_vm->argv.to_argv()}}},
+          {"vm", {{"ram_bytes", m_ram}, {"run_state", m_was_running ? "running" : "paused"}}},
+          {"devices_added", Json::array()},
+          {"shares", Json::array()},
+          {"quiesce", m_quiescer.describe()},
+          {"mode", "stop"},
+          {"labels", m_o.labels},
+          {"vmstate", {{"compression", "zstd"}, {"level", m_o.compress_level}, {"chunk_size", m_o.chunk_size}}}};
+}
+
+void SaveSession::stream() {
+  Pipe pipe = make_pipe();
+  m_vm->qmp.send_fd(k_fd_name, pipe.write.get());
+  pipe.write.reset(); // QEMU holds the only write end: its close is our end of file
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> progress{0};
+  std::exception_ptr error;
+  unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
+  StreamOptions so{.chunk_size = m_o.chunk_size, .level = m_o.compress_level, .threads = threads,
+                   .progress = &progress};
+  std::thread reader([&, in = std::move(pipe.read)]() mutable {
+    try {
+      m_stats = write_vmstate(in.get(), *m_writer, so);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    in.reset(); // on error, QEMU's next write fails with EPIPE and the migration fails
+    done = true;
+  });
+  ProgressLine bar(m_o.progress, "saving", m_ram);
+  try {
+    m_vm->qmp.execute("migrate", {{"uri", std::string("fd:") + k_fd_name}});
+    m_migrating = true;
+    while (!done) {
+      if (cancel_requested()) {
+        m_vm->qmp.execute("migrate_cancel");
+      }
+      Json mig = m_vm->qmp.execute("query-migrate");
+      if (mig.value("status", "") == "failed") {
+        m_vm->qmp.execute("migrate_cancel");
+      }
+      bar.update(progress.load());
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  } catch (...) {
+    // Make sure the reader thread ends before we unwind (QEMU may still hold the pipe).
+    try {
+      if (m_migrating) {
+        m_vm->qmp.execute("migrate_cancel");
+      }
+    } catch (...) {
+    }
+    reader.join();
+    throw;
+  }
+  reader.join();
+  bar.finish();
+  throw_if_cancelled();
+  if (error) {
+    std::rethrow_exception(error);
+  }
+  wait_for_migration_end();
+}
+
+void SaveSession::wait_for_migration_end() {
+  Deadline deadline(std::chrono::seconds(30));
+  for (;;) {
+    Json mig = m_vm->qmp.execute("query-migrate");
+    std::string status = mig.value("status", "");
+    if (status == "completed") {
+      m_migrating = false;
+      return;
+    }
+    if (status == "failed" || status == "cancelled") {
+      throw Error("QEMU's migration " + status + (mig.contains("error-desc") ? ": " + mig["error-desc"].get<std::string>() : ""));
+    }
+    if (deadline.expired()) {
+      throw Error("QEMU closed the migration stream but did not report completion (status " + status + ")");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+void SaveSession::commit() {
+  throw_if_cancelled();
+  m_writer->finish({{"vmstate_bytes", m_stats.raw_bytes}, {"vmstate_chunks", m_stats.chunks}});
+  if (m_file) {
+    m_file->commit();
+  }
+}
+
+SaveResult SaveSession::finish() {
+  m_done = true;
+  m_quiescer.thaw();
+  restore_vm();
+  std::string state = m_was_running ? "running" : "paused";
+  if (m_o.after == AfterSave::pause) {
+    if (m_paused || !m_was_running) {
+      state = "paused";
+    }
+  } else if (m_o.after == AfterSave::quit) {
+    m_vm->qmp.execute("quit");
+    state = "shut down";
+  } else if (m_paused) {
+    m_vm->qmp.execute("cont");
+    m_paused = false;
+  }
+  SaveResult r;
+  r.output = m_o.output;
+  r.archive_bytes = m_writer->bytes_written();
+  r.vmstate_bytes = m_stats.raw_bytes;
+  r.chunks = m_stats.chunks;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - m_start).count();
+  r.quiesce = m_quiescer.describe();
+  r.vm_state = state;
+  return r;
+}
+
+// Puts the migration parameters back as they were.
+void SaveSession::restore_vm() noexcept {
+  if (!m_vm || !m_old_bandwidth) {
+    return;
+  }
+  try {
+    m_vm->qmp.execute("migrate-set-parameters", {{"max-bandwidth", *m_old_bandwidth}});
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kata-snapshot: warning: failed to restore max-bandwidth: %s\n", e.what());
+  }
+  m_old_bandwidth.reset();
+}
+
+void SaveSession::rollback() noexcept {
+  if (m_done) {
+    return;
+  }
+  if (m_file) {
+    m_file->discard();
+  }
+  if (!m_vm) {
+    return;
+  }
+  try {
+    if (m_migrating) {
+      m_vm->qmp.execute("migrate_cancel");
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kata-snapshot: warning: migrate_cancel failed: %s\n", e.what());
+  }
+  m_quiescer.thaw();
+  restore_vm();
+  try {
+    if (m_paused) {
+      m_vm->qmp.execute("cont");
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kata-snapshot: warning: failed to resume the VM: %s\n", e.what());
+  }
+}
+
+} // namespace
+
+SaveResult save(const SaveOptions& options) {
+  SaveSession s(options);
+  s.discover();  // QMP, QEMU pid and argv, version, machine, RAM; take the VM's lock
+  s.preflight(); // migratable, output writable with room, before anything is paused
+  s.quiesce();   // helper: sync + freeze (or recorded as skipped)
+  s.pause();     // stop the vCPUs, lift the bandwidth cap, start the archive
+  s.stream();    // QEMU migrates into a pipe; we chunk, compress, hash and write
+  s.commit();    // index.json, fsync, rename, fsync(dir)
+  return s.finish(); // thaw, restore parameters, then resume / pause / quit
+}
+
+} // namespace ks

@@ -1,0 +1,43 @@
+// `kata-snapshot save`: the whole VM into a .ksnap archive.
+#pragma once
+
+#include "snapshot/quiesce.hpp"
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace ks {
+
+enum class SaveMode { automatic, stop, live };
+enum class AfterSave { resume, pause, quit };
+enum class Overwrite { no, yes };
+
+struct SaveOptions {
+  std::string qmp_socket;
+  std::string output; // a path, or "-" for stdout
+  SaveMode mode = SaveMode::automatic;
+  AfterSave after = AfterSave::resume;
+  QuiescePolicy quiesce = QuiescePolicy::automatic;
+  std::map<std::string, std::string> share_policy; // tag -> full|none
+  int compress_level = 1;
+  unsigned threads = 0; // 0: every core
+  size_t chunk_size = 8u << 20;
+  std::map<std::string, std::string> labels;
+  Overwrite overwrite = Overwrite::no;
+  bool progress = false; // a progress line on stderr
+};
+
+struct SaveResult {
+  std::string output;
+  uint64_t archive_bytes = 0;
+  uint64_t vmstate_bytes = 0;
+  uint64_t chunks = 0;
+  double seconds = 0;
+  nlohmann::json quiesce;
+  std::string vm_state; // running, paused, or shut down
+};
+
+SaveResult save(const SaveOptions& options);
+
+} // namespace ks

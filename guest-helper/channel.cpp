@@ -101,7 +101,7 @@ Json Channel::execute(const std::string& command, const Json& arguments, Millis 
       continue; // Noise on the line; the reply is still to come.
     }
     if (reply.contains("error")) {
-      throw GuestError("the guest helper refused " + command + ": " +
+      throw GuestRefused("the guest helper refused " + command + ": " +
                        reply["error"].value("desc", "unknown error"));
     }
     if (reply.contains("return")) {

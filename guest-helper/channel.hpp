@@ -19,6 +19,12 @@ public:
   using Error::Error;
 };
 
+// The helper answered with an error: the command did not run (nothing to undo).
+class GuestRefused : public GuestError {
+public:
+  using GuestError::GuestError;
+};
+
 class Channel {
 public:
   static constexpr Millis k_default_timeout{5000};

@@ -35,6 +35,8 @@ void Quiescer::freeze(const QemuArgv& argv) {
                                           guest::Channel::k_freeze_timeout);
     m_frozen = true;
     m_filesystems = n.is_number_integer() ? n.get<int>() : 0;
+  } catch (const guest::GuestRefused& e) {
+    skip(e.what()); // nothing was frozen
   } catch (const Error& e) {
     // The freeze may have half-happened (timeout): thaw and check before going on.
     m_frozen = true;

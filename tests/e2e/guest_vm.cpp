@@ -156,11 +156,14 @@ void GuestVm::kill() {
 }
 
 std::string GuestVm::console() const {
+  std::string text;
   try {
-    return read_file(console_path());
+    text = read_file(console_path());
   } catch (const Error&) {
     return {};
   }
+  std::erase(text, '\r'); // the serial console ends lines with \r\n
+  return text;
 }
 
 std::string GuestVm::qemu_log() const {

@@ -56,6 +56,7 @@ public:
   // Waits until the console shows a line containing NEEDLE after byte OFFSET; returns it.
   std::string wait_console(const std::string& needle, Millis timeout = Millis(60000),
                            size_t offset = 0) const;
+  // What the guest printed on its serial console, with \r removed.
   std::string console() const;
   // The last "ksnap: tick N" the guest printed, or -1.
   long last_tick() const;

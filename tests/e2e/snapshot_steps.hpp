@@ -1,0 +1,50 @@
+// Steps shared by the save/load end-to-end tests.
+#pragma once
+
+#include "tests/e2e/guest_vm.hpp"
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace ks::test {
+
+// A VM started by `kata-snapshot load` (detached); killed at destruction.
+class RestoredVm {
+public:
+  explicit RestoredVm(const nlohmann::json& load_result);
+  ~RestoredVm();
+  RestoredVm(RestoredVm&&) = default;
+  int pid() const { return m_pid; }
+  const std::string& qmp_path() const { return m_qmp; }
+  const nlohmann::json& result() const { return m_result; }
+  void kill();
+
+private:
+  nlohmann::json m_result;
+  int m_pid = -1;
+  std::string m_qmp;
+  std::vector<int> m_daemons;
+};
+
+// `save --qmp QMP -o OUT --after pause ARGS...`; requires success; returns the JSON result.
+nlohmann::json save_paused(const std::string& qmp, const std::string& out, const std::vector<std::string>& args = {});
+
+// `load ARCHIVE --run-dir RUN_DIR --json ARGS...`; requires success.
+RestoredVm load_ok(const std::string& archive, const std::string& run_dir, const std::vector<std::string>& args = {});
+
+// After a save with --after pause, the tick the snapshot holds, and the console size then.
+struct Mark {
+  long tick;
+  size_t offset;
+};
+Mark mark(const GuestVm& vm);
+
+// The guest carries on from MARK: the next tick is MARK.tick+1, printed after MARK.offset,
+// with no reboot in between, and it keeps counting.
+void require_continues(const GuestVm& console, const Mark& m, long more = 5);
+
+// Pids of running processes whose command line contains NEEDLE.
+std::vector<int> processes_with(const std::string& needle);
+
+} // namespace ks::test

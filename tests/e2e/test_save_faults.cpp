@@ -1,0 +1,147 @@
+// Faults around save and load: damaged archives, an unwritable output, a killed save, a
+// locked VM. Each must end with a clear error, the documented exit code, and nothing lost.
+#include "storage/archive_reader.hpp"
+#include "storage/archive_writer.hpp"
+#include "tests/e2e/snapshot_steps.hpp"
+#include "util/fd.hpp"
+
+#include <catch2/catch.hpp>
+#include <csignal>
+#include <fcntl.h>
+#include <filesystem>
+#include <sys/file.h>
+#include <thread>
+#include <unistd.h>
+
+using namespace ks;
+using namespace ks::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Copies SRC to DST, rewriting the manifest through EDIT (hashes and index stay consistent).
+void rewrite_archive(const std::string& src, const std::string& dst, const std::function<void(Json&)>& edit) {
+  Fd in = open_file(src, O_RDONLY);
+  ArchiveReader r(in.get(), src);
+  Json manifest = r.manifest();
+  edit(manifest);
+  Fd out = open_file(dst, O_WRONLY | O_CREAT | O_TRUNC);
+  ArchiveWriter w(out.get(), dst, manifest);
+  while (auto m = r.next()) {
+    w.add_member(m->name, m->data, m->sha256);
+  }
+  w.finish();
+}
+
+void expect_refused(const std::string& archive, const std::string& run_dir, const std::string& fragment) {
+  CommandResult r = run_cli({"load", archive, "--run-dir", run_dir});
+  INFO(r.error_output);
+  CHECK(r.status == 3);
+  CHECK_THAT(r.error_output, Catch::StartsWith("kata-snapshot: error: ") && Catch::Contains(fragment));
+  CHECK(processes_with(run_dir).empty()); // no QEMU left behind
+}
+
+} // namespace
+
+TEST_CASE("damaged archives are refused with exit 3 and no QEMU is left running") {
+  GuestVm vm({});
+  vm.wait_console("ksnap: tick 2");
+  std::string good = vm.dir() + "/good.ksnap";
+  save_paused(vm.qmp_path(), good, {"--chunk-size", "1"});
+  vm.kill();
+  std::string data = read_file(good);
+  auto write = [&](const std::string& name, const std::string& bytes) {
+    Fd f = open_file(vm.dir() + "/" + name, O_WRONLY | O_CREAT | O_TRUNC);
+    write_all(f.get(), bytes, name);
+    return vm.dir() + "/" + name;
+  };
+  SECTION("truncated") {
+    expect_refused(write("cut.ksnap", data.substr(0, data.size() * 2 / 3)), vm.dir() + "/run-cut", "is damaged");
+  }
+  SECTION("one byte flipped inside a vmstate chunk") {
+    std::string bad = data;
+    size_t header = bad.find("vmstate/000003.zst") / 512 * 512;
+    bad[header + 512 + 1000] ^= 0x01;
+    expect_refused(write("flip.ksnap", bad), vm.dir() + "/run-flip", "does not match its SHA-256");
+  }
+  SECTION("missing index") {
+    // Cut just before index.json's pax header: every chunk is intact, the index is gone.
+    size_t index_header = data.rfind("PaxHeader/index.json");
+    REQUIRE(index_header != std::string::npos);
+    expect_refused(write("noindex.ksnap", data.substr(0, index_header / 512 * 512)), vm.dir() + "/run-noindex",
+                   "index.json is missing");
+  }
+  SECTION("manifest from a future format version") {
+    std::string future = vm.dir() + "/future.ksnap";
+    rewrite_archive(good, future, [](Json& m) { m["format_version"] = 99; });
+    expect_refused(future, vm.dir() + "/run-future", "format version 99 is newer");
+  }
+  SECTION("zero-length") {
+    expect_refused(write("empty.ksnap", ""), vm.dir() + "/run-empty", "is empty or not a tar archive");
+  }
+}
+
+TEST_CASE("an output directory that cannot be written fails before the VM is paused") {
+  GuestVm vm({.extra_qemu_args = {}});
+  vm.wait_console("ksnap: tick 2");
+  CommandResult r = run_cli({"save", "--qmp", vm.qmp_path(), "-o", vm.dir() + "/no/such/dir/vm.ksnap"});
+  CHECK(r.status == 1);
+  CHECK_THAT(r.error_output, Catch::Contains("cannot create a file in " + vm.dir() + "/no/such/dir"));
+  // Never paused: the guest's counter ran straight through the attempt.
+  qmp::Client qmp = vm.qmp();
+  CHECK(qmp.execute("query-status")["status"] == "running");
+  CHECK(qmp.execute("query-migrate").value("status", "none") == "none");
+}
+
+TEST_CASE("SIGTERM in the middle of a save leaves the VM running and no archive behind") {
+  GuestVm vm({});
+  vm.wait_console("ksnap: tick 2");
+  std::string out = vm.dir() + "/vm.ksnap";
+  // A slow compressor keeps the save busy long enough to interrupt it mid-stream.
+  SpawnOptions so;
+  so.argv = {test_env().cli, "save", "--qmp", vm.qmp_path(), "-o", out, "--compress-level", "19", "--threads", "1",
+             "--chunk-size", "1"};
+  so.stderr_path = vm.dir() + "/save.err";
+  ChildProcess save = ChildProcess::spawn(so);
+  Deadline d(Millis(60000));
+  auto temp_has_data = [&] {
+    for (const auto& e : fs::directory_iterator(vm.dir())) {
+      if (e.path().filename().string().rfind(".vm.ksnap.tmp-", 0) == 0 && e.file_size() > 0) {
+        return true;
+      }
+    }
+    return false;
+  };
+  while (!temp_has_data() && save.running() && !d.expired()) {
+    std::this_thread::sleep_for(Millis(20));
+  }
+  REQUIRE(save.running());
+  ::kill(save.pid(), SIGTERM);
+  auto status = save.wait(Deadline(Millis(30000)));
+  REQUIRE(status);
+  CHECK(*status == 1);
+  CHECK_THAT(read_file(vm.dir() + "/save.err"), Catch::Contains("interrupted by SIGTERM"));
+  CHECK_FALSE(fs::exists(out));
+  CHECK_FALSE(temp_has_data());
+  for (const auto& e : fs::directory_iterator(vm.dir())) {
+    CHECK(e.path().filename().string().find(".tmp-") == std::string::npos);
+  }
+  qmp::Client qmp = vm.qmp();
+  CHECK(qmp.execute("query-status")["status"] == "running");
+  CHECK(qmp.execute("query-migrate")["status"] == "cancelled");
+  long t = vm.last_tick();
+  vm.wait_console("ksnap: tick " + std::to_string(t + 2) + "\n");
+}
+
+TEST_CASE("a VM locked by another kata-snapshot is refused with exit 4") {
+  GuestVm vm({.workload = "idle"});
+  TempDir locks;
+  ::setenv("KSNAP_LOCK_DIR", locks.path().c_str(), 1);
+  Fd lock = open_file(locks / ("qemu-" + std::to_string(vm.qemu_pid()) + ".lock"), O_RDWR | O_CREAT);
+  REQUIRE(::flock(lock.get(), LOCK_EX) == 0);
+  CommandResult r = run_cli({"save", "--qmp", vm.qmp_path(), "-o", vm.dir() + "/vm.ksnap"});
+  ::unsetenv("KSNAP_LOCK_DIR");
+  CHECK(r.status == 4);
+  CHECK_THAT(r.error_output, Catch::Contains("is locked by another kata-snapshot"));
+  CHECK(vm.qmp().execute("query-status")["status"] == "running");
+}

@@ -4,6 +4,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_TYPE ?= RelWithDebInfo
+MAKEFLAGS  += --no-print-directory
 
 .PHONY: all deps build guest test unit e2e demo bench lint clean
 

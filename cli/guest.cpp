@@ -57,7 +57,8 @@ void add_guest(CLI::App& app, Registry& reg) {
     }
     add_output_flags(*cmd, reg.global);
     std::string v = verb;
-    cmd->callback([&reg, opts, v] { reg.action = [&reg, opts, v] { return run_guest(v, *opts, reg.global); }; });
+    cmd->callback(
+      [&reg, opts, v] { reg.action = [&reg, opts, v] { return run_guest(v, *opts, reg.global); }; });
   }
 }
 

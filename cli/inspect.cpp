@@ -1,7 +1,7 @@
 // kata-snapshot inspect ARCHIVE [--json] / verify ARCHIVE [--json] [--host]
+#include "snapshot/inspect.hpp"
 #include "cli/common.hpp"
 #include "snapshot/host_check.hpp"
-#include "snapshot/inspect.hpp"
 #include "util/error.hpp"
 #include "util/strings.hpp"
 
@@ -12,8 +12,8 @@ namespace {
 std::string describe(const nlohmann::json& m) {
   std::string s;
   s += "format:   " + m.value("format", "") + " v" + std::to_string(m.value("format_version", 0)) + "\n";
-  s += "created:  " + m.value("created", "") + " on " + m["host"].value("hostname", "?") + " by kata-snapshot " +
-       m.value("tool_version", "") + "\n";
+  s += "created:  " + m.value("created", "") + " on " + m["host"].value("hostname", "?") +
+       " by kata-snapshot " + m.value("tool_version", "") + "\n";
   s += "qemu:     " + m["qemu"].value("version", "") + ", machine " + m["qemu"].value("machine", "") + "\n";
   s += "memory:   " + human_size(m["vm"].value("ram_bytes", 0ull)) + "\n";
   s += "mode:     " + m.value("mode", "") + ", quiesce " + m["quiesce"].value("method", "none") + "\n";
@@ -21,10 +21,12 @@ std::string describe(const nlohmann::json& m) {
   const nlohmann::json& shares = m.contains("shares") ? m["shares"] : none;
   const nlohmann::json& devices = m.contains("devices_added") ? m["devices_added"] : none;
   for (const auto& sh : shares) {
-    s += "share:    " + sh.value("tag", "") + " <- " + sh.value("source_dir", "") + " (" + sh.value("capture", "") + ")\n";
+    s += "share:    " + sh.value("tag", "") + " <- " + sh.value("source_dir", "") + " (" +
+         sh.value("capture", "") + ")\n";
   }
   for (const auto& d : devices) {
-    s += "device:   " + d.value("execute", "") + " " + d.value("arguments", nlohmann::json::object()).dump() + "\n";
+    s += "device:   " + d.value("execute", "") + " " + d.value("arguments", nlohmann::json::object()).dump() +
+         "\n";
   }
   if (m.contains("labels")) {
     for (const auto& [k, v] : m["labels"].items()) {
@@ -56,7 +58,8 @@ void add_verify(CLI::App& app, Registry& reg) {
     bool host = false;
   };
   auto a = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("verify", "Check every byte of an archive (hashes, index, QEMU stream header)");
+  auto* cmd =
+    app.add_subcommand("verify", "Check every byte of an archive (hashes, index, QEMU stream header)");
   cmd->add_option("archive", a->archive, "Archive, or - for stdin")->required();
   cmd->add_flag("--host", a->host, "Also check that this host can load it, and say why not");
   add_output_flags(*cmd, reg.global);
@@ -67,8 +70,9 @@ void add_verify(CLI::App& app, Registry& reg) {
                           " chunks, " + human_size(r["vmstate_bytes"].get<uint64_t>()) + " of VM state)";
       if (a->host) {
         const auto& h = r["host"];
-        human += h["loadable"].get<bool>() ? "\nloadable here with " + h.value("qemu", "") + " " + h.value("qemu_version", "")
-                                           : "\nNOT loadable here: " + join(h["problems"].get<std::vector<std::string>>(), "; ");
+        human += h["loadable"].get<bool>()
+                   ? "\nloadable here with " + h.value("qemu", "") + " " + h.value("qemu_version", "")
+                   : "\nNOT loadable here: " + join(h["problems"].get<std::vector<std::string>>(), "; ");
       }
       print_result(reg.global, r, human);
       return r["ok"].get<bool>() ? 0 : static_cast<int>(ExitCode::archive_invalid);

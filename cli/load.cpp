@@ -1,7 +1,7 @@
 // kata-snapshot load ARCHIVE|- [options]   (alias: restore)
+#include "snapshot/load.hpp"
 #include "cli/common.hpp"
 #include "cli/parse.hpp"
-#include "snapshot/load.hpp"
 
 namespace ks::cli {
 
@@ -16,7 +16,8 @@ int run_load(LoadArgs& a, const GlobalOptions& g) {
   a.o.share_dirs = parse_pairs(a.share_dirs, "--share-dir");
   a.o.progress = !g.quiet && !g.json;
   LoadResult r = load(a.o);
-  std::string human = "restored VM: QEMU pid " + std::to_string(r.qemu_pid) + ", " + r.status + ", QMP " + r.qmp;
+  std::string human =
+    "restored VM: QEMU pid " + std::to_string(r.qemu_pid) + ", " + r.status + ", QMP " + r.qmp;
   if (g.verbose) {
     human += "\nguest refresh: " + r.guest.dump();
   }
@@ -28,7 +29,8 @@ int run_load(LoadArgs& a, const GlobalOptions& g) {
 
 void add_load(CLI::App& app, Registry& reg) {
   auto a = std::make_shared<LoadArgs>();
-  auto* cmd = app.add_subcommand("load", "Start a VM from a .ksnap archive (it keeps running after this exits)");
+  auto* cmd =
+    app.add_subcommand("load", "Start a VM from a .ksnap archive (it keeps running after this exits)");
   cmd->alias("restore");
   cmd->add_option("archive", a->o.archive, "Archive to load, or - for stdin")->required();
   cmd->add_option("--run-dir", a->o.run_dir, "Directory for the new QMP socket, pid file, sockets and logs");

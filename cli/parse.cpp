@@ -4,7 +4,8 @@
 
 namespace ks::cli {
 
-std::map<std::string, std::string> parse_pairs(const std::vector<std::string>& items, const std::string& option) {
+std::map<std::string, std::string> parse_pairs(const std::vector<std::string>& items,
+                                               const std::string& option) {
   std::map<std::string, std::string> out;
   for (const auto& item : items) {
     auto eq = item.find('=');

@@ -8,6 +8,7 @@
 namespace ks::cli {
 
 // ["a=b", "c=d"] -> {a: b, c: d}; throws a usage Error naming OPTION on a malformed item.
-std::map<std::string, std::string> parse_pairs(const std::vector<std::string>& items, const std::string& option);
+std::map<std::string, std::string> parse_pairs(const std::vector<std::string>& items,
+                                               const std::string& option);
 
 } // namespace ks::cli

@@ -1,7 +1,7 @@
 // kata-snapshot save (--qmp SOCKET) -o OUT|- [options]
+#include "snapshot/save.hpp"
 #include "cli/common.hpp"
 #include "cli/parse.hpp"
-#include "snapshot/save.hpp"
 #include "util/strings.hpp"
 
 namespace ks::cli {
@@ -36,8 +36,13 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
   a.o.chunk_size = a.chunk_mib << 20;
   a.o.progress = !g.quiet && !g.json;
   SaveResult r = save(a.o);
-  nlohmann::json j = {{"output", r.output}, {"archive_bytes", r.archive_bytes}, {"vmstate_bytes", r.vmstate_bytes},
-                      {"chunks", r.chunks}, {"seconds", r.seconds}, {"quiesce", r.quiesce}, {"vm_state", r.vm_state}};
+  nlohmann::json j = {{"output", r.output},
+                      {"archive_bytes", r.archive_bytes},
+                      {"vmstate_bytes", r.vmstate_bytes},
+                      {"chunks", r.chunks},
+                      {"seconds", r.seconds},
+                      {"quiesce", r.quiesce},
+                      {"vm_state", r.vm_state}};
   std::string human = "saved " + (r.output == "-" ? std::string("to stdout") : r.output) + ": " +
                       human_size(r.archive_bytes) + " (" + human_size(r.vmstate_bytes) + " of VM state) in " +
                       std::to_string(r.seconds).substr(0, 4) + " s; VM " + r.vm_state;
@@ -65,9 +70,11 @@ void add_save(CLI::App& app, Registry& reg) {
   cmd->add_option("--quiesce", a->quiesce, "Freeze guest filesystems via the helper: auto|required|off")
     ->check(CLI::IsMember({"auto", "required", "off"}));
   cmd->add_option("--share", a->shares, "TAG=full|none: capture of a virtio-fs share (default full)");
-  cmd->add_option("--compress-level", a->o.compress_level, "zstd level (default 1)")->check(CLI::Range(-7, 19));
+  cmd->add_option("--compress-level", a->o.compress_level, "zstd level (default 1)")
+    ->check(CLI::Range(-7, 19));
   cmd->add_option("--threads", a->o.threads, "Compression workers (default: every core)");
-  cmd->add_option("--chunk-size", a->chunk_mib, "vmstate chunk size in MiB (default 8)")->check(CLI::Range(1, 256));
+  cmd->add_option("--chunk-size", a->chunk_mib, "vmstate chunk size in MiB (default 8)")
+    ->check(CLI::Range(1, 256));
   cmd->add_option("--label", a->labels, "KEY=VALUE recorded in the manifest");
   cmd->add_flag("--force", a->force, "Overwrite an existing archive");
   add_output_flags(*cmd, reg.global);

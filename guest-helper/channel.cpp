@@ -10,7 +10,9 @@ namespace ks::guest {
 
 namespace {
 
-std::string seconds(Millis t) { return std::to_string((t.count() + 999) / 1000) + " s"; }
+std::string seconds(Millis t) {
+  return std::to_string((t.count() + 999) / 1000) + " s";
+}
 
 } // namespace
 
@@ -63,8 +65,7 @@ void Channel::resync(Millis timeout) {
   for (;;) {
     auto got = read_line(deadline, "guest-sync-delimited");
     if (!got) {
-      throw GuestError("the guest helper did not answer on " + m_path + " within " +
-                         seconds(timeout),
+      throw GuestError("the guest helper did not answer on " + m_path + " within " + seconds(timeout),
                        ExitCode::failed,
                        "is kata-snapshot-helper (or qemu-guest-agent) running in the guest?");
     }
@@ -93,8 +94,7 @@ Json Channel::execute(const std::string& command, const Json& arguments, Millis 
   for (;;) {
     auto line = read_line(deadline, command);
     if (!line) {
-      throw GuestError("the guest helper did not answer " + command + " within " +
-                       seconds(timeout));
+      throw GuestError("the guest helper did not answer " + command + " within " + seconds(timeout));
     }
     Json reply = Json::parse(*line, nullptr, false);
     if (reply.is_discarded() || !reply.is_object()) {
@@ -102,7 +102,7 @@ Json Channel::execute(const std::string& command, const Json& arguments, Millis 
     }
     if (reply.contains("error")) {
       throw GuestRefused("the guest helper refused " + command + ": " +
-                       reply["error"].value("desc", "unknown error"));
+                         reply["error"].value("desc", "unknown error"));
     }
     if (reply.contains("return")) {
       return reply["return"];

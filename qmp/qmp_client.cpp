@@ -31,8 +31,7 @@ Client Client::connect(const std::string& path, Millis timeout) {
                 ExitCode::failed, k_busy_hint);
   }
   if (!greeting->contains("QMP")) {
-    throw Error(path + " does not speak QMP: its first message was " +
-                greeting->dump().substr(0, 200));
+    throw Error(path + " does not speak QMP: its first message was " + greeting->dump().substr(0, 200));
   }
   c.m_greeting = (*greeting)["QMP"];
   c.execute("qmp_capabilities", Json::object(), timeout);
@@ -43,19 +42,19 @@ Json Client::execute(const std::string& command, const Json& arguments, Millis t
   return roundtrip(command, arguments, -1, timeout);
 }
 
-Json Client::execute_with_fd(const std::string& command, const Json& arguments, int fd,
-                             Millis timeout) {
+Json Client::execute_with_fd(const std::string& command, const Json& arguments, int fd, Millis timeout) {
   return roundtrip(command, arguments, fd, timeout);
 }
 
-pid_t Client::peer_pid() const { return ks::peer_pid(m_sock.get()); }
+pid_t Client::peer_pid() const {
+  return ks::peer_pid(m_sock.get());
+}
 
 void Client::send_fd(const std::string& name, int fd) {
   execute_with_fd("getfd", {{"fdname", name}}, fd);
 }
 
-Json Client::roundtrip(const std::string& command, const Json& arguments, int fd,
-                       Millis timeout) {
+Json Client::roundtrip(const std::string& command, const Json& arguments, int fd, Millis timeout) {
   if (!m_sock) {
     throw Error("QMP connection to " + m_path + " is closed");
   }
@@ -80,8 +79,8 @@ Json Client::roundtrip(const std::string& command, const Json& arguments, int fd
   for (;;) {
     auto msg = read_message(deadline);
     if (!msg) {
-      throw Error("QEMU did not answer " + command + " within " +
-                  std::to_string(timeout.count()) + " ms (" + m_path + ")");
+      throw Error("QEMU did not answer " + command + " within " + std::to_string(timeout.count()) + " ms (" +
+                  m_path + ")");
     }
     if (msg->contains("event")) {
       buffer_event(*msg);
@@ -95,15 +94,13 @@ Json Client::roundtrip(const std::string& command, const Json& arguments, int fd
       throw CommandError(command, e.value("class", "GenericError"), e.value("desc", "unknown"));
     }
     if (!msg->contains("return")) {
-      throw Error("QEMU sent a reply to " + command + " without \"return\": " +
-                  msg->dump().substr(0, 200));
+      throw Error("QEMU sent a reply to " + command + " without \"return\": " + msg->dump().substr(0, 200));
     }
     return (*msg)["return"];
   }
 }
 
-std::optional<Event> Client::wait_event(const std::string& name,
-                                        const std::function<bool(const Json&)>& pred,
+std::optional<Event> Client::wait_event(const std::string& name, const std::function<bool(const Json&)>& pred,
                                         Millis timeout) {
   auto matches = [&](const Event& e) { return e.name == name && (!pred || pred(e.data)); };
   for (auto it = m_events.begin(); it != m_events.end(); ++it) {
@@ -165,8 +162,8 @@ std::optional<std::string> Client::read_line(const Deadline& deadline) {
     }
     if (m_inbuf.size() > k_max_line) {
       m_sock.reset();
-      throw Error("QMP message from " + m_path + " is larger than " +
-                  std::to_string(k_max_line >> 20) + " MiB");
+      throw Error("QMP message from " + m_path + " is larger than " + std::to_string(k_max_line >> 20) +
+                  " MiB");
     }
     if (!m_sock) {
       throw Error("QMP connection to " + m_path + " is closed");

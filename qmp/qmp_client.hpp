@@ -57,8 +57,7 @@ public:
   void send_fd(const std::string& name, int fd);
 
   // Returns the first event named NAME (buffered or new) that PRED accepts, or nullopt.
-  std::optional<Event> wait_event(const std::string& name,
-                                  const std::function<bool(const Json&)>& pred,
+  std::optional<Event> wait_event(const std::string& name, const std::function<bool(const Json&)>& pred,
                                   Millis timeout);
 
   const Json& greeting() const { return m_greeting; }

@@ -10,8 +10,8 @@ namespace {
 
 // Options the restore replaces with its own (monitor, pid file, start-up state).
 bool dropped(const std::string& name) {
-  static const std::set<std::string> names = {"qmp", "qmp-pretty", "pidfile", "daemonize", "S",
-                                              "incoming", "loadvm"};
+  static const std::set<std::string> names = {"qmp", "qmp-pretty", "pidfile", "daemonize",
+                                              "S",   "incoming",   "loadvm"};
   return names.count(name) > 0;
 }
 

@@ -12,7 +12,7 @@ namespace ks {
 
 struct RewriteOptions {
   std::string run_dir;
-  std::string qmp_socket;                       // where the new QMP socket goes
+  std::string qmp_socket;                           // where the new QMP socket goes
   std::map<std::string, std::string> chardev_paths; // chardev id -> forced socket path
 };
 

@@ -26,8 +26,8 @@ nlohmann::json guest_ping(const GuestTarget& target) {
 
 nlohmann::json guest_freeze(const GuestTarget& target, std::chrono::seconds auto_thaw) {
   guest::Channel ch = open_guest_channel(target);
-  nlohmann::json n = ch.execute("guest-fsfreeze-freeze", {{"timeout", auto_thaw.count()}},
-                                guest::Channel::k_freeze_timeout);
+  nlohmann::json n =
+    ch.execute("guest-fsfreeze-freeze", {{"timeout", auto_thaw.count()}}, guest::Channel::k_freeze_timeout);
   return {{"status", "frozen"}, {"filesystems", n}};
 }
 

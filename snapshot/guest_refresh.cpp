@@ -37,7 +37,8 @@ nlohmann::json refresh_guest(const std::optional<std::string>& helper_socket) {
     guest::Channel ch = guest::Channel::connect(*helper_socket, std::chrono::milliseconds(5000));
     auto now = std::chrono::system_clock::now().time_since_epoch();
     long long ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now).count();
-    nlohmann::json r = ch.execute("kata-snapshot-post-restore", {{"time", ns}, {"entropy", host_entropy_base64(64)}});
+    nlohmann::json r =
+      ch.execute("kata-snapshot-post-restore", {{"time", ns}, {"entropy", host_entropy_base64(64)}});
     r["refreshed"] = true;
     return r;
   } catch (const std::exception& e) {

@@ -23,7 +23,8 @@ std::vector<int> parse_version(const std::string& text) {
 }
 
 nlohmann::json HostCheck::to_json() const {
-  return {{"loadable", problems.empty()}, {"qemu", qemu}, {"qemu_version", qemu_version}, {"problems", problems}};
+  return {
+    {"loadable", problems.empty()}, {"qemu", qemu}, {"qemu_version", qemu_version}, {"problems", problems}};
 }
 
 namespace {
@@ -65,7 +66,9 @@ HostCheck check_host(const nlohmann::json& manifest, const std::string& qemu_ove
   std::string machine = manifest["qemu"].value("machine", "");
   if (!machine.empty()) {
     CommandResult mh = run_command({c.qemu, "-machine", "help"}, std::chrono::seconds(10));
-    if (!std::regex_search(mh.output, std::regex("(^|\\n)" + std::regex_replace(machine, std::regex(R"([.])"), R"(\.)") + "\\s"))) {
+    if (!std::regex_search(
+          mh.output,
+          std::regex("(^|\\n)" + std::regex_replace(machine, std::regex(R"([.])"), R"(\.)") + "\\s"))) {
       c.problems.push_back("QEMU " + c.qemu_version + " has no machine type " + machine);
     }
   }
@@ -74,8 +77,8 @@ HostCheck check_host(const nlohmann::json& manifest, const std::string& qemu_ove
 
 void require_loadable(const HostCheck& check) {
   if (!check.problems.empty()) {
-    throw Error("this host cannot load the snapshot: " + join(check.problems, "; "), ExitCode::archive_invalid,
-                "pass --qemu PATH to use another QEMU binary");
+    throw Error("this host cannot load the snapshot: " + join(check.problems, "; "),
+                ExitCode::archive_invalid, "pass --qemu PATH to use another QEMU binary");
   }
 }
 

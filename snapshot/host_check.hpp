@@ -8,8 +8,8 @@
 namespace ks {
 
 struct HostCheck {
-  std::string qemu;          // the binary that would be used
-  std::string qemu_version;  // what it reports
+  std::string qemu;                  // the binary that would be used
+  std::string qemu_version;          // what it reports
   std::vector<std::string> problems; // empty: loadable here
   nlohmann::json to_json() const;
 };

@@ -25,7 +25,9 @@ Fd open_archive(const std::string& archive) {
   }
 }
 
-std::string label(const std::string& archive) { return archive == "-" ? "the archive on stdin" : archive; }
+std::string label(const std::string& archive) {
+  return archive == "-" ? "the archive on stdin" : archive;
+}
 
 } // namespace
 
@@ -41,12 +43,18 @@ nlohmann::json verify_archive(const std::string& archive, bool host, unsigned th
   uint64_t other_members = 0;
   StreamOptions so{.chunk_size = reader.manifest()["vmstate"].value("chunk_size", size_t{8} << 20),
                    .threads = threads ? threads : std::max(1u, std::thread::hardware_concurrency())};
-  StreamStats stats = read_vmstate(reader, -1, so, [&](ArchiveReader::Member&& m) {
-    reader.check_member(m);
-    ++other_members;
-  }, check_qemu_stream_header);
-  nlohmann::json out = {{"ok", true}, {"archive", archive}, {"vmstate_chunks", stats.chunks},
-                        {"vmstate_bytes", stats.raw_bytes}, {"other_members", other_members}};
+  StreamStats stats = read_vmstate(
+    reader, -1, so,
+    [&](ArchiveReader::Member&& m) {
+      reader.check_member(m);
+      ++other_members;
+    },
+    check_qemu_stream_header);
+  nlohmann::json out = {{"ok", true},
+                        {"archive", archive},
+                        {"vmstate_chunks", stats.chunks},
+                        {"vmstate_bytes", stats.raw_bytes},
+                        {"other_members", other_members}};
   if (host) {
     HostCheck c = check_host(reader.manifest(), "");
     out["host"] = c.to_json();

@@ -19,8 +19,8 @@
 
 #include <atomic>
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <filesystem>
+#include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
 
@@ -29,8 +29,9 @@ namespace ks {
 namespace fs = std::filesystem;
 
 nlohmann::json LoadResult::to_json() const {
-  return {{"qemu_pid", qemu_pid}, {"qmp", qmp}, {"run_dir", run_dir}, {"virtiofsd_pids", virtiofsd_pids},
-          {"status", status}, {"seconds", seconds}, {"guest", guest}};
+  return {
+    {"qemu_pid", qemu_pid}, {"qmp", qmp},         {"run_dir", run_dir}, {"virtiofsd_pids", virtiofsd_pids},
+    {"status", status},     {"seconds", seconds}, {"guest", guest}};
 }
 
 namespace {
@@ -38,7 +39,8 @@ namespace {
 constexpr const char* k_fd_name = "ksnap-load";
 
 std::string default_run_dir() {
-  std::string base = ::geteuid() == 0 ? "/run/kata-snapshot" : "/tmp/kata-snapshot-" + std::to_string(::geteuid());
+  std::string base =
+    ::geteuid() == 0 ? "/run/kata-snapshot" : "/tmp/kata-snapshot-" + std::to_string(::geteuid());
   return base + "/vm-" + std::to_string(::time(nullptr)) + "-" + std::to_string(::getpid());
 }
 
@@ -59,7 +61,10 @@ public:
   explicit LoadSession(const LoadOptions& o) : m_o(o) {}
 
   void open_archive();
-  void check_host() { m_host = ks::check_host(m_reader->manifest(), m_o.qemu); require_loadable(m_host); }
+  void check_host() {
+    m_host = ks::check_host(m_reader->manifest(), m_o.qemu);
+    require_loadable(m_host);
+  }
   void prepare_run_dir();
   void start_daemons() { m_shares.start_daemons(m_run_dir); }
   void start_qemu();
@@ -111,7 +116,8 @@ void LoadSession::prepare_run_dir() {
   if (fs::exists(m_qmp_path)) {
     try {
       connect_unix(m_qmp_path, Deadline(Millis(0)));
-      throw Error(m_qmp_path + " is in use by a running VM", ExitCode::failed, "pass another --run-dir or --qmp");
+      throw Error(m_qmp_path + " is in use by a running VM", ExitCode::failed,
+                  "pass another --run-dir or --qmp");
     } catch (const Error& e) {
       if (std::string(e.what()).find("in use") != std::string::npos) {
         throw;
@@ -184,11 +190,13 @@ void LoadSession::stream() {
   std::exception_ptr error;
   unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
   StreamOptions so{.chunk_size = m_reader->manifest()["vmstate"].value("chunk_size", size_t{8} << 20),
-                   .threads = threads, .progress = &progress};
+                   .threads = threads,
+                   .progress = &progress};
   std::thread writer([&, out = std::move(pipe.write)]() mutable {
     try {
-      read_vmstate(*m_reader, out.get(), so, [&](ArchiveReader::Member&& m) { m_shares.take_member(std::move(m)); },
-                   check_qemu_stream_header);
+      read_vmstate(
+        *m_reader, out.get(), so, [&](ArchiveReader::Member&& m) { m_shares.take_member(std::move(m)); },
+        check_qemu_stream_header);
     } catch (...) {
       error = std::current_exception();
     }
@@ -253,7 +261,8 @@ void LoadSession::resume() {
   if (!m_o.paused) {
     m_qmp->execute("cont");
   }
-  m_guest = m_o.paused ? nlohmann::json{{"refreshed", false}, {"reason", "--paused: run `kata-snapshot guest` after cont"}}
+  m_guest = m_o.paused ? nlohmann::json{{"refreshed", false},
+                                        {"reason", "--paused: run `kata-snapshot guest` after cont"}}
                        : refresh_guest(m_helper_socket);
 }
 

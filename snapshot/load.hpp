@@ -9,9 +9,9 @@
 namespace ks {
 
 struct LoadOptions {
-  std::string archive; // a path, or "-" for stdin
-  std::string run_dir; // empty: a new directory under /run/kata-snapshot
-  std::string qmp_socket; // empty: RUN_DIR/qmp.sock
+  std::string archive;                           // a path, or "-" for stdin
+  std::string run_dir;                           // empty: a new directory under /run/kata-snapshot
+  std::string qmp_socket;                        // empty: RUN_DIR/qmp.sock
   std::map<std::string, std::string> share_dirs; // tag -> directory
   bool paused = false;
   std::string qemu;

@@ -8,10 +8,25 @@
 namespace ks {
 
 bool qemu_option_is_flag(const std::string& name) {
-  static const std::set<std::string> flags = {
-    "S", "daemonize", "nodefaults", "no-user-config", "nographic", "no-reboot", "no-shutdown",
-    "no-hpet", "no-acpi", "enable-kvm", "snapshot", "full-screen", "no-fd-bootchk",
-    "no-frame", "only-migratable", "preconfig", "semihosting", "win2k-hack", "s"};
+  static const std::set<std::string> flags = {"S",
+                                              "daemonize",
+                                              "nodefaults",
+                                              "no-user-config",
+                                              "nographic",
+                                              "no-reboot",
+                                              "no-shutdown",
+                                              "no-hpet",
+                                              "no-acpi",
+                                              "enable-kvm",
+                                              "snapshot",
+                                              "full-screen",
+                                              "no-fd-bootchk",
+                                              "no-frame",
+                                              "only-migratable",
+                                              "preconfig",
+                                              "semihosting",
+                                              "win2k-hack",
+                                              "s"};
   return flags.count(name) > 0;
 }
 
@@ -170,8 +185,7 @@ std::vector<std::string> read_proc_cmdline(pid_t pid) {
   try {
     raw = read_file("/proc/" + std::to_string(pid) + "/cmdline");
   } catch (const Error& e) {
-    throw Error("cannot read the command line of QEMU (pid " + std::to_string(pid) +
-                "): " + e.what());
+    throw Error("cannot read the command line of QEMU (pid " + std::to_string(pid) + "): " + e.what());
   }
   std::vector<std::string> out;
   size_t start = 0;

@@ -54,7 +54,8 @@ void Quiescer::thaw() noexcept {
     m_channel->resync();
     m_channel->execute("guest-fsfreeze-thaw");
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "kata-snapshot: warning: failed to thaw the guest: %s (it thaws itself after %lld s)\n",
+    std::fprintf(stderr,
+                 "kata-snapshot: warning: failed to thaw the guest: %s (it thaws itself after %lld s)\n",
                  e.what(), static_cast<long long>(m_auto_thaw.count()));
   }
 }

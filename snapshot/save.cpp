@@ -84,7 +84,9 @@ void SaveSession::discover() {
   m_was_running = m_vm->qmp.execute("query-status").value("status", "") == "running";
   std::string type = m_vm->qmp.execute("qom-get", {{"path", "/machine"}, {"property", "type"}});
   const std::string suffix = "-machine";
-  m_machine = type.size() > suffix.size() && type.ends_with(suffix) ? type.substr(0, type.size() - suffix.size()) : type;
+  m_machine = type.size() > suffix.size() && type.ends_with(suffix)
+                ? type.substr(0, type.size() - suffix.size())
+                : type;
   Json mem = m_vm->qmp.execute("query-memory-size-summary");
   m_ram = mem.value("base-memory", 0ull) + mem.value("plugged-memory", 0ull);
 }
@@ -115,15 +117,16 @@ void SaveSession::preflight() {
     m_out_fd = STDOUT_FILENO;
     return;
   }
-  m_file.emplace(m_o.output, m_o.overwrite == Overwrite::yes ? AtomicFile::Overwrite::yes : AtomicFile::Overwrite::no);
+  m_file.emplace(m_o.output,
+                 m_o.overwrite == Overwrite::yes ? AtomicFile::Overwrite::yes : AtomicFile::Overwrite::no);
   m_out_fd = m_file->fd();
-  struct statvfs fs{};
+  struct statvfs fs {};
   uint64_t estimate = resident_bytes(m_vm->pid) / 2; // assumes at least 2:1 compression
   if (::fstatvfs(m_out_fd, &fs) == 0) {
     uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
     if (free_bytes < estimate) {
-      throw Error("not enough space for the archive in " + dir_name(m_o.output) + ": " + human_size(free_bytes) +
-                    " free, about " + human_size(estimate) + " needed");
+      throw Error("not enough space for the archive in " + dir_name(m_o.output) + ": " +
+                  human_size(free_bytes) + " free, about " + human_size(estimate) + " needed");
     }
   }
 }
@@ -148,22 +151,27 @@ Json SaveSession::build_manifest() const {
     binary = std::string(exe, static_cast<size_t>(n));
   }
   const Json& q = m_version["qemu"];
-  std::string version = std::to_string(q.value("major", 0)) + "." + std::to_string(q.value("minor", 0)) + "." +
-                        std::to_string(q.value("micro", 0));
-  return {{"format", k_format_name},
-          {"format_version", k_format_version},
-          {"created", utc_now()},
-          {"tool_version", KSNAP_VERSION},
-          {"host", describe_host()},
-          {"qemu", {{"version", version}, {"package", m_version.value("package", "")}, {"binary", binary},
-                    {"machine", m_machine}, {"argv", m_vm->argv.to_argv()}}},
-          {"vm", {{"ram_bytes", m_ram}, {"run_state", m_was_running ? "running" : "paused"}}},
-          {"devices_added", Json::array()},
-          {"shares", Json::array()},
-          {"quiesce", m_quiescer.describe()},
-          {"mode", "stop"},
-          {"labels", m_o.labels},
-          {"vmstate", {{"compression", "zstd"}, {"level", m_o.compress_level}, {"chunk_size", m_o.chunk_size}}}};
+  std::string version = std::to_string(q.value("major", 0)) + "." + std::to_string(q.value("minor", 0)) +
+                        "." + std::to_string(q.value("micro", 0));
+  return {
+    {"format", k_format_name},
+    {"format_version", k_format_version},
+    {"created", utc_now()},
+    {"tool_version", KSNAP_VERSION},
+    {"host", describe_host()},
+    {"qemu",
+     {{"version", version},
+      {"package", m_version.value("package", "")},
+      {"binary", binary},
+      {"machine", m_machine},
+      {"argv", m_vm->argv.to_argv()}}},
+    {"vm", {{"ram_bytes", m_ram}, {"run_state", m_was_running ? "running" : "paused"}}},
+    {"devices_added", Json::array()},
+    {"shares", Json::array()},
+    {"quiesce", m_quiescer.describe()},
+    {"mode", "stop"},
+    {"labels", m_o.labels},
+    {"vmstate", {{"compression", "zstd"}, {"level", m_o.compress_level}, {"chunk_size", m_o.chunk_size}}}};
 }
 
 void SaveSession::stream() {
@@ -174,8 +182,8 @@ void SaveSession::stream() {
   std::atomic<uint64_t> progress{0};
   std::exception_ptr error;
   unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
-  StreamOptions so{.chunk_size = m_o.chunk_size, .level = m_o.compress_level, .threads = threads,
-                   .progress = &progress};
+  StreamOptions so{
+    .chunk_size = m_o.chunk_size, .level = m_o.compress_level, .threads = threads, .progress = &progress};
   std::thread reader([&, in = std::move(pipe.read)]() mutable {
     try {
       m_stats = write_vmstate(in.get(), *m_writer, so);
@@ -230,7 +238,8 @@ void SaveSession::wait_for_migration_end() {
       return;
     }
     if (status == "failed" || status == "cancelled") {
-      throw Error("QEMU's migration " + status + (mig.contains("error-desc") ? ": " + mig["error-desc"].get<std::string>() : ""));
+      throw Error("QEMU's migration " + status +
+                  (mig.contains("error-desc") ? ": " + mig["error-desc"].get<std::string>() : ""));
     }
     if (deadline.expired()) {
       throw Error("QEMU closed the migration stream but did not report completion (status " + status + ")");
@@ -319,12 +328,12 @@ void SaveSession::rollback() noexcept {
 
 SaveResult save(const SaveOptions& options) {
   SaveSession s(options);
-  s.discover();  // QMP, QEMU pid and argv, version, machine, RAM; take the VM's lock
-  s.preflight(); // migratable, output writable with room, before anything is paused
-  s.quiesce();   // helper: sync + freeze (or recorded as skipped)
-  s.pause();     // stop the vCPUs, lift the bandwidth cap, start the archive
-  s.stream();    // QEMU migrates into a pipe; we chunk, compress, hash and write
-  s.commit();    // index.json, fsync, rename, fsync(dir)
+  s.discover();      // QMP, QEMU pid and argv, version, machine, RAM; take the VM's lock
+  s.preflight();     // migratable, output writable with room, before anything is paused
+  s.quiesce();       // helper: sync + freeze (or recorded as skipped)
+  s.pause();         // stop the vCPUs, lift the bandwidth cap, start the archive
+  s.stream();        // QEMU migrates into a pipe; we chunk, compress, hash and write
+  s.commit();        // index.json, fsync, rename, fsync(dir)
   return s.finish(); // thaw, restore parameters, then resume / pause / quit
 }
 

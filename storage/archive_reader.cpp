@@ -77,8 +77,8 @@ std::optional<ArchiveReader::Member> ArchiveReader::next() {
 void ArchiveReader::read_index(const TarReader::Entry& e) {
   Member m{e.name, e.attrs.count(k_sha256_attr) ? e.attrs.at(k_sha256_attr) : "", read_data(e)};
   check_member(m);
-  Json index = Json::parse(std::string(reinterpret_cast<const char*>(m.data.data()), m.data.size()),
-                           nullptr, false);
+  Json index =
+    Json::parse(std::string(reinterpret_cast<const char*>(m.data.data()), m.data.size()), nullptr, false);
   if (index.is_discarded() || !index.is_object()) {
     damaged(m_what, "index.json is not valid JSON");
   }

@@ -12,8 +12,7 @@ std::span<const std::byte> as_bytes(const std::string& s) {
 
 } // namespace
 
-ArchiveWriter::ArchiveWriter(int fd, std::string what, const Json& manifest)
-  : m_tar(fd, std::move(what)) {
+ArchiveWriter::ArchiveWriter(int fd, std::string what, const Json& manifest) : m_tar(fd, std::move(what)) {
   std::string text = manifest.dump(2) + "\n";
   m_manifest_sha256 = sha256_hex(text);
   add_member(k_manifest_member, as_bytes(text), m_manifest_sha256);
@@ -27,8 +26,10 @@ void ArchiveWriter::add_member(const std::string& name, std::span<const std::byt
 }
 
 void ArchiveWriter::finish(const Json& extra_index_fields) {
-  Json index = {{"format", k_format_name}, {"format_version", k_format_version},
-                {"manifest_sha256", m_manifest_sha256}, {"members", m_members}};
+  Json index = {{"format", k_format_name},
+                {"format_version", k_format_version},
+                {"manifest_sha256", m_manifest_sha256},
+                {"members", m_members}};
   index.update(extra_index_fields);
   std::string text = index.dump(2) + "\n";
   m_tar.add(k_index_member, as_bytes(text), {{k_sha256_attr, sha256_hex(text)}});

@@ -30,8 +30,7 @@ void validate_manifest(const Json& m) {
   int version = m["format_version"];
   if (version > k_format_version) {
     throw Error("archive format version " + std::to_string(version) +
-                  " is newer than this kata-snapshot supports (" +
-                  std::to_string(k_format_version) + ")",
+                  " is newer than this kata-snapshot supports (" + std::to_string(k_format_version) + ")",
                 ExitCode::archive_invalid, "load it with a newer kata-snapshot");
   }
   for (const char* key : {"qemu", "vmstate"}) {
@@ -71,8 +70,11 @@ Json describe_host() {
   } catch (const Error&) {
     // No /proc/cpuinfo: leave the CPU fields empty.
   }
-  return {{"hostname", host}, {"kernel", std::string(u.release)}, {"arch", std::string(u.machine)},
-          {"cpu_model", model}, {"cpu_flags", flags}};
+  return {{"hostname", host},
+          {"kernel", std::string(u.release)},
+          {"arch", std::string(u.machine)},
+          {"cpu_model", model},
+          {"cpu_flags", flags}};
 }
 
 std::string utc_now() {

@@ -17,7 +17,9 @@ struct Compressed {
   std::string sha256;
 };
 
-size_t pool_capacity(unsigned threads) { return 2 * static_cast<size_t>(threads) + 1; }
+size_t pool_capacity(unsigned threads) {
+  return 2 * static_cast<size_t>(threads) + 1;
+}
 
 } // namespace
 
@@ -58,8 +60,7 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
   return stats;
 }
 
-StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions& o,
-                         const OtherMember& other,
+StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions& o, const OtherMember& other,
                          const std::function<void(std::span<const std::byte>)>& on_first_chunk) {
   OrderedPool<Bytes> pool(o.threads, pool_capacity(o.threads));
   StreamStats stats;

@@ -61,7 +61,8 @@ Bytes zstd_decompress(std::span<const std::byte> frame, size_t max_size) {
   Bytes out(size);
   size_t n = ZSTD_decompressDCtx(thread_dctx(), out.data(), out.size(), frame.data(), frame.size());
   if (ZSTD_isError(n) || n != size) {
-    throw Error(std::string("corrupt zstd chunk: ") + (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short frame"),
+    throw Error(std::string("corrupt zstd chunk: ") +
+                  (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short frame"),
                 ExitCode::archive_invalid);
   }
   return out;
@@ -96,10 +97,16 @@ ZstdStream::ZstdStream(int level, Sink sink, void* ctx) : m_impl(new Impl{.sink 
   check(ZSTD_CCtx_setParameter(m_impl->ctx.get(), ZSTD_c_checksumFlag, 1), "zstd checksum");
 }
 
-ZstdStream::~ZstdStream() { delete m_impl; }
+ZstdStream::~ZstdStream() {
+  delete m_impl;
+}
 
-void ZstdStream::write(std::span<const std::byte> data) { m_impl->drive(data, ZSTD_e_continue); }
+void ZstdStream::write(std::span<const std::byte> data) {
+  m_impl->drive(data, ZSTD_e_continue);
+}
 
-void ZstdStream::finish() { m_impl->drive({}, ZSTD_e_end); }
+void ZstdStream::finish() {
+  m_impl->drive({}, ZSTD_e_end);
+}
 
 } // namespace ks

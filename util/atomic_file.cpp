@@ -20,7 +20,7 @@ std::string dir_name(const std::string& path) {
 
 AtomicFile::AtomicFile(std::string path, Overwrite overwrite)
   : m_path(std::move(path)), m_overwrite(overwrite) {
-  struct stat st{};
+  struct stat st {};
   if (m_overwrite == Overwrite::no && ::lstat(m_path.c_str(), &st) == 0) {
     throw Error(m_path + " already exists", ExitCode::failed, "pass --force to overwrite it");
   }
@@ -35,7 +35,9 @@ AtomicFile::AtomicFile(std::string path, Overwrite overwrite)
   ::fchmod(fd, 0600);
 }
 
-AtomicFile::~AtomicFile() { discard(); }
+AtomicFile::~AtomicFile() {
+  discard();
+}
 
 void AtomicFile::commit() {
   KS_ASSERT(!m_done);

@@ -136,7 +136,9 @@ bool ChildProcess::reap(int options) {
   return true;
 }
 
-bool ChildProcess::running() { return m_pid > 0 && !reap(WNOHANG); }
+bool ChildProcess::running() {
+  return m_pid > 0 && !reap(WNOHANG);
+}
 
 std::optional<int> ChildProcess::wait(const Deadline& deadline) {
   // Poll with a short back-off: children are few and waits are short.
@@ -165,7 +167,9 @@ void ChildProcess::terminate(Millis grace) {
   m_pid = -1;
 }
 
-pid_t ChildProcess::release() { return std::exchange(m_pid, -1); }
+pid_t ChildProcess::release() {
+  return std::exchange(m_pid, -1);
+}
 
 CommandResult run_command(const std::vector<std::string>& argv, Millis timeout) {
   Pipe out = make_pipe();

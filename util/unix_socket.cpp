@@ -18,8 +18,8 @@ sockaddr_un make_address(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof addr.sun_path) {
-    throw Error("socket path is too long (" + std::to_string(path.size()) +
-                " bytes, at most " + std::to_string(sizeof addr.sun_path - 1) + "): " + path);
+    throw Error("socket path is too long (" + std::to_string(path.size()) + " bytes, at most " +
+                std::to_string(sizeof addr.sun_path - 1) + "): " + path);
   }
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   return addr;

@@ -16,7 +16,9 @@ namespace {
 
 using namespace ks::agent;
 
-void log(const std::string& msg) { std::fprintf(stderr, "kata-snapshot-helper: %s\n", msg.c_str()); }
+void log(const std::string& msg) {
+  std::fprintf(stderr, "kata-snapshot-helper: %s\n", msg.c_str());
+}
 
 void write_reply(int fd, const Json& reply, bool delimiter) {
   std::string out = (delimiter ? std::string(1, '\xff') : std::string()) + reply.dump() + "\n";

@@ -98,23 +98,56 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
   for (const auto& a : m_options.kernel_args) {
     append += " " + a;
   }
-  m_argv = {env.qemu, "-name", "ksnap-test", "-machine", "q35,accel=tcg", "-cpu", "max",
-            "-smp", "1,maxcpus=4", "-m", mem + ",slots=4,maxmem=2G", "-nodefaults", "-no-user-config",
-            "-display", "none", "-no-reboot", "-kernel", env.kernel, "-initrd", env.initrd,
-            "-append", append,
-            "-chardev", "file,id=con,path=" + console_path() + ",append=on", "-serial", "chardev:con",
-            "-device", "virtio-serial-pci,id=serial0",
-            "-chardev", "socket,id=charhelper,path=" + (m_dir / "helper.sock") + ",server=on,wait=off",
-            "-device", "virtserialport,bus=serial0.0,chardev=charhelper,id=helper0,name=org.kata-snapshot.helper.0",
-            "-qmp", "unix:" + qmp_path() + ",server=on,wait=off", "-pidfile", m_dir / "qemu.pid"};
+  m_argv = {env.qemu,
+            "-name",
+            "ksnap-test",
+            "-machine",
+            "q35,accel=tcg",
+            "-cpu",
+            "max",
+            "-smp",
+            "1,maxcpus=4",
+            "-m",
+            mem + ",slots=4,maxmem=2G",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-kernel",
+            env.kernel,
+            "-initrd",
+            env.initrd,
+            "-append",
+            append,
+            "-chardev",
+            "file,id=con,path=" + console_path() + ",append=on",
+            "-serial",
+            "chardev:con",
+            "-device",
+            "virtio-serial-pci,id=serial0",
+            "-chardev",
+            "socket,id=charhelper,path=" + (m_dir / "helper.sock") + ",server=on,wait=off",
+            "-device",
+            "virtserialport,bus=serial0.0,chardev=charhelper,id=helper0,name=org.kata-snapshot.helper.0",
+            "-qmp",
+            "unix:" + qmp_path() + ",server=on,wait=off",
+            "-pidfile",
+            m_dir / "qemu.pid"};
   if (kata) {
     fs::create_directories(share_dir());
     std::ofstream(share_dir() + "/hello.txt") << "hello from the host\n";
     std::string vfs_sock = m_dir / "vhost-fs.sock";
     SpawnOptions vo;
-    vo.argv = {env.virtiofsd, "--socket-path=" + vfs_sock, "--shared-dir=" + share_dir(),
-               "--cache=auto", "--thread-pool-size=1", "--announce-submounts", "--sandbox=none",
-               "--seccomp=none", "--migration-mode=find-paths"};
+    vo.argv = {env.virtiofsd,
+               "--socket-path=" + vfs_sock,
+               "--shared-dir=" + share_dir(),
+               "--cache=auto",
+               "--thread-pool-size=1",
+               "--announce-submounts",
+               "--sandbox=none",
+               "--seccomp=none",
+               "--migration-mode=find-paths"};
     vo.stdout_path = vo.stderr_path = m_dir / "virtiofsd.log";
     m_virtiofsd = ChildProcess::spawn(vo);
     Deadline d(Millis(10000));
@@ -125,15 +158,15 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
       std::this_thread::sleep_for(Millis(10));
     }
     std::vector<std::string> more = {
-      "-object", "memory-backend-file,id=dimm1,size=" + mem + ",mem-path=/dev/shm,share=on",
-      "-numa", "node,memdev=dimm1",
-      "-device", "pci-bridge,bus=pcie.0,id=pci-bridge-0,chassis_nr=1,shpc=off,addr=2",
-      "-device", "virtconsole,bus=serial0.0,chardev=charconsole0,id=console0",
+      "-object",  "memory-backend-file,id=dimm1,size=" + mem + ",mem-path=/dev/shm,share=on",
+      "-numa",    "node,memdev=dimm1",
+      "-device",  "pci-bridge,bus=pcie.0,id=pci-bridge-0,chassis_nr=1,shpc=off,addr=2",
+      "-device",  "virtconsole,bus=serial0.0,chardev=charconsole0,id=console0",
       "-chardev", "socket,id=charconsole0,path=" + (m_dir / "console.sock") + ",server=on,wait=off",
-      "-object", "rng-random,id=rng0,filename=/dev/urandom",
-      "-device", "virtio-rng-pci,rng=rng0",
+      "-object",  "rng-random,id=rng0,filename=/dev/urandom",
+      "-device",  "virtio-rng-pci,rng=rng0",
       "-chardev", "socket,id=char-vfs,path=" + vfs_sock,
-      "-device", "vhost-user-fs-pci,chardev=char-vfs,tag=kataShared,queue-size=1024"};
+      "-device",  "vhost-user-fs-pci,chardev=char-vfs,tag=kataShared,queue-size=1024"};
     m_argv.insert(m_argv.end(), more.begin(), more.end());
   }
   m_argv.insert(m_argv.end(), m_options.extra_qemu_args.begin(), m_options.extra_qemu_args.end());
@@ -144,7 +177,9 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
   wait_console("ksnap: ready", Millis(120000));
 }
 
-GuestVm::~GuestVm() { kill(); }
+GuestVm::~GuestVm() {
+  kill();
+}
 
 void GuestVm::kill() {
   if (m_qemu.pid() > 0) {
@@ -188,8 +223,7 @@ std::string GuestVm::wait_console(const std::string& needle, Millis timeout, siz
     if (deadline.expired()) {
       throw Error("the guest did not print \"" + needle + "\" within " +
                   std::to_string(timeout.count() / 1000) + " s; console tail:\n" +
-                  text.substr(text.size() > 2000 ? text.size() - 2000 : 0) + "\nqemu log:\n" +
-                  qemu_log());
+                  text.substr(text.size() > 2000 ? text.size() - 2000 : 0) + "\nqemu log:\n" + qemu_log());
     }
     std::this_thread::sleep_for(Millis(50));
   }

@@ -20,7 +20,9 @@ RestoredVm::RestoredVm(const nlohmann::json& r)
   }
 }
 
-RestoredVm::~RestoredVm() { kill(); }
+RestoredVm::~RestoredVm() {
+  kill();
+}
 
 void RestoredVm::kill() {
   if (m_pid > 0) {
@@ -37,7 +39,8 @@ void RestoredVm::kill() {
   m_daemons.clear();
 }
 
-nlohmann::json save_paused(const std::string& qmp, const std::string& out, const std::vector<std::string>& args) {
+nlohmann::json save_paused(const std::string& qmp, const std::string& out,
+                           const std::vector<std::string>& args) {
   std::vector<std::string> argv = {"save", "--qmp", qmp, "-o", out, "--after", "pause", "--json"};
   argv.insert(argv.end(), args.begin(), args.end());
   CommandResult r = run_cli(argv);
@@ -46,7 +49,8 @@ nlohmann::json save_paused(const std::string& qmp, const std::string& out, const
   return nlohmann::json::parse(r.output);
 }
 
-RestoredVm load_ok(const std::string& archive, const std::string& run_dir, const std::vector<std::string>& args) {
+RestoredVm load_ok(const std::string& archive, const std::string& run_dir,
+                   const std::vector<std::string>& args) {
   std::vector<std::string> argv = {"load", archive, "--run-dir", run_dir, "--json"};
   argv.insert(argv.end(), args.begin(), args.end());
   CommandResult r = run_cli(argv);
@@ -55,7 +59,9 @@ RestoredVm load_ok(const std::string& archive, const std::string& run_dir, const
   return RestoredVm(nlohmann::json::parse(r.output));
 }
 
-Mark mark(const GuestVm& vm) { return {vm.last_tick(), vm.console().size()}; }
+Mark mark(const GuestVm& vm) {
+  return {vm.last_tick(), vm.console().size()};
+}
 
 void require_continues(const GuestVm& vm, const Mark& m, long more) {
   REQUIRE(m.tick > 0);

@@ -28,10 +28,12 @@ private:
 };
 
 // `save --qmp QMP -o OUT --after pause ARGS...`; requires success; returns the JSON result.
-nlohmann::json save_paused(const std::string& qmp, const std::string& out, const std::vector<std::string>& args = {});
+nlohmann::json save_paused(const std::string& qmp, const std::string& out,
+                           const std::vector<std::string>& args = {});
 
 // `load ARCHIVE --run-dir RUN_DIR --json ARGS...`; requires success.
-RestoredVm load_ok(const std::string& archive, const std::string& run_dir, const std::vector<std::string>& args = {});
+RestoredVm load_ok(const std::string& archive, const std::string& run_dir,
+                   const std::vector<std::string>& args = {});
 
 // After a save with --after pause, the tick the snapshot holds, and the console size then.
 struct Mark {

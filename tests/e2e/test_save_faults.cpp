@@ -56,7 +56,8 @@ TEST_CASE("damaged archives are refused with exit 3 and no QEMU is left running"
     return vm.dir() + "/" + name;
   };
   SECTION("truncated") {
-    expect_refused(write("cut.ksnap", data.substr(0, data.size() * 2 / 3)), vm.dir() + "/run-cut", "is damaged");
+    expect_refused(write("cut.ksnap", data.substr(0, data.size() * 2 / 3)), vm.dir() + "/run-cut",
+                   "is damaged");
   }
   SECTION("one byte flipped inside a vmstate chunk") {
     std::string bad = data;
@@ -68,8 +69,8 @@ TEST_CASE("damaged archives are refused with exit 3 and no QEMU is left running"
     // Cut just before index.json's pax header: every chunk is intact, the index is gone.
     size_t index_header = data.rfind("PaxHeader/index.json");
     REQUIRE(index_header != std::string::npos);
-    expect_refused(write("noindex.ksnap", data.substr(0, index_header / 512 * 512)), vm.dir() + "/run-noindex",
-                   "index.json is missing");
+    expect_refused(write("noindex.ksnap", data.substr(0, index_header / 512 * 512)),
+                   vm.dir() + "/run-noindex", "index.json is missing");
   }
   SECTION("manifest from a future format version") {
     std::string future = vm.dir() + "/future.ksnap";
@@ -99,8 +100,8 @@ TEST_CASE("SIGTERM in the middle of a save leaves the VM running and no archive 
   std::string out = vm.dir() + "/vm.ksnap";
   // A slow compressor keeps the save busy long enough to interrupt it mid-stream.
   SpawnOptions so;
-  so.argv = {test_env().cli, "save", "--qmp", vm.qmp_path(), "-o", out, "--compress-level", "19", "--threads", "1",
-             "--chunk-size", "1"};
+  so.argv = {test_env().cli,     "save", "--qmp",     vm.qmp_path(), "-o",           out,
+             "--compress-level", "19",   "--threads", "1",           "--chunk-size", "1"};
   so.stderr_path = vm.dir() + "/save.err";
   ChildProcess save = ChildProcess::spawn(so);
   Deadline d(Millis(60000));

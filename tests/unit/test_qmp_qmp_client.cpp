@@ -17,7 +17,7 @@ using Json = nlohmann::json;
 namespace {
 
 // Greets, accepts qmp_capabilities, then runs REST.
-FakeQmpServer::Script after_handshake(std::function<void(FakeQmpServer&, int)> rest) {
+FakeQmpServer::Script after_handshake(const std::function<void(FakeQmpServer&, int)>& rest) {
   return [rest](FakeQmpServer& s, int c) {
     FakeQmpServer::send_line(c, FakeQmpServer::greeting());
     Json req = Json::parse(s.read_line(c));
@@ -30,12 +30,14 @@ FakeQmpServer::Script after_handshake(std::function<void(FakeQmpServer&, int)> r
 
 TEST_CASE("qmp: command result and events received while waiting") {
   TempDir dir;
-  FakeQmpServer server(dir / "qmp.sock", after_handshake([](FakeQmpServer& s, int c) {
-    Json req = Json::parse(s.read_line(c));
-    FakeQmpServer::send_line(c, R"({"event": "STOP", "data": {}, "timestamp": {"seconds": 1, "microseconds": 2}})");
-    FakeQmpServer::send_line(c, Json{{"return", {{"status", "paused"}}}, {"id", req["id"]}}.dump());
-    s.read_line(c);
-  }));
+  FakeQmpServer server(
+    dir / "qmp.sock", after_handshake([](FakeQmpServer& s, int c) {
+      Json req = Json::parse(s.read_line(c));
+      FakeQmpServer::send_line(
+        c, R"({"event": "STOP", "data": {}, "timestamp": {"seconds": 1, "microseconds": 2}})");
+      FakeQmpServer::send_line(c, Json{{"return", {{"status", "paused"}}}, {"id", req["id"]}}.dump());
+      s.read_line(c);
+    }));
   Client qmp = Client::connect(dir / "qmp.sock");
   CHECK(qmp.greeting()["version"]["qemu"]["major"] == 10);
   Json r = qmp.execute("query-status");
@@ -47,11 +49,14 @@ TEST_CASE("qmp: command result and events received while waiting") {
 
 TEST_CASE("qmp: an error reply carries QEMU's class and description") {
   TempDir dir;
-  FakeQmpServer server(dir / "qmp.sock", after_handshake([](FakeQmpServer& s, int c) {
-    Json req = Json::parse(s.read_line(c));
-    FakeQmpServer::send_line(c, Json{{"error", {{"class", "DeviceNotFound"}, {"desc", "Device 'x' not found"}}}, {"id", req["id"]}}.dump());
-    s.read_line(c);
-  }));
+  FakeQmpServer server(
+    dir / "qmp.sock", after_handshake([](FakeQmpServer& s, int c) {
+      Json req = Json::parse(s.read_line(c));
+      FakeQmpServer::send_line(
+        c, Json{{"error", {{"class", "DeviceNotFound"}, {"desc", "Device 'x' not found"}}}, {"id", req["id"]}}
+             .dump());
+      s.read_line(c);
+    }));
   Client qmp = Client::connect(dir / "qmp.sock");
   try {
     qmp.execute("device_del", {{"id", "x"}});
@@ -87,10 +92,10 @@ TEST_CASE("qmp: a peer that does not speak QMP") {
 TEST_CASE("qmp: a garbled line") {
   TempDir dir;
   FakeQmpServer server(dir / "qmp.sock", after_handshake([](FakeQmpServer& s, int c) {
-    s.read_line(c);
-    FakeQmpServer::send_line(c, "{\"return\": {\"status\": ");
-    s.read_line(c);
-  }));
+                         s.read_line(c);
+                         FakeQmpServer::send_line(c, "{\"return\": {\"status\": ");
+                         s.read_line(c);
+                       }));
   Client qmp = Client::connect(dir / "qmp.sock");
   CHECK_THROWS_WITH(qmp.execute("query-status"), Catch::Contains("garbled QMP message"));
 }
@@ -98,11 +103,11 @@ TEST_CASE("qmp: a garbled line") {
 TEST_CASE("qmp: an oversized line") {
   TempDir dir;
   FakeQmpServer server(dir / "qmp.sock", after_handshake([](FakeQmpServer& s, int c) {
-    s.read_line(c);
-    std::string big(Client::k_max_line + 1024, 'x');
-    (void)::send(c, big.data(), big.size(), MSG_NOSIGNAL);
-    s.read_line(c);
-  }));
+                         s.read_line(c);
+                         std::string big(Client::k_max_line + 1024, 'x');
+                         (void)::send(c, big.data(), big.size(), MSG_NOSIGNAL);
+                         s.read_line(c);
+                       }));
   Client qmp = Client::connect(dir / "qmp.sock");
   CHECK_THROWS_WITH(qmp.execute("query-status"), Catch::Contains("larger than 16 MiB"));
 }
@@ -117,9 +122,9 @@ TEST_CASE("qmp: the server closes the connection mid-command") {
 TEST_CASE("qmp: a command that gets no answer hits its deadline") {
   TempDir dir;
   FakeQmpServer server(dir / "qmp.sock", after_handshake([](FakeQmpServer& s, int c) {
-    s.read_line(c);
-    s.read_line(c);
-  }));
+                         s.read_line(c);
+                         s.read_line(c);
+                       }));
   Client qmp = Client::connect(dir / "qmp.sock");
   CHECK_THROWS_WITH(qmp.execute("query-status", Json::object(), Millis(200)),
                     Catch::Contains("did not answer query-status within 200 ms"));

@@ -20,8 +20,8 @@ TEST_CASE("argv: flags and valued options are kept in order") {
   QemuArgv a({"qemu-system-x86_64", "-S", "-m", "256M", "-nodefaults", "-name", "sandbox-x"});
   REQUIRE(a.options().size() == 4);
   CHECK(a.first("m") == "256M");
-  CHECK(a.to_argv() ==
-        std::vector<std::string>{"qemu-system-x86_64", "-S", "-m", "256M", "-nodefaults", "-name", "sandbox-x"});
+  CHECK(a.to_argv() == std::vector<std::string>{"qemu-system-x86_64", "-S", "-m", "256M", "-nodefaults",
+                                                "-name", "sandbox-x"});
 }
 
 TEST_CASE("argv: the helper's host socket is found through its chardev") {

@@ -31,13 +31,15 @@ Bytes fake_stream(size_t size) {
 }
 
 Json test_manifest(int version = k_format_version) {
-  return {{"format", k_format_name}, {"format_version", version},
-          {"qemu", {{"argv", {"qemu-system-x86_64"}}}}, {"vmstate", {{"chunk_size", 65536}}}};
+  return {{"format", k_format_name},
+          {"format_version", version},
+          {"qemu", {{"argv", {"qemu-system-x86_64"}}}},
+          {"vmstate", {{"chunk_size", 65536}}}};
 }
 
 // Writes an archive holding STREAM in 64 KiB chunks on 3 workers; returns its path.
-std::string write_archive_file(const TempDir& dir, const Bytes& stream, const Json& manifest = test_manifest(),
-                               bool finish = true) {
+std::string write_archive_file(const TempDir& dir, const Bytes& stream,
+                               const Json& manifest = test_manifest(), bool finish = true) {
   std::string raw = dir / "raw";
   {
     Fd f = open_file(raw, O_WRONLY | O_CREAT | O_TRUNC);
@@ -60,8 +62,9 @@ Bytes read_back(const std::string& path) {
   ArchiveReader r(in.get(), path);
   std::string out_path = path + ".out";
   Fd out = open_file(out_path, O_WRONLY | O_CREAT | O_TRUNC);
-  read_vmstate(r, out.get(), {.chunk_size = 65536, .threads = 3}, [](ArchiveReader::Member&&) {},
-               check_qemu_stream_header);
+  read_vmstate(
+    r, out.get(), {.chunk_size = 65536, .threads = 3}, [](ArchiveReader::Member&&) {},
+    check_qemu_stream_header);
   std::string data = read_file(out_path);
   return Bytes(reinterpret_cast<const std::byte*>(data.data()),
                reinterpret_cast<const std::byte*>(data.data()) + data.size());
@@ -77,7 +80,9 @@ void require_invalid(const std::string& path, const std::string& fragment) {
   }
 }
 
-void truncate_to(const std::string& path, off_t size) { REQUIRE(::truncate(path.c_str(), size) == 0); }
+void truncate_to(const std::string& path, off_t size) {
+  REQUIRE(::truncate(path.c_str(), size) == 0);
+}
 
 } // namespace
 

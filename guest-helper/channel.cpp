@@ -22,6 +22,12 @@ Channel Channel::connect(const std::string& socket_path, Millis timeout) {
   return c;
 }
 
+Channel Channel::over(Fd sock, std::string label, Millis timeout) {
+  Channel c(std::move(sock), std::move(label));
+  c.resync(timeout);
+  return c;
+}
+
 void Channel::send_raw(const std::string& bytes) {
   ssize_t n;
   do {

@@ -33,6 +33,9 @@ public:
   // Connects to the chardev socket and resynchronises (guest-sync-delimited).
   static Channel connect(const std::string& socket_path, Millis timeout = k_default_timeout);
 
+  // The same, over an already connected socket (LABEL names it in errors).
+  static Channel over(Fd sock, std::string label, Millis timeout = k_default_timeout);
+
   // Runs COMMAND; returns "return" or throws GuestError naming the command and the cause.
   Json execute(const std::string& command, const Json& arguments = Json::object(),
                Millis timeout = k_default_timeout);

@@ -15,6 +15,8 @@ workload=$(arg workload)
 echo "ksnap: boot workload=${workload:-idle} cpus=$(grep -c ^processor /proc/cpuinfo)"
 
 /bin/kata-snapshot-helper 2>/dev/console &
+# ksnap.helper=stopped: a silent helper (SIGSTOP), for the host's timeout handling.
+[ "$(arg helper)" = stopped ] && sleep 1 && kill -STOP $! && echo "ksnap: helper stopped"
 
 case "$workload" in
 counter)
@@ -30,6 +32,19 @@ share)
   echo "ksnap: ready"
   i=0
   while :; do i=$((i + 1)); echo "ksnap: tick $i"; sleep 0.2; done
+  ;;
+disk)
+  # An ext4 file system on the virtio-blk disk, written to continuously: a frozen file system
+  # blocks the writer until it is thawed.
+  mkdir -p /data && mount -t ext4 /dev/vda /data && echo "ksnap: disk mounted"
+  echo "ksnap: ready"
+  i=0
+  while :; do i=$((i + 1)); echo "write $i" >> /data/log; echo "ksnap: wrote $i"; sleep 0.2; done
+  ;;
+clock)
+  # The guest's wall clock, for the post-restore clock refresh.
+  echo "ksnap: ready"
+  while :; do echo "ksnap: clock $(date +%s)"; sleep 0.5; done
   ;;
 bench)
   # Fill guest RAM with a mix of random and compressible data, then count.

@@ -1,67 +1,103 @@
 #include "guest-helper/agent/commands.hpp"
 
-#include <functional>
-#include <map>
+#include "guest-helper/agent/system.hpp"
+
+#include <stdexcept>
 
 namespace ks::agent {
 
 namespace {
-
-using Handler = std::function<Json(const Json& args)>;
 
 struct CommandError {
   std::string error_class;
   std::string desc;
 };
 
-const std::map<std::string, Handler>& command_table();
-
-Json guest_info(const Json&) {
-  Json supported = Json::array();
-  for (const auto& [name, handler] : command_table()) {
-    supported.push_back({{"name", name}, {"enabled", true}, {"success-response", true}});
-  }
-  return {{"version", k_version}, {"supported_commands", supported}};
-}
-
-Json guest_sync(const Json& args) {
+Json sync_id(const Json& args) {
   if (!args.contains("id") || !args["id"].is_number_integer()) {
     throw CommandError{"GenericError", "parameter 'id' is missing or not an integer"};
   }
   return args["id"];
 }
 
-const std::map<std::string, Handler>& command_table() {
-  static const std::map<std::string, Handler> table = {
-    {"guest-ping", [](const Json&) { return Json::object(); }},
-    {"guest-info", guest_info},
-    {"guest-sync", guest_sync},
-    {"guest-sync-delimited", guest_sync},
-  };
-  return table;
+int64_t time_arg(const Json& args) {
+  if (!args.contains("time") || !args["time"].is_number_integer()) {
+    throw CommandError{"GenericError", "parameter 'time' (nanoseconds since the epoch) is required"};
+  }
+  return args["time"].get<int64_t>();
+}
+
+Json error_reply(const std::string& cls, const std::string& desc) {
+  return {{"error", {{"class", cls}, {"desc", desc}}}};
 }
 
 } // namespace
 
-Json handle_request(const Json& request, bool& send_delimiter) {
+Agent::Agent(const std::string& state_file) : m_freeze(state_file) {
+  m_commands = {
+    {"guest-ping", {[](const Json&) { return Json::object(); }, true}},
+    {"guest-info", {[this](const Json&) { return info(); }, true}},
+    {"guest-sync", {sync_id, true}},
+    {"guest-sync-delimited", {sync_id, true}},
+    {"guest-fsfreeze-status",
+     {[this](const Json&) { return Json(m_freeze.frozen() ? "frozen" : "thawed"); }, true}},
+    {"guest-fsfreeze-freeze",
+     {[this](const Json& a) { return Json(m_freeze.freeze(std::chrono::seconds(a.value("timeout", 60)))); },
+      false}},
+    {"guest-fsfreeze-thaw", {[this](const Json&) { return Json(m_freeze.thaw()); }, true}},
+    {"guest-set-time",
+     {[](const Json& a) {
+        set_clock(time_arg(a));
+        return Json::object();
+      },
+      true}},
+    {"kata-snapshot-post-restore", {[this](const Json& a) { return post_restore(a); }, true}},
+  };
+}
+
+Json Agent::info() const {
+  Json supported = Json::array();
+  for (const auto& [name, cmd] : m_commands) {
+    supported.push_back({{"name", name}, {"enabled", true}, {"success-response", true}});
+  }
+  return {{"version", k_version}, {"supported_commands", supported}};
+}
+
+// After a restore: thaw (the snapshot may have been taken frozen), set the clock from the
+// host, add host entropy and force a CRNG reseed so the copy does not repeat the original's
+// random numbers.
+Json Agent::post_restore(const Json& a) {
+  int thawed = m_freeze.thaw();
+  int64_t delta_ns = set_clock(time_arg(a));
+  std::string entropy = decode_base64(a.value("entropy", ""));
+  if (entropy.size() < 16) {
+    throw CommandError{"GenericError", "parameter 'entropy' must carry at least 16 bytes (base64)"};
+  }
+  add_entropy(entropy);
+  return {{"thawed", thawed}, {"clock_set", true}, {"clock_delta_ms", delta_ns / 1000000},
+          {"entropy_bytes", entropy.size()}, {"crng_reseeded", reseed_crng()}};
+}
+
+Json Agent::handle(const Json& request, bool& send_delimiter) {
   send_delimiter = false;
   Json reply;
   if (!request.is_object() || !request.contains("execute") || !request["execute"].is_string()) {
-    reply = {{"error", {{"class", "GenericError"}, {"desc", "expected {\"execute\": NAME}"}}}};
+    reply = error_reply("GenericError", "expected {\"execute\": NAME}");
   } else {
     const std::string name = request["execute"];
-    const auto& table = command_table();
-    auto it = table.find(name);
-    if (it == table.end()) {
-      reply = {{"error", {{"class", "CommandNotFound"}, {"desc", "unknown command " + name}}}};
+    auto it = m_commands.find(name);
+    if (it == m_commands.end()) {
+      reply = error_reply("CommandNotFound", "unknown command " + name);
+    } else if (!it->second.safe_while_frozen && m_freeze.frozen()) {
+      reply = error_reply("GenericError", name + " is not allowed while the guest's filesystems are frozen");
     } else {
       try {
-        reply = {{"return", it->second(request.value("arguments", Json::object()))}};
+        reply = {{"return", it->second.run(request.value("arguments", Json::object()))}};
         send_delimiter = name == "guest-sync-delimited";
       } catch (const CommandError& e) {
-        reply = {{"error", {{"class", e.error_class}, {"desc", e.desc}}}};
+        reply = error_reply(e.error_class, e.desc);
       } catch (const std::exception& e) {
-        reply = {{"error", {{"class", "GenericError"}, {"desc", e.what()}}}};
+        reply = error_reply("GenericError", e.what());
       }
     }
   }

@@ -38,7 +38,7 @@ void write_reply(int fd, const Json& reply, bool delimiter) {
 }
 
 // Feeds bytes into the line buffer; 0xFF discards a partial line (the host's resync).
-void handle_bytes(int fd, std::string& line, const char* data, size_t len) {
+void handle_bytes(Agent& agent, int fd, std::string& line, const char* data, size_t len) {
   for (size_t i = 0; i < len; ++i) {
     char c = data[i];
     if (static_cast<unsigned char>(c) == 0xff) {
@@ -49,7 +49,7 @@ void handle_bytes(int fd, std::string& line, const char* data, size_t len) {
         bool delimiter = false;
         Json reply = request.is_discarded()
                        ? Json{{"error", {{"class", "GenericError"}, {"desc", "invalid JSON"}}}}
-                       : handle_request(request, delimiter);
+                       : agent.handle(request, delimiter);
         write_reply(fd, reply, delimiter);
       }
       line.clear();
@@ -60,7 +60,7 @@ void handle_bytes(int fd, std::string& line, const char* data, size_t len) {
 }
 
 // Serves one open port until the host disconnects (read returns 0) or an error.
-void serve(int fd) {
+void serve(Agent& agent, int fd) {
   std::string line;
   char buf[4096];
   for (;;) {
@@ -71,7 +71,7 @@ void serve(int fd) {
     if (n <= 0) {
       return;
     }
-    handle_bytes(fd, line, buf, static_cast<size_t>(n));
+    handle_bytes(agent, fd, line, buf, static_cast<size_t>(n));
   }
 }
 
@@ -79,6 +79,8 @@ void serve(int fd) {
 
 int main(int argc, char** argv) {
   std::string name = argc > 1 ? argv[1] : k_port_name;
+  const char* state = argc > 2 ? argv[2] : "/run/kata-snapshot-helper.state";
+  Agent agent(state);
   bool announced = false;
   for (;;) {
     std::string path = find_port(name);
@@ -92,7 +94,7 @@ int main(int argc, char** argv) {
       log("serving " + name + " on " + path);
       announced = true;
     }
-    serve(fd.get());
+    serve(agent, fd.get());
     fd.reset();
     // The host disconnected: a closed port reads 0 until it reconnects.
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

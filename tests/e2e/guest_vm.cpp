@@ -98,42 +98,38 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
   for (const auto& a : m_options.kernel_args) {
     append += " " + a;
   }
+  // clang-format off
   m_argv = {env.qemu,
-            "-name",
-            "ksnap-test",
-            "-machine",
-            "q35,accel=tcg",
-            "-cpu",
-            "max",
-            "-smp",
-            "1,maxcpus=4",
-            "-m",
-            mem + ",slots=4,maxmem=2G",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-no-reboot",
-            "-kernel",
-            env.kernel,
-            "-initrd",
-            env.initrd,
-            "-append",
-            append,
-            "-chardev",
-            "file,id=con,path=" + console_path() + ",append=on",
-            "-serial",
-            "chardev:con",
-            "-device",
-            "virtio-serial-pci,id=serial0",
-            "-chardev",
-            "socket,id=charhelper,path=" + (m_dir / "helper.sock") + ",server=on,wait=off",
-            "-device",
-            "virtserialport,bus=serial0.0,chardev=charhelper,id=helper0,name=org.kata-snapshot.helper.0",
-            "-qmp",
-            "unix:" + qmp_path() + ",server=on,wait=off",
-            "-pidfile",
-            m_dir / "qemu.pid"};
+            "-name", "ksnap-test",
+            "-machine", "q35,accel=tcg",
+            "-cpu", "max",
+            "-smp", "1,maxcpus=4",
+            "-m", mem + ",slots=4,maxmem=2G",
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-kernel", env.kernel,
+            "-initrd", env.initrd,
+            "-append", append,
+            "-chardev", "file,id=con,path=" + console_path() + ",append=on",
+            "-serial", "chardev:con",
+            "-device", "virtio-serial-pci,id=serial0",
+            "-qmp", "unix:" + qmp_path() + ",server=on,wait=off",
+            "-pidfile", m_dir / "qemu.pid"};
+  if (m_options.helper_port) {
+    m_argv.insert(m_argv.end(), {
+      "-chardev", "socket,id=charhelper,path=" + (m_dir / "helper.sock") + ",server=on,wait=off",
+      "-device", "virtserialport,bus=serial0.0,chardev=charhelper,id=helper0,name=org.kata-snapshot.helper.0"});
+  }
+  if (m_options.disk_mb > 0) {
+    std::string disk = m_dir / "disk.img";
+    CommandResult mk = run_command({"mkfs.ext4", "-q", "-F", disk, std::to_string(m_options.disk_mb) + "M"});
+    if (mk.status != 0) {
+      throw Error("mkfs.ext4 failed: " + mk.error_output);
+    }
+    m_argv.insert(m_argv.end(), {
+      "-drive", "file=" + disk + ",if=none,id=disk0,format=raw,cache=unsafe",
+      "-device", "virtio-blk-pci,drive=disk0,id=blk0"});
+  }
+  // clang-format on
   if (kata) {
     fs::create_directories(share_dir());
     std::ofstream(share_dir() + "/hello.txt") << "hello from the host\n";

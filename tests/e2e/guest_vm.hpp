@@ -22,6 +22,8 @@ struct GuestOptions {
   unsigned memory_mb = 256;
   std::vector<std::string> kernel_args;
   std::vector<std::string> extra_qemu_args;
+  bool helper_port = true;   // the virtserialport for kata-snapshot-helper
+  unsigned disk_mb = 0;      // a virtio-blk disk with ext4 (workload "disk")
 };
 
 // Paths of the tools and the guest image; calls skip() when something is missing.

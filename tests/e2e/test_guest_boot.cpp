@@ -26,7 +26,7 @@ TEST_CASE("helper ping round trip from the host over virtio-serial") {
     // QEMU's chardev serves one client at a time: this one must be gone before the CLI's.
     guest::Channel ch = guest::Channel::connect(vm.dir() + "/helper.sock", Millis(30000));
     CHECK(ch.execute("guest-ping").is_object());
-    CHECK(ch.execute("guest-info")["version"] == "0.1.0");
+    CHECK_THAT(ch.execute("guest-info")["version"].get<std::string>(), Catch::StartsWith("0."));
   }
 
   CommandResult r = run_cli({"guest", "ping", "--qmp", vm.qmp_path(), "--json"});

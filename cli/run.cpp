@@ -51,6 +51,7 @@ int run(int argc, char** argv) {
   add_inspect(app, reg);
   add_verify(app, reg);
   add_guest(app, reg);
+  add_check_kernel(app, reg);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -46,7 +46,24 @@ clock)
   echo "ksnap: ready"
   while :; do echo "ksnap: clock $(date +%s)"; sleep 0.5; done
   ;;
+vfs)
+  # Open files on virtio-fs across a snapshot: an append fd, a read fd, a file deleted while
+  # open, and a working directory in the share. Any I/O error is printed as "ksnap: EIO".
+  mount -t virtiofs kataShared /mnt && echo "ksnap: share mounted"
+  mkdir -p /mnt/work
+  (exec 3>>/mnt/append.log; i=0
+   while :; do i=$((i + 1)); echo "line $i" >&3 || echo "ksnap: EIO append"; echo "ksnap: appended $i"; sleep 0.2; done) &
+  (exec 4</mnt/numbers.txt
+   while read -r n <&4; do echo "ksnap: read $n"; sleep 0.2; done; echo "ksnap: read EOF") &
+  (exec 5<>/mnt/deleted.tmp; rm /mnt/deleted.tmp; i=0
+   while :; do i=$((i + 1)); echo "d $i" >&5 && echo "ksnap: deleted-write $i" || echo "ksnap: EIO deleted"; sleep 1; done) &
+  (cd /mnt/work; i=0
+   while :; do i=$((i + 1)); echo "$i" > cwdfile && ls > /dev/null && echo "ksnap: cwd $i" || echo "ksnap: EIO cwd"; sleep 1; done) &
+  echo "ksnap: ready"
+  wait
+  ;;
 bench)
+
   # Fill guest RAM with a mix of random and compressible data, then count.
   head -c "$(arg random_mb)M" /dev/urandom > /dev/shm/random
   yes "kata-snapshot benchmark line $(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' ')" |

@@ -44,18 +44,6 @@ std::string default_run_dir() {
   return base + "/vm-" + std::to_string(::time(nullptr)) + "-" + std::to_string(::getpid());
 }
 
-std::string tail_of(const std::string& path, size_t lines) {
-  std::string text;
-  try {
-    text = read_file(path);
-  } catch (const Error&) {
-    return {};
-  }
-  auto all = split(trim(text), '\n');
-  size_t from = all.size() > lines ? all.size() - lines : 0;
-  return join(std::vector<std::string>(all.begin() + static_cast<long>(from), all.end()), " | ");
-}
-
 class LoadSession {
 public:
   explicit LoadSession(const LoadOptions& o) : m_o(o) {}
@@ -66,6 +54,7 @@ public:
     require_loadable(m_host);
   }
   void prepare_run_dir();
+  void restore_shares();
   void start_daemons() { m_shares.start_daemons(m_run_dir); }
   void start_qemu();
   void stream();
@@ -104,6 +93,8 @@ void LoadSession::open_archive() {
   m_shares = ShareRestore(m_reader->manifest(), m_o.share_dirs, m_o.virtiofsd, m_o.force);
 }
 
+void LoadSession::restore_shares() { m_shares.restore(*m_reader); }
+
 void LoadSession::prepare_run_dir() {
   m_run_dir = m_o.run_dir.empty() ? default_run_dir() : m_o.run_dir;
   std::error_code ec;
@@ -129,7 +120,7 @@ void LoadSession::prepare_run_dir() {
 
 void LoadSession::start_qemu() {
   QemuArgv recorded(m_reader->manifest()["qemu"]["argv"].get<std::vector<std::string>>());
-  RewriteOptions ro{m_run_dir, m_qmp_path, m_shares.chardev_paths(recorded)};
+  RewriteOptions ro{m_run_dir, m_qmp_path, m_shares.chardev_paths()};
   RewriteResult rw = rewrite_for_restore(recorded, ro);
   // Pin the exact machine type the stream was made with (an alias like "q35" may mean a
   // newer, incompatible type on a newer QEMU).
@@ -173,7 +164,7 @@ void LoadSession::start_qemu() {
 
 void LoadSession::qemu_failed(const std::string& doing) {
   auto status = m_qemu.wait(Deadline(Millis(1000)));
-  std::string tail = tail_of(log_path(), 3);
+  std::string tail = log_tail(log_path(), 3);
   throw Error("QEMU exited while " + doing + " the snapshot" +
                 (status ? " (status " + std::to_string(*status) + ")" : std::string()) +
                 (tail.empty() ? std::string() : ": " + tail),
@@ -195,7 +186,11 @@ void LoadSession::stream() {
   std::thread writer([&, out = std::move(pipe.write)]() mutable {
     try {
       read_vmstate(
-        *m_reader, out.get(), so, [&](ArchiveReader::Member&& m) { m_shares.take_member(std::move(m)); },
+        *m_reader, out.get(), so, [&](ArchiveReader::Member&& m) {
+          throw Error(m_reader->what() + ": unexpected member " + m.name + " among the vmstate chunks",
+                      ExitCode::archive_invalid);
+        },
+
         check_qemu_stream_header);
     } catch (...) {
       error = std::current_exception();
@@ -286,7 +281,9 @@ LoadResult load(const LoadOptions& options) {
   s.open_archive();    // manifest first: format, version, what the VM needs
   s.check_host();      // QEMU binary, version and machine type
   s.prepare_run_dir(); // sockets, pid file and logs of the new VM
-  s.start_daemons();   // shares restored, virtiofsd per share (before QEMU connects)
+  s.restore_shares();  // shares/ members (they precede the vmstate) into their directories
+  s.start_daemons();   // virtiofsd per share, listening before QEMU connects
+
   s.start_qemu();      // recorded argv rewritten, -S -incoming defer, devices re-created
   s.stream();          // migrate-incoming from a pipe fed by checked, parallel decompression
   s.resume();          // cont (unless --paused), then clock and RNG refresh in the guest

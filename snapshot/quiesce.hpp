@@ -24,7 +24,10 @@ public:
   // Thaws if frozen; never throws (a failure is reported on stderr: the guest auto-thaws).
   void thaw() noexcept;
 
+  bool frozen() const { return m_frozen; }
+
   // What happened, for the manifest.
+
   nlohmann::json describe() const;
 
 private:

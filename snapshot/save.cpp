@@ -5,6 +5,7 @@
 #include "snapshot/save.hpp"
 
 #include "snapshot/progress.hpp"
+#include "snapshot/share_capture.hpp"
 #include "snapshot/vm.hpp"
 #include "snapshot/vm_lock.hpp"
 #include "storage/archive_writer.hpp"
@@ -15,6 +16,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <sys/statvfs.h>
 #include <thread>
 #include <unistd.h>
@@ -67,6 +69,8 @@ private:
   std::optional<ArchiveWriter> m_writer;
   StreamStats m_stats;
   Json m_version;
+  std::string m_qemu_version;
+  std::vector<ShareInfo> m_shares;
   std::string m_machine;
   uint64_t m_ram = 0;
   bool m_was_running = false;
@@ -81,6 +85,10 @@ void SaveSession::discover() {
   m_vm = open_vm(m_o.qmp_socket);
   m_lock.emplace(m_vm->pid);
   m_version = m_vm->qmp.execute("query-version");
+  const Json& q = m_version["qemu"];
+  m_qemu_version = std::to_string(q.value("major", 0)) + "." + std::to_string(q.value("minor", 0)) + "." +
+                   std::to_string(q.value("micro", 0));
+  m_shares = discover_shares(m_vm->argv, m_vm->pid, m_o.share_policy);
   m_was_running = m_vm->qmp.execute("query-status").value("status", "") == "running";
   std::string type = m_vm->qmp.execute("qom-get", {{"path", "/machine"}, {"property", "type"}});
   const std::string suffix = "-machine";
@@ -97,6 +105,16 @@ void SaveSession::preflight() {
                 "at the snapshot instant while the guest keeps writing them",
                 ExitCode::usage, "use --mode stop (or auto)");
   }
+  preflight_shares(m_shares, m_qemu_version);
+  for (const auto& share : m_shares) {
+    for (const auto& lost : share.deleted_open) {
+      std::fprintf(stderr,
+                   "kata-snapshot: warning: virtio-fs share %s: %s was deleted while open in the guest; virtiofsd "
+                   "cannot carry it over, so the restored guest will get I/O errors on it\n",
+                   share.tag.c_str(), lost.c_str());
+    }
+  }
+
   Json mig = m_vm->qmp.execute("query-migrate");
   std::string status = mig.value("status", "none");
   if (status == "active" || status == "setup" || status == "device" || status == "pre-switchover") {
@@ -140,7 +158,23 @@ void SaveSession::pause() {
   Json params = m_vm->qmp.execute("query-migrate-parameters");
   m_old_bandwidth = params.value("max-bandwidth", 134217728ull);
   m_vm->qmp.execute("migrate-set-parameters", {{"max-bandwidth", k_unlimited_bandwidth}});
+  // The shares, captured while the vCPUs are stopped: the same instant as the memory.
+  std::vector<ShareCapture> captures;
+  std::string temp_dir = m_o.output == "-" ? (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/var/tmp")
+                                           : dir_name(m_o.output);
+  for (const auto& share : m_shares) {
+    if (share.capture == "full") {
+      captures.push_back(capture_share(share, temp_dir, m_o.compress_level));
+    }
+  }
   m_writer.emplace(m_out_fd, m_o.output == "-" ? "stdout" : m_o.output, build_manifest());
+  size_t i = 0;
+  for (const auto& share : m_shares) {
+    if (share.capture == "full") {
+      ShareCapture& c = captures[i++];
+      m_writer->add_member_from_fd(share.member(), c.file.get(), c.size, c.sha256);
+    }
+  }
 }
 
 Json SaveSession::build_manifest() const {
@@ -150,9 +184,10 @@ Json SaveSession::build_manifest() const {
   if (n > 0) {
     binary = std::string(exe, static_cast<size_t>(n));
   }
-  const Json& q = m_version["qemu"];
-  std::string version = std::to_string(q.value("major", 0)) + "." + std::to_string(q.value("minor", 0)) +
-                        "." + std::to_string(q.value("micro", 0));
+  Json shares = Json::array();
+  for (const auto& share : m_shares) {
+    shares.push_back(share.to_json());
+  }
   return {
     {"format", k_format_name},
     {"format_version", k_format_version},
@@ -160,14 +195,15 @@ Json SaveSession::build_manifest() const {
     {"tool_version", KSNAP_VERSION},
     {"host", describe_host()},
     {"qemu",
-     {{"version", version},
+     {{"version", m_qemu_version},
       {"package", m_version.value("package", "")},
       {"binary", binary},
       {"machine", m_machine},
       {"argv", m_vm->argv.to_argv()}}},
     {"vm", {{"ram_bytes", m_ram}, {"run_state", m_was_running ? "running" : "paused"}}},
     {"devices_added", Json::array()},
-    {"shares", Json::array()},
+    {"shares", shares},
+
     {"quiesce", m_quiescer.describe()},
     {"mode", "stop"},
     {"labels", m_o.labels},
@@ -258,19 +294,24 @@ void SaveSession::commit() {
 
 SaveResult SaveSession::finish() {
   m_done = true;
-  m_quiescer.thaw();
   restore_vm();
   std::string state = m_was_running ? "running" : "paused";
-  if (m_o.after == AfterSave::pause) {
-    if (m_paused || !m_was_running) {
-      state = "paused";
-    }
-  } else if (m_o.after == AfterSave::quit) {
+  if (m_o.after == AfterSave::quit) {
     m_vm->qmp.execute("quit");
     state = "shut down";
   } else if (m_paused) {
-    m_vm->qmp.execute("cont");
-    m_paused = false;
+    // The helper can only thaw while the vCPUs run: resume first. With --after pause and a
+    // frozen guest, that means a moment of running before the VM is paused again.
+    bool stay_paused = m_o.after == AfterSave::pause;
+    if (!stay_paused || m_quiescer.frozen()) {
+      m_vm->qmp.execute("cont");
+      m_quiescer.thaw();
+      if (stay_paused) {
+        m_vm->qmp.execute("stop");
+      }
+    }
+    state = stay_paused ? "paused" : "running";
+    m_paused = stay_paused;
   }
   SaveResult r;
   r.output = m_o.output;
@@ -313,7 +354,6 @@ void SaveSession::rollback() noexcept {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kata-snapshot: warning: migrate_cancel failed: %s\n", e.what());
   }
-  m_quiescer.thaw();
   restore_vm();
   try {
     if (m_paused) {
@@ -322,7 +362,9 @@ void SaveSession::rollback() noexcept {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kata-snapshot: warning: failed to resume the VM: %s\n", e.what());
   }
+  m_quiescer.thaw(); // after cont: the helper answers only while the vCPUs run
 }
+
 
 } // namespace
 

@@ -20,18 +20,21 @@ public:
   ShareRestore(const Json& manifest, std::map<std::string, std::string> share_dirs, std::string virtiofsd,
                bool force);
 
-  // Starts one virtiofsd per share, with its socket in RUN_DIR.
+  // Reads the shares/ members (they precede the vmstate) and restores each directory.
+  void restore(ArchiveReader& reader);
+  // Starts one virtiofsd per share, its socket in RUN_DIR, and waits until it listens.
   void start_daemons(const std::string& run_dir);
   // chardev id -> the new virtiofsd socket, for the argv rewrite.
-  std::map<std::string, std::string> chardev_paths(const QemuArgv& recorded) const;
+  const std::map<std::string, std::string>& chardev_paths() const { return m_sockets; }
   // Re-creates the devices added after boot (recorded as QMP commands).
   void replay_devices(qmp::Client& qmp, const Json& manifest);
-  // A non-vmstate member met while streaming.
-  void take_member(ArchiveReader::Member&& member);
   // Hands the daemons over to the restored VM; returns their pids.
   std::vector<int> release_daemons();
 
 private:
+  std::string target_dir(const Json& share) const;
+  void prepare_target(const Json& share, const std::string& dir) const;
+
   Json m_shares = Json::array();
   std::map<std::string, std::string> m_share_dirs;
   std::string m_virtiofsd;

@@ -59,13 +59,78 @@ void ArchiveReader::check_member(const Member& m) const {
   }
 }
 
+void ArchiveReader::unread(Member member) {
+  KS_ASSERT(!m_pending);
+  m_pending = std::move(member);
+}
+
+std::optional<std::string> ArchiveReader::next_if(const std::string& prefix) {
+  if (m_pending) {
+    return std::nullopt;
+  }
+  TarReader::Entry e;
+  if (!m_tar.next(e)) {
+    damaged(m_what, "index.json is missing (the archive is incomplete or truncated)");
+  }
+  if (e.name.rfind(prefix, 0) == 0) {
+    m_open = e;
+    return e.name;
+  }
+  if (e.name == k_index_member) {
+    read_index(e);
+    m_index_done = true;
+    return std::nullopt;
+  }
+  std::string sha = e.attrs.count(k_sha256_attr) ? e.attrs.at(k_sha256_attr) : "";
+  Member m{e.name, sha, read_data(e)};
+  m_seen.push_back({{"name", m.name}, {"size", m.data.size()}, {"sha256", sha}});
+  m_pending = std::move(m);
+  return std::nullopt;
+}
+
+void ArchiveReader::stream_member(const std::function<void(const Source&)>& consume) {
+  KS_ASSERT(m_open);
+  TarReader::Entry e = std::move(*m_open);
+  m_open.reset();
+  Sha256 hash;
+  uint64_t total = 0;
+  Source source = [&](std::span<std::byte> buf) {
+    size_t n = m_tar.read(buf);
+    hash.update(buf.first(n));
+    total += n;
+    return n;
+  };
+  consume(source);
+  std::byte rest[65536];
+  while (source(rest) > 0) {
+    // Drain what the consumer did not read (tar padding), so the hash covers the member.
+  }
+  if (total != e.size) {
+    damaged(m_what, "member " + e.name + " is truncated");
+  }
+  std::string sha = e.attrs.count(k_sha256_attr) ? e.attrs.at(k_sha256_attr) : "";
+  if (sha.empty() || hash.hex_digest() != sha) {
+    damaged(m_what, "member " + e.name + " does not match its SHA-256 (corrupted)");
+  }
+  m_seen.push_back({{"name", e.name}, {"size", e.size}, {"sha256", sha}});
+}
+
 std::optional<ArchiveReader::Member> ArchiveReader::next() {
+  if (m_pending) {
+    Member m = std::move(*m_pending);
+    m_pending.reset();
+    return m;
+  }
+  if (m_index_done) {
+    return std::nullopt;
+  }
   TarReader::Entry e;
   if (!m_tar.next(e)) {
     damaged(m_what, "index.json is missing (the archive is incomplete or truncated)");
   }
   if (e.name == k_index_member) {
     read_index(e);
+    m_index_done = true;
     return std::nullopt;
   }
   std::string sha = e.attrs.count(k_sha256_attr) ? e.attrs.at(k_sha256_attr) : "";

@@ -6,6 +6,7 @@
 #include "storage/tar.hpp"
 #include "storage/zstd_codec.hpp"
 
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -32,10 +33,24 @@ public:
   // Throws (exit 3) when MEMBER's data does not match its recorded SHA-256.
   void check_member(const Member& member) const;
 
+  // Hands MEMBER back: the next call to next() returns it again.
+  void unread(Member member);
+
+  // For large members (shares): the next member's name if it starts with PREFIX, without
+  // reading its data; nullopt otherwise (the member is then kept for next()).
+  std::optional<std::string> next_if(const std::string& prefix);
+  // Streams the data of the member next_if() returned into SINK, hashing it; throws (exit 3)
+  // after the last byte if it does not match its SHA-256.
+  using Source = std::function<size_t(std::span<std::byte>)>;
+  void stream_member(const std::function<void(const Source&)>& consume);
+
 private:
   void read_index(const TarReader::Entry& entry);
   Bytes read_data(const TarReader::Entry& entry);
 
+  std::optional<Member> m_pending;
+  bool m_index_done = false;
+  std::optional<TarReader::Entry> m_open; // header read by next_if(), data not yet
   TarReader m_tar;
   std::string m_what;
   Json m_manifest;

@@ -1,6 +1,10 @@
 #include "storage/archive_writer.hpp"
 
+#include "util/error.hpp"
+#include "util/fd.hpp"
 #include "util/sha256.hpp"
+
+#include <vector>
 
 namespace ks {
 
@@ -23,6 +27,22 @@ void ArchiveWriter::add_member(const std::string& name, std::span<const std::byt
   m_tar.add(name, data, {{k_sha256_attr, sha256}});
   m_members.push_back({{"name", name}, {"size", data.size()}, {"sha256", sha256}});
   m_bytes += data.size();
+}
+
+void ArchiveWriter::add_member_from_fd(const std::string& name, int fd, uint64_t size, const std::string& sha256) {
+  m_tar.begin(name, size, {{k_sha256_attr, sha256}});
+  std::vector<std::byte> buf(1 << 20);
+  uint64_t left = size;
+  while (left > 0) {
+    size_t n = read_full(fd, std::span(buf).first(std::min<uint64_t>(left, buf.size())), name);
+    if (n == 0) {
+      throw Error("the capture for " + name + " shrank while it was being archived");
+    }
+    m_tar.write(std::span(buf).first(n));
+    left -= n;
+  }
+  m_members.push_back({{"name", name}, {"size", size}, {"sha256", sha256}});
+  m_bytes += size;
 }
 
 void ArchiveWriter::finish(const Json& extra_index_fields) {

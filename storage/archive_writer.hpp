@@ -15,6 +15,8 @@ public:
 
   // Adds a finished member (its SHA-256 goes in the pax header and in the index).
   void add_member(const std::string& name, std::span<const std::byte> data, const std::string& sha256);
+  // Adds a member of SIZE bytes read from FD (a large one, such as a share capture).
+  void add_member_from_fd(const std::string& name, int fd, uint64_t size, const std::string& sha256);
   // Writes index.json and the tar trailer. Without this the archive is incomplete.
   void finish(const Json& extra_index_fields = Json::object());
 

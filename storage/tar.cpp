@@ -5,6 +5,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <ctime>
+#include <vector>
 
 namespace ks {
 
@@ -136,6 +137,202 @@ size_t TarReader::read(std::span<std::byte> buf) {
     m_impl->fail("reading member data");
   }
   return static_cast<size_t>(n);
+}
+
+} // namespace ks
+
+namespace ks {
+
+namespace {
+
+// Entry paths inside a share tar are relative ("./a/b"); DIR's own entry is ".".
+std::string relative_to(const std::string& dir, const char* path) {
+  std::string p = path;
+  if (p == dir) {
+    return ".";
+  }
+  return "./" + p.substr(dir.size() + (dir.back() == '/' ? 0 : 1));
+}
+
+void write_data(archive* out, const void* buf, size_t size, const std::string& dir) {
+  if (size > 0 && archive_write_data(out, buf, size) < 0) {
+    throw Error("failed to write the capture of " + dir + ": " + why(out));
+  }
+}
+
+// Copies a regular file's data. For a sparse file the entry carries the sparse map and only
+// the data blocks are written (the holes stay holes); otherwise holes are written as zeros.
+void write_entry_data(archive* disk, archive* out, const std::string& dir, archive_entry* e) {
+  const bool sparse = archive_entry_sparse_count(e) > 0;
+  static const std::vector<char> zeros(1 << 16);
+  const void* buf = nullptr;
+  size_t size = 0;
+  la_int64_t offset = 0;
+  la_int64_t progress = 0;
+  for (;;) {
+    int r = archive_read_data_block(disk, &buf, &size, &offset);
+    if (r == ARCHIVE_EOF) {
+      break;
+    }
+    if (r != ARCHIVE_OK) {
+      throw Error("failed to read " + dir + "/" + archive_entry_pathname(e) + ": " + why(disk));
+    }
+    for (; !sparse && progress < offset; progress += static_cast<la_int64_t>(zeros.size())) {
+      write_data(out, zeros.data(), std::min<size_t>(zeros.size(), static_cast<size_t>(offset - progress)), dir);
+    }
+    write_data(out, buf, size, dir);
+    progress = offset + static_cast<la_int64_t>(size);
+  }
+  for (la_int64_t end = archive_entry_size(e); !sparse && progress < end;
+       progress += static_cast<la_int64_t>(zeros.size())) {
+    write_data(out, zeros.data(), std::min<size_t>(zeros.size(), static_cast<size_t>(end - progress)), dir);
+  }
+}
+
+
+} // namespace
+
+uint64_t write_tree_tar_zst(const std::string& dir, int out_fd, int level) {
+  ArchivePtr out(archive_write_new());
+  ArchivePtr disk(archive_read_disk_new());
+  std::unique_ptr<archive_entry_linkresolver, decltype(&archive_entry_linkresolver_free)> links(
+    archive_entry_linkresolver_new(), &archive_entry_linkresolver_free);
+  std::string lvl = std::to_string(level);
+  if (archive_write_set_format_pax(out.get()) != ARCHIVE_OK || archive_write_add_filter_zstd(out.get()) != ARCHIVE_OK ||
+      archive_write_set_filter_option(out.get(), "zstd", "compression-level", lvl.c_str()) != ARCHIVE_OK ||
+      archive_write_open_fd(out.get(), out_fd) != ARCHIVE_OK) {
+    throw Error("failed to set up the capture of " + dir + ": " + why(out.get()));
+  }
+  archive_entry_linkresolver_set_strategy(links.get(), archive_format(out.get()));
+  archive_read_disk_set_symlink_physical(disk.get()); // never follow a link out of the tree
+  archive_read_disk_set_standard_lookup(disk.get());
+  archive_read_disk_set_behavior(disk.get(), ARCHIVE_READDISK_NO_TRAVERSE_MOUNTS | ARCHIVE_READDISK_NO_ACL);
+  if (archive_read_disk_open(disk.get(), dir.c_str()) != ARCHIVE_OK) {
+    throw Error("failed to open " + dir + " for capture: " + why(disk.get()));
+  }
+  uint64_t count = 0;
+  for (;;) {
+    EntryPtr e(archive_entry_new());
+    int r = archive_read_next_header2(disk.get(), e.get());
+    if (r == ARCHIVE_EOF) {
+      break;
+    }
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
+      throw Error("failed to capture " + dir + ": " + why(disk.get()));
+    }
+    archive_read_disk_descend(disk.get());
+    archive_entry_copy_pathname(e.get(), relative_to(dir, archive_entry_pathname(e.get())).c_str());
+    archive_entry* spare = nullptr;
+    archive_entry* entry = e.get();
+    archive_entry_linkify(links.get(), &entry, &spare); // hard links become link entries
+    if (entry != nullptr) {
+      if (archive_write_header(out.get(), entry) != ARCHIVE_OK) {
+        throw Error("failed to write the capture of " + dir + ": " + why(out.get()));
+      }
+      if (archive_entry_size(entry) > 0 && archive_entry_filetype(entry) == AE_IFREG) {
+        write_entry_data(disk.get(), out.get(), dir, entry);
+      }
+      ++count;
+    }
+  }
+  if (archive_write_close(out.get()) != ARCHIVE_OK) {
+    throw Error("failed to finish the capture of " + dir + ": " + why(out.get()));
+  }
+  return count;
+}
+
+namespace {
+
+// A path that stays inside the extraction directory: relative, with no ".." component.
+bool safe_relative(const std::string& path) {
+  if (path.empty() || path[0] == '/') {
+    return false;
+  }
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = path.find('/', start);
+    if (path.substr(start, end == std::string::npos ? std::string::npos : end - start) == "..") {
+      return false;
+    }
+    if (end == std::string::npos) {
+      break;
+    }
+    start = end + 1;
+  }
+  return true;
+}
+
+struct SourceState {
+
+  const ByteSource* source;
+  std::vector<std::byte> buf = std::vector<std::byte>(1 << 20);
+};
+
+la_ssize_t source_read(archive*, void* ctx, const void** out) {
+  auto* s = static_cast<SourceState*>(ctx);
+  *out = s->buf.data();
+  return static_cast<la_ssize_t>((*s->source)(s->buf));
+}
+
+} // namespace
+
+uint64_t extract_tar_zst(const ByteSource& source, const std::string& dir, const std::string& what) {
+  ArchivePtr in(archive_read_new());
+  ArchivePtr disk(archive_write_disk_new());
+  SourceState state{&source};
+  archive_read_support_format_tar(in.get());
+  archive_read_support_filter_zstd(in.get());
+  if (archive_read_open(in.get(), &state, nullptr, source_read, nullptr) != ARCHIVE_OK) {
+    throw Error(what + " is damaged: " + why(in.get()), ExitCode::archive_invalid);
+  }
+  // Entry names are checked below (relative, no ".."); the target is made absolute here, so
+  // libarchive's own absolute-path refusal does not apply. SECURE_SYMLINKS still refuses to
+  // write through a symlink planted by an earlier entry.
+  archive_write_disk_set_options(disk.get(), ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+                                               ARCHIVE_EXTRACT_PERM |
+                                               ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_TIME |
+                                               ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_SPARSE);
+  uint64_t count = 0;
+  for (;;) {
+    archive_entry* e = nullptr;
+    int r = archive_read_next_header(in.get(), &e);
+    if (r == ARCHIVE_EOF) {
+      break;
+    }
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
+      throw Error(what + " is damaged: " + why(in.get()), ExitCode::archive_invalid);
+    }
+    std::string rel = archive_entry_pathname(e);
+    if (!safe_relative(rel) || (archive_entry_hardlink(e) && !safe_relative(archive_entry_hardlink(e)))) {
+      throw Error(what + " holds an unsafe path: " + rel, ExitCode::archive_invalid);
+    }
+    archive_entry_copy_pathname(e, (dir + "/" + rel).c_str());
+    if (const char* link = archive_entry_hardlink(e)) {
+      archive_entry_copy_hardlink(e, (dir + "/" + link).c_str());
+    }
+    if (archive_write_header(disk.get(), e) != ARCHIVE_OK) {
+      throw Error("failed to restore " + rel + " into " + dir + ": " + why(disk.get()));
+    }
+    const void* buf = nullptr;
+    size_t size = 0;
+    la_int64_t offset = 0;
+    while ((r = archive_read_data_block(in.get(), &buf, &size, &offset)) == ARCHIVE_OK) {
+      if (archive_write_data_block(disk.get(), buf, size, offset) != ARCHIVE_OK) {
+        throw Error("failed to restore " + rel + " into " + dir + ": " + why(disk.get()));
+      }
+    }
+    if (r != ARCHIVE_EOF) {
+      throw Error(what + " is damaged: " + why(in.get()), ExitCode::archive_invalid);
+    }
+    if (archive_write_finish_entry(disk.get()) != ARCHIVE_OK) {
+      throw Error("failed to restore " + rel + " into " + dir + ": " + why(disk.get()));
+    }
+    ++count;
+  }
+  if (archive_write_close(disk.get()) != ARCHIVE_OK) {
+    throw Error("failed to finish restoring " + dir + ": " + why(disk.get()));
+  }
+  return count;
 }
 
 } // namespace ks

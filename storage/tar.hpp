@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -31,6 +32,16 @@ private:
   struct Impl;
   std::unique_ptr<Impl> m_impl;
 };
+
+// A directory tree as a zstd-compressed pax tar written to OUT_FD: modes, owners, xattrs,
+// hard links, sparse files; symlinks are stored as links, never followed, and other mounted
+// filesystems below DIR are not entered. Returns the number of entries.
+uint64_t write_tree_tar_zst(const std::string& dir, int out_fd, int level);
+
+// Extracts a zstd-compressed tar read through SOURCE (returns 0 at end) into DIR, which must
+// exist. Refuses absolute paths, ".." and writing through symlinks. Returns the entry count.
+using ByteSource = std::function<size_t(std::span<std::byte>)>;
+uint64_t extract_tar_zst(const ByteSource& source, const std::string& dir, const std::string& what);
 
 class TarReader {
 public:

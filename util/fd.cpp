@@ -2,6 +2,7 @@
 
 #include "util/deadline.hpp"
 #include "util/error.hpp"
+#include "util/strings.hpp"
 
 #include <cerrno>
 #include <climits>
@@ -117,6 +118,22 @@ std::string read_file(const std::string& path) {
     }
     out.append(buf, static_cast<size_t>(n));
   }
+}
+
+} // namespace ks
+
+namespace ks {
+
+std::string log_tail(const std::string& path, size_t lines) {
+  std::string text;
+  try {
+    text = read_file(path);
+  } catch (const Error&) {
+    return {};
+  }
+  std::vector<std::string> all = split(trim(text), '\n');
+  size_t from = all.size() > lines ? all.size() - lines : 0;
+  return join(std::vector<std::string>(all.begin() + static_cast<long>(from), all.end()), " | ");
 }
 
 } // namespace ks

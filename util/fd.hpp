@@ -54,4 +54,8 @@ bool wait_readable(int fd, const Deadline& deadline);
 // Whole file as a string; throws naming PATH.
 std::string read_file(const std::string& path);
 
+// The last LINES lines of a text file joined with " | " (a log's last words), or "".
+std::string log_tail(const std::string& path, size_t lines);
+
+
 } // namespace ks

@@ -133,17 +133,16 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
   if (kata) {
     fs::create_directories(share_dir());
     std::ofstream(share_dir() + "/hello.txt") << "hello from the host\n";
+    for (const auto& [name, content] : m_options.share_files) {
+      std::ofstream(share_dir() + "/" + name) << content;
+    }
     std::string vfs_sock = m_dir / "vhost-fs.sock";
     SpawnOptions vo;
-    vo.argv = {env.virtiofsd,
-               "--socket-path=" + vfs_sock,
-               "--shared-dir=" + share_dir(),
-               "--cache=auto",
-               "--thread-pool-size=1",
-               "--announce-submounts",
-               "--sandbox=none",
-               "--seccomp=none",
-               "--migration-mode=find-paths"};
+    // Kata's virtiofsd options (Kata passes no --migration-mode), minus its inherited --fd.
+    vo.argv = m_options.virtiofsd_cmd.empty() ? std::vector<std::string>{env.virtiofsd} : m_options.virtiofsd_cmd;
+    vo.argv.insert(vo.argv.end(), {"--socket-path=" + vfs_sock, "--shared-dir=" + share_dir(), "--cache=auto",
+                                   "--thread-pool-size=1", "--announce-submounts", "--sandbox=none",
+                                   "--seccomp=none"});
     vo.stdout_path = vo.stderr_path = m_dir / "virtiofsd.log";
     m_virtiofsd = ChildProcess::spawn(vo);
     Deadline d(Millis(10000));

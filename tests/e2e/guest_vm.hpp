@@ -6,7 +6,9 @@
 #include "tests/support/fake_qmp.hpp"
 #include "util/child_process.hpp"
 
+#include <map>
 #include <string>
+
 #include <vector>
 
 namespace ks::test {
@@ -24,6 +26,8 @@ struct GuestOptions {
   std::vector<std::string> extra_qemu_args;
   bool helper_port = true;   // the virtserialport for kata-snapshot-helper
   unsigned disk_mb = 0;      // a virtio-blk disk with ext4 (workload "disk")
+  std::map<std::string, std::string> share_files; // kata profile: files written into the share first
+  std::vector<std::string> virtiofsd_cmd;          // kata profile: instead of the installed virtiofsd
 };
 
 // Paths of the tools and the guest image; calls skip() when something is missing.

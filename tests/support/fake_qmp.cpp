@@ -2,6 +2,8 @@
 
 #include "util/unix_socket.hpp"
 
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -57,7 +59,12 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
+  if (std::getenv("KSNAP_KEEP_TEST_DIRS")) {
+    std::fprintf(stderr, "kept test directory %s\n", m_path.c_str());
+    return;
+  }
   std::error_code ec;
+
   std::filesystem::remove_all(m_path, ec);
 }
 

@@ -39,7 +39,7 @@ demo: guest
 	@bash examples/demo/demo.sh $(BUILD)/kata-snapshot
 
 bench: guest
-	@bash bench/run.sh $(BUILD)/kata-snapshot
+	@bash bench/run.sh $(BUILD)
 
 lint: build
 	@bash scripts/lint.sh $(BUILD)

@@ -1,6 +1,7 @@
 // kata-snapshot guest ping|freeze|thaw|status: talk to the helper inside a VM.
 #include "cli/common.hpp"
 #include "snapshot/guest_ops.hpp"
+#include "snapshot/kata.hpp"
 
 namespace ks::cli {
 
@@ -9,11 +10,12 @@ namespace {
 struct GuestOptions {
   std::string qmp;
   std::string sandbox;
+  std::string kata_root = "/";
   unsigned freeze_timeout = 60;
 };
 
 int run_guest(const std::string& verb, const GuestOptions& o, const GlobalOptions& g) {
-  GuestTarget target{o.qmp};
+  GuestTarget target{resolve_qmp(o.qmp, o.sandbox, o.kata_root)};
   nlohmann::json result;
   if (verb == "ping") {
     result = guest_ping(target);
@@ -50,7 +52,9 @@ void add_guest(CLI::App& app, Registry& reg) {
       {"thaw", "Thaw the guest's filesystems"},
       {"status", "Show whether the guest's filesystems are frozen"}};
     auto* cmd = guest->add_subcommand(verb, help.at(verb));
-    cmd->add_option("--qmp", opts->qmp, "QMP socket of the VM")->required();
+    cmd->add_option("--qmp", opts->qmp, "QMP socket of the VM");
+    cmd->add_option("--sandbox", opts->sandbox, "Kata sandbox id (instead of --qmp)");
+    cmd->add_option("--kata-root", opts->kata_root, "Prefix of Kata's /run paths (default /)");
     if (std::string(verb) == "freeze") {
       cmd->add_option("--timeout", opts->freeze_timeout,
                       "Seconds after which the guest thaws itself (default 60)");

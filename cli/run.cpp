@@ -50,6 +50,8 @@ int run(int argc, char** argv) {
   add_load(app, reg);
   add_inspect(app, reg);
   add_verify(app, reg);
+  add_ps(app, reg);
+
   add_guest(app, reg);
   add_check_kernel(app, reg);
   try {

@@ -1,4 +1,5 @@
 // kata-snapshot save (--qmp SOCKET) -o OUT|- [options]
+#include "snapshot/kata.hpp"
 #include "snapshot/save.hpp"
 #include "cli/common.hpp"
 #include "cli/parse.hpp"
@@ -17,9 +18,12 @@ struct SaveArgs {
   std::vector<std::string> labels;
   bool force = false;
   size_t chunk_mib = 8;
+  std::string sandbox;
+  std::string kata_root = "/";
 };
 
 int run_save(SaveArgs& a, const GlobalOptions& g) {
+  a.o.qmp_socket = resolve_qmp(a.o.qmp_socket, a.sandbox, a.kata_root);
   a.o.mode = a.mode == "live" ? SaveMode::live : a.mode == "stop" ? SaveMode::stop : SaveMode::automatic;
   a.o.after = a.after == "pause" ? AfterSave::pause : a.after == "quit" ? AfterSave::quit : AfterSave::resume;
   a.o.quiesce = a.quiesce == "required" ? QuiescePolicy::required
@@ -61,7 +65,9 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
 void add_save(CLI::App& app, Registry& reg) {
   auto a = std::make_shared<SaveArgs>();
   auto* cmd = app.add_subcommand("save", "Snapshot a running VM into a .ksnap archive");
-  cmd->add_option("--qmp", a->o.qmp_socket, "QMP socket of the VM")->required();
+  cmd->add_option("--qmp", a->o.qmp_socket, "QMP socket of the VM");
+  cmd->add_option("--sandbox", a->sandbox, "Kata sandbox id (instead of --qmp)");
+  cmd->add_option("--kata-root", a->kata_root, "Prefix of Kata's /run paths (default /)");
   cmd->add_option("-o,--output", a->o.output, "Archive to write, or - for stdout")->required();
   cmd->add_option("--mode", a->mode, "auto|stop|live (live is not supported yet)")
     ->check(CLI::IsMember({"auto", "stop", "live"}));

@@ -3,6 +3,7 @@
 #include "util/error.hpp"
 
 #include <set>
+#include <unistd.h>
 
 namespace ks {
 
@@ -63,6 +64,16 @@ RewriteResult rewrite_for_restore(const QemuArgv& recorded, const RewriteOptions
       out.push_back(o); // refers to a chardev by id, which is rewritten above
       continue;
     }
+    if (o.name == "device" && v.driver() == "vhost-vsock-pci" && v.erase("vhostfd")) {
+      // Kata passes /dev/vhost-vsock as an inherited fd; the restored QEMU opens it itself.
+      if (::access("/dev/vhost-vsock", R_OK | W_OK) != 0) {
+        throw Error("the snapshot has a vhost-vsock device but this host has no usable /dev/vhost-vsock",
+                    ExitCode::archive_invalid, "load the vhost_vsock kernel module (modprobe vhost_vsock)");
+      }
+      out.push_back({o.name, v.str()});
+      continue;
+    }
+
     check_no_inherited_fds(o, v);
     out.push_back(o);
   }

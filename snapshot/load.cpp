@@ -57,6 +57,7 @@ public:
   void restore_shares();
   void start_daemons() { m_shares.start_daemons(m_run_dir); }
   void start_qemu();
+  void replay_devices();
   void stream();
   void resume();
   LoadResult finish();
@@ -96,7 +97,9 @@ void LoadSession::open_archive() {
 void LoadSession::restore_shares() { m_shares.restore(*m_reader); }
 
 void LoadSession::prepare_run_dir() {
-  m_run_dir = m_o.run_dir.empty() ? default_run_dir() : m_o.run_dir;
+  m_run_dir = !m_o.run_dir.empty() ? m_o.run_dir
+              : m_o.name.empty()   ? default_run_dir()
+                                   : fs::path(default_run_dir()).parent_path().string() + "/sandbox-" + m_o.name;
   std::error_code ec;
   fs::create_directories(m_run_dir, ec);
   if (ec) {
@@ -140,7 +143,18 @@ void LoadSession::start_qemu() {
       o = {"machine", pinned.str()};
     }
   }
+  if (!m_o.name.empty()) { // --sandbox ID: the restored VM carries the sandbox's name
+    for (auto& o : rw.argv.options()) {
+      if (o.name == "name") {
+        OptionValue v = OptionValue::parse(o.value);
+        v.erase("");
+        v.erase("guest");
+        o.value = OptionValue::parse("sandbox-" + m_o.name).str() + (v.items().empty() ? "" : "," + v.str());
+      }
+    }
+  }
   m_helper_socket = helper_socket_path(rw.argv);
+
   std::vector<std::string> argv = rw.argv.to_argv();
   argv[0] = m_host.qemu;
   SpawnOptions so;
@@ -159,7 +173,17 @@ void LoadSession::start_qemu() {
     std::this_thread::sleep_for(Millis(10));
   }
   m_qmp = qmp::Client::connect(m_qmp_path);
-  m_shares.replay_devices(*m_qmp, m_reader->manifest());
+}
+
+void LoadSession::replay_devices() {
+  for (const auto& cmd : m_reader->manifest().value("devices_added", Json::array())) {
+    try {
+      m_qmp->execute(cmd.at("execute").get<std::string>(), cmd.value("arguments", Json::object()));
+    } catch (const qmp::CommandError& e) {
+      throw Error("failed to re-create a device added after boot (" + cmd.dump() + "): " + e.desc(),
+                  ExitCode::archive_invalid);
+    }
+  }
 }
 
 void LoadSession::qemu_failed(const std::string& doing) {
@@ -284,7 +308,9 @@ LoadResult load(const LoadOptions& options) {
   s.restore_shares();  // shares/ members (they precede the vmstate) into their directories
   s.start_daemons();   // virtiofsd per share, listening before QEMU connects
 
-  s.start_qemu();      // recorded argv rewritten, -S -incoming defer, devices re-created
+  s.start_qemu();      // recorded argv rewritten, -S -incoming defer, QMP ready
+  s.replay_devices();  // devices added after boot, re-created with the same ids and addresses
+
   s.stream();          // migrate-incoming from a pipe fed by checked, parallel decompression
   s.resume();          // cont (unless --paused), then clock and RNG refresh in the guest
   return s.finish();   // detach QEMU and virtiofsd and report

@@ -93,7 +93,15 @@ std::optional<std::string> OptionValue::get(const std::string& key) const {
   return std::nullopt;
 }
 
-void OptionValue::set(const std::string& key, const std::string& value) {
+std::string OptionValue::driver() const {
+  if (auto d = get("driver")) {
+    return *d;
+  }
+  return get("").value_or("");
+}
+
+void OptionValue::set(
+const std::string& key, const std::string& value) {
   for (auto& [k, v] : m_items) {
     if (k == key) {
       v = value;

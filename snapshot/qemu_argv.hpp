@@ -23,6 +23,9 @@ public:
   std::string str() const;
 
   std::optional<std::string> get(const std::string& key) const;
+  // The leading bare word (backend or driver), or driver=... as Kata writes -device.
+  std::string driver() const;
+
   void set(const std::string& key, const std::string& value);
   bool erase(const std::string& key);
   const std::vector<std::pair<std::string, std::string>>& items() const { return m_items; }

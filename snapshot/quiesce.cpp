@@ -33,8 +33,9 @@ void Quiescer::freeze(const QemuArgv& argv) {
   try {
     nlohmann::json n = m_channel->execute("guest-fsfreeze-freeze", {{"timeout", m_auto_thaw.count()}},
                                           guest::Channel::k_freeze_timeout);
-    m_frozen = true;
     m_filesystems = n.is_number_integer() ? n.get<int>() : 0;
+    m_frozen = m_filesystems > 0; // only synced (ramfs, tmpfs, virtio-fs): nothing to thaw
+
   } catch (const guest::GuestRefused& e) {
     skip(e.what()); // nothing was frozen
   } catch (const Error& e) {

@@ -4,7 +4,9 @@
 // was running, and deletes the temp file.
 #include "snapshot/save.hpp"
 
+#include "snapshot/devices.hpp"
 #include "snapshot/progress.hpp"
+
 #include "snapshot/share_capture.hpp"
 #include "snapshot/vm.hpp"
 #include "snapshot/vm_lock.hpp"
@@ -71,6 +73,7 @@ private:
   Json m_version;
   std::string m_qemu_version;
   std::vector<ShareInfo> m_shares;
+  Json m_devices = Json::array();
   std::string m_machine;
   uint64_t m_ram = 0;
   bool m_was_running = false;
@@ -89,6 +92,7 @@ void SaveSession::discover() {
   m_qemu_version = std::to_string(q.value("major", 0)) + "." + std::to_string(q.value("minor", 0)) + "." +
                    std::to_string(q.value("micro", 0));
   m_shares = discover_shares(m_vm->argv, m_vm->pid, m_o.share_policy);
+  m_devices = discover_added_devices(m_vm->qmp, m_vm->argv);
   m_was_running = m_vm->qmp.execute("query-status").value("status", "") == "running";
   std::string type = m_vm->qmp.execute("qom-get", {{"path", "/machine"}, {"property", "type"}});
   const std::string suffix = "-machine";
@@ -201,7 +205,7 @@ Json SaveSession::build_manifest() const {
       {"machine", m_machine},
       {"argv", m_vm->argv.to_argv()}}},
     {"vm", {{"ram_bytes", m_ram}, {"run_state", m_was_running ? "running" : "paused"}}},
-    {"devices_added", Json::array()},
+    {"devices_added", m_devices},
     {"shares", shares},
 
     {"quiesce", m_quiescer.describe()},

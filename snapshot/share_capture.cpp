@@ -135,7 +135,7 @@ std::vector<ShareInfo> discover_shares(const QemuArgv& argv, pid_t qemu_pid,
                                        const std::map<std::string, std::string>& policy) {
   std::vector<ShareInfo> out;
   for (const auto& dev : argv.all("device")) {
-    if (dev.get("") != "vhost-user-fs-pci" && dev.get("driver") != "vhost-user-fs-pci") {
+    if (dev.driver() != "vhost-user-fs-pci") {
       continue;
     }
     ShareInfo s;

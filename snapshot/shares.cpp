@@ -138,11 +138,6 @@ void ShareRestore::start_daemons(const std::string& run_dir) {
   }
 }
 
-void ShareRestore::replay_devices(qmp::Client& qmp, const Json& manifest) {
-  for (const auto& cmd : manifest.value("devices_added", Json::array())) {
-    qmp.execute(cmd.at("execute").get<std::string>(), cmd.value("arguments", Json::object()));
-  }
-}
 
 std::vector<int> ShareRestore::release_daemons() {
   std::vector<int> pids;

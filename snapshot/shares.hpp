@@ -26,8 +26,7 @@ public:
   void start_daemons(const std::string& run_dir);
   // chardev id -> the new virtiofsd socket, for the argv rewrite.
   const std::map<std::string, std::string>& chardev_paths() const { return m_sockets; }
-  // Re-creates the devices added after boot (recorded as QMP commands).
-  void replay_devices(qmp::Client& qmp, const Json& manifest);
+
   // Hands the daemons over to the restored VM; returns their pids.
   std::vector<int> release_daemons();
 

@@ -15,7 +15,7 @@ Vm open_vm(const std::string& qmp_socket) {
 
 std::optional<std::string> helper_socket_path(const QemuArgv& argv) {
   for (const auto& dev : argv.all("device")) {
-    if (dev.get("") == "virtserialport" && dev.get("name") == k_helper_port_name) {
+    if (dev.driver() == "virtserialport" && dev.get("name") == k_helper_port_name) {
       if (auto chardev = dev.get("chardev")) {
         return argv.chardev_socket_path(*chardev);
       }

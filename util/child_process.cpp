@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -122,9 +123,14 @@ bool ChildProcess::reap(int options) {
   }
   int status = 0;
   pid_t r;
+  rusage usage{};
   do {
-    r = ::waitpid(m_pid, &status, options);
+    r = ::wait4(m_pid, &status, options, &usage);
   } while (r < 0 && errno == EINTR);
+  if (r > 0) {
+    m_max_rss_kib = usage.ru_maxrss;
+  }
+
   if (r == 0) {
     return false;
   }

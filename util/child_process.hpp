@@ -51,12 +51,17 @@ public:
   // Gives up ownership: the child is neither waited for nor killed by us.
   pid_t release();
 
+  // The child's peak resident memory in KiB, once it has been reaped (0 before).
+  long max_rss_kib() const { return m_max_rss_kib; }
+
 private:
   explicit ChildProcess(pid_t pid) : m_pid(pid) {}
   bool reap(int options);
 
   pid_t m_pid = -1;
   std::optional<int> m_status;
+  long m_max_rss_kib = 0;
+
 };
 
 // Exit status of a program run to completion, with its stdout and stderr captured.

@@ -1,0 +1,164 @@
+// make bench: kata-snapshot save/load against plain QEMU migration, measured in the same run
+// on the same guest, alternating candidate and baseline, reporting medians and ratios.
+//   save baseline: stop, max-bandwidth lifted, migrate to "exec:zstd -1 -T<cores> > file"
+//   load baseline: -incoming defer, migrate-incoming "exec:zstd -dc file", cont
+#include "qmp/qmp_client.hpp"
+#include "tests/e2e/guest_vm.hpp"
+#include "util/strings.hpp"
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+#include <unistd.h>
+
+using namespace ks;
+using namespace ks::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string list(const std::vector<double>& v) {
+  std::string out;
+  for (double d : v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%s%.2f", out.empty() ? "" : " ", d);
+    out += buf;
+  }
+  return out;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void wait_migration(qmp::Client& qmp, const std::string& what) {
+  for (;;) {
+    std::string status = qmp.execute("query-migrate").value("status", "");
+    if (status == "completed") {
+      return;
+    }
+    if (status == "failed" || status == "cancelled") {
+      throw Error(what + ": migration " + status);
+    }
+    std::this_thread::sleep_for(Millis(5));
+  }
+}
+
+void migrate_out(qmp::Client& qmp, const std::string& uri) {
+  qmp.execute("migrate-set-parameters", {{"max-bandwidth", 1ull << 40}});
+  qmp.execute("migrate", {{"uri", uri}});
+  wait_migration(qmp, uri);
+}
+
+struct Run {
+  double seconds;
+  long rss_kib;
+};
+
+Run timed_cli(const std::vector<std::string>& args) {
+  SpawnOptions so;
+  so.argv = {test_env().cli};
+  so.argv.insert(so.argv.end(), args.begin(), args.end());
+  so.stdout_path = "/dev/null";
+  auto start = Clock::now();
+  ChildProcess p = ChildProcess::spawn(so);
+  auto status = p.wait(Deadline(Millis(600000)));
+  if (!status || *status != 0) {
+    throw Error("kata-snapshot " + args[0] + " failed");
+  }
+  return {seconds_since(start), p.max_rss_kib()};
+}
+
+double baseline_load(const std::vector<std::string>& source_argv, const std::string& file, const std::string& dir) {
+  std::vector<std::string> argv = source_argv;
+  argv.insert(argv.end(), {"-incoming", "defer"});
+  for (auto& a : argv) { // the source's QMP socket and pid file live elsewhere this time
+    if (a.find("qmp.sock") != std::string::npos) {
+      a = "unix:" + dir + "/base-qmp.sock,server=on,wait=off";
+    }
+  }
+  auto start = Clock::now();
+  SpawnOptions so;
+  so.argv = argv;
+  so.stdout_path = so.stderr_path = dir + "/base-load.log";
+  ChildProcess qemu = ChildProcess::spawn(so);
+  while (!fs::exists(dir + "/base-qmp.sock")) {
+    std::this_thread::sleep_for(Millis(2));
+  }
+  qmp::Client qmp = qmp::Client::connect(dir + "/base-qmp.sock");
+  qmp.execute("migrate-incoming", {{"uri", "exec:zstd -dc " + file}});
+  wait_migration(qmp, "baseline load");
+  qmp.execute("cont");
+  double t = seconds_since(start);
+  qemu.terminate(Millis(0));
+  return t;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  int rounds = argc > 1 ? std::atoi(argv[1]) : 3;
+  unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  std::printf("kata-snapshot benchmark: 1 GiB guest, %d rounds, %u cores, candidate and baseline alternating\n",
+              rounds, cores);
+  GuestVm vm({.workload = "bench", .memory_mb = 1024, .kernel_args = {"ksnap.random_mb=280", "ksnap.text_mb=280"}});
+  std::printf("guest: %s\n", vm.wait_console("ksnap: filled", Millis(600000)).c_str());
+  std::string dir = vm.dir();
+  {
+    // Populate guest RAM on the host once (first touches cost a zero-fill): ENVIRONMENT.md.
+    qmp::Client qmp = vm.qmp();
+    qmp.execute("stop");
+    migrate_out(qmp, "exec:cat > /dev/null");
+    qmp.execute("cont");
+  }
+  std::vector<double> base_save, cand_save, base_load, cand_load;
+  long cand_rss = 0;
+  uint64_t base_size = 0, cand_size = 0;
+  for (int i = 0; i < rounds; ++i) {
+    {
+      qmp::Client qmp = vm.qmp();
+      auto start = Clock::now();
+      qmp.execute("stop");
+      migrate_out(qmp, "exec:zstd -q -1 -T" + std::to_string(cores) + " > " + dir + "/base.zst");
+      base_save.push_back(seconds_since(start));
+      qmp.execute("cont");
+    }
+    std::error_code ec;
+    fs::remove(dir + "/cand.ksnap", ec);
+    Run r = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/cand.ksnap", "--quiesce", "off", "-q"});
+    cand_save.push_back(r.seconds);
+    cand_rss = std::max(cand_rss, r.rss_kib);
+  }
+  base_size = fs::file_size(dir + "/base.zst");
+  cand_size = fs::file_size(dir + "/cand.ksnap");
+  std::vector<std::string> source_argv = vm.argv();
+  vm.kill();
+  for (int i = 0; i < rounds; ++i) {
+    base_load.push_back(baseline_load(source_argv, dir + "/base.zst", dir));
+    std::string run = dir + "/run" + std::to_string(i);
+    Run r = timed_cli({"load", dir + "/cand.ksnap", "--run-dir", run, "-q"});
+    cand_load.push_back(r.seconds);
+    cand_rss = std::max(cand_rss, r.rss_kib);
+    int pid = std::stoi(trim(read_file(run + "/qemu.pid")));
+    ::kill(pid, SIGKILL);
+  }
+  double bs = median(base_save), cs = median(cand_save), bl = median(base_load), cl = median(cand_load);
+  std::printf("\n%-28s %12s %12s %8s %s\n", "", "baseline", "kata-snap", "ratio", "target");
+  std::printf("%-28s %11.2fs %11.2fs %7.2fx %s\n", "save (median)", bs, cs, cs / bs, "<= 1.00x");
+  std::printf("%-28s %12s %12s %7.2fx %s\n", "archive size", human_size(base_size).c_str(),
+              human_size(cand_size).c_str(), static_cast<double>(cand_size) / static_cast<double>(base_size),
+              "<= 1.00x");
+  std::printf("%-28s %11.2fs %11.2fs %7.2fx %s\n", "load to running (median)", bl, cl, cl / bl, "<= 0.60x");
+  std::printf("%-28s %12s %12s %8s %s\n", "tool peak RSS", "-", human_size(uint64_t(cand_rss) * 1024).c_str(), "",
+              "<= 200 MB");
+  std::printf("raw seconds: save base %s | candidate %s; load base %s | candidate %s\n", list(base_save).c_str(),
+              list(cand_save).c_str(), list(base_load).c_str(), list(cand_load).c_str());
+  return 0;
+}

@@ -62,11 +62,13 @@ struct Run {
   long rss_kib;
 };
 
-Run timed_cli(const std::vector<std::string>& args) {
+Run timed_cli(const std::vector<std::string>& args, const std::string& log) {
   SpawnOptions so;
   so.argv = {test_env().cli};
   so.argv.insert(so.argv.end(), args.begin(), args.end());
+  so.argv.push_back("-v"); // step timings on stderr
   so.stdout_path = "/dev/null";
+  so.stderr_path = log;
   auto start = Clock::now();
   ChildProcess p = ChildProcess::spawn(so);
   auto status = p.wait(Deadline(Millis(600000)));
@@ -132,7 +134,9 @@ int main(int argc, char** argv) {
     }
     std::error_code ec;
     fs::remove(dir + "/cand.ksnap", ec);
-    Run r = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/cand.ksnap", "--quiesce", "off", "-q"});
+    fs::remove(dir + "/save.log", ec);
+    Run r = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/cand.ksnap", "--quiesce", "off"},
+                      dir + "/save.log");
     cand_save.push_back(r.seconds);
     cand_rss = std::max(cand_rss, r.rss_kib);
   }
@@ -140,10 +144,12 @@ int main(int argc, char** argv) {
   cand_size = fs::file_size(dir + "/cand.ksnap");
   std::vector<std::string> source_argv = vm.argv();
   vm.kill();
+  std::error_code ec;
   for (int i = 0; i < rounds; ++i) {
     base_load.push_back(baseline_load(source_argv, dir + "/base.zst", dir));
     std::string run = dir + "/run" + std::to_string(i);
-    Run r = timed_cli({"load", dir + "/cand.ksnap", "--run-dir", run, "-q"});
+    fs::remove(dir + "/load.log", ec);
+    Run r = timed_cli({"load", dir + "/cand.ksnap", "--run-dir", run}, dir + "/load.log");
     cand_load.push_back(r.seconds);
     cand_rss = std::max(cand_rss, r.rss_kib);
     int pid = std::stoi(trim(read_file(run + "/qemu.pid")));
@@ -158,6 +164,8 @@ int main(int argc, char** argv) {
   std::printf("%-28s %11.2fs %11.2fs %7.2fx %s\n", "load to running (median)", bl, cl, cl / bl, "<= 0.60x");
   std::printf("%-28s %12s %12s %8s %s\n", "tool peak RSS", "-", human_size(uint64_t(cand_rss) * 1024).c_str(), "",
               "<= 200 MB");
+  std::printf("steps of the last save: %s\nsteps of the last load: %s\n", log_tail(dir + "/save.log", 8).c_str(),
+              log_tail(dir + "/load.log", 8).c_str());
   std::printf("raw seconds: save base %s | candidate %s; load base %s | candidate %s\n", list(base_save).c_str(),
               list(cand_save).c_str(), list(base_load).c_str(), list(cand_load).c_str());
   return 0;

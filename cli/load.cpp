@@ -15,6 +15,7 @@ struct LoadArgs {
 int run_load(LoadArgs& a, const GlobalOptions& g) {
   a.o.share_dirs = parse_pairs(a.share_dirs, "--share-dir");
   a.o.progress = !g.quiet && !g.json;
+  a.o.verbose = g.verbose;
   LoadResult r = load(a.o);
   std::string human =
     "restored VM: QEMU pid " + std::to_string(r.qemu_pid) + ", " + r.status + ", QMP " + r.qmp;
@@ -40,7 +41,7 @@ void add_load(CLI::App& app, Registry& reg) {
   cmd->add_option("--sandbox", a->o.name, "Name the restored VM as Kata sandbox ID (-name sandbox-ID)");
   cmd->add_option("--qemu", a->o.qemu, "QEMU binary (default: the recorded one, or qemu-system-x86_64)");
   cmd->add_option("--virtiofsd", a->o.virtiofsd, "virtiofsd binary (default: the recorded one)");
-  cmd->add_option("--threads", a->o.threads, "Decompression workers (default: every core)");
+  cmd->add_option("--threads", a->o.threads, "Decompression workers (default: every core but one)");
   cmd->add_flag("--force", a->o.force, "Restore shares into non-empty directories");
   add_output_flags(*cmd, reg.global);
   cmd->callback([&reg, a] { reg.action = [&reg, a] { return run_load(*a, reg.global); }; });

@@ -39,6 +39,7 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
   a.o.overwrite = a.force ? Overwrite::yes : Overwrite::no;
   a.o.chunk_size = a.chunk_mib << 20;
   a.o.progress = !g.quiet && !g.json;
+  a.o.verbose = g.verbose;
   SaveResult r = save(a.o);
   nlohmann::json j = {{"output", r.output},
                       {"archive_bytes", r.archive_bytes},
@@ -78,7 +79,7 @@ void add_save(CLI::App& app, Registry& reg) {
   cmd->add_option("--share", a->shares, "TAG=full|none: capture of a virtio-fs share (default full)");
   cmd->add_option("--compress-level", a->o.compress_level, "zstd level (default 1)")
     ->check(CLI::Range(-7, 19));
-  cmd->add_option("--threads", a->o.threads, "Compression workers (default: every core)");
+  cmd->add_option("--threads", a->o.threads, "Compression workers (default: every core but one)");
   cmd->add_option("--chunk-size", a->chunk_mib, "vmstate chunk size in MiB (default 8)")
     ->check(CLI::Range(1, 256));
   cmd->add_option("--label", a->labels, "KEY=VALUE recorded in the manifest");

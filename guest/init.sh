@@ -62,12 +62,33 @@ vfs)
   echo "ksnap: ready"
   wait
   ;;
+devices)
+  # What the guest sees of devices hot-plugged over QMP: CPUs and memory (onlined here, as
+  # udev would), and a virtio-blk disk whose ext4 holds hello.txt.
+  echo "ksnap: ready"
+  i=0
+  while :; do
+    i=$((i + 1))
+    for c in /sys/devices/system/cpu/cpu[0-9]*/online; do [ "$(cat "$c")" = 0 ] && echo 1 > "$c"; done
+    for m in /sys/devices/system/memory/memory*/state; do [ "$(cat "$m")" = offline ] && echo online > "$m"; done
+    disk=none
+    if [ -b /dev/vda ]; then
+      mountpoint -q /data || { mkdir -p /data; mount -t ext4 /dev/vda /data; }
+      disk=$(cat /data/hello.txt 2>/dev/null || echo unreadable)
+    fi
+    echo "ksnap: devices $i cpus=$(grep -c ^processor /proc/cpuinfo) mem=$(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo) disk=$disk"
+    sleep 0.5
+  done
+  ;;
 bench)
 
+
   # Fill guest RAM with a mix of random and compressible data, then count.
-  head -c "$(arg random_mb)M" /dev/urandom > /dev/shm/random
+  mount -o remount,size=90% /dev/shm
+  head -c $(($(arg random_mb) * 1048576)) /dev/urandom > /dev/shm/random
   yes "kata-snapshot benchmark line $(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' ')" |
-    head -c "$(arg text_mb)M" > /dev/shm/text
+    head -c $(($(arg text_mb) * 1048576)) > /dev/shm/text
+
   echo "ksnap: filled $(du -sm /dev/shm | cut -f1) MB"
   echo "ksnap: ready"
   i=0

@@ -9,6 +9,7 @@
 #include "snapshot/host_check.hpp"
 #include "snapshot/progress.hpp"
 #include "snapshot/shares.hpp"
+#include "snapshot/step_timer.hpp"
 #include "snapshot/vm.hpp"
 #include "storage/archive_reader.hpp"
 #include "storage/vmstate_stream.hpp"
@@ -170,7 +171,7 @@ void LoadSession::start_qemu() {
     if (deadline.expired()) {
       throw Error("QEMU did not open its QMP socket " + m_qmp_path + " within 60 s");
     }
-    std::this_thread::sleep_for(Millis(10));
+    std::this_thread::sleep_for(Millis(2));
   }
   m_qmp = qmp::Client::connect(m_qmp_path);
 }
@@ -197,13 +198,15 @@ void LoadSession::qemu_failed(const std::string& doing) {
 
 void LoadSession::stream() {
   Pipe pipe = make_pipe();
+  grow_pipe(pipe.write.get(), 1 << 20);
   m_qmp->send_fd(k_fd_name, pipe.read.get());
+
   pipe.read.reset();
   m_qmp->execute("migrate-incoming", {{"uri", std::string("fd:") + k_fd_name}});
   std::atomic<bool> done{false};
   std::atomic<uint64_t> progress{0};
   std::exception_ptr error;
-  unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
+  unsigned threads = m_o.threads ? m_o.threads : default_stream_threads();
   StreamOptions so{.chunk_size = m_reader->manifest()["vmstate"].value("chunk_size", size_t{8} << 20),
                    .threads = threads,
                    .progress = &progress};
@@ -263,7 +266,7 @@ void LoadSession::stream() {
         after_eof = Deadline(std::chrono::seconds(60));
       }
       bar.update(progress.load());
-      std::this_thread::sleep_for(Millis(20));
+      std::this_thread::sleep_for(Millis(done ? 2 : 20));
     }
   } catch (...) {
     m_qemu.terminate(Millis(0)); // unblocks the writer (EPIPE)
@@ -302,17 +305,22 @@ LoadResult LoadSession::finish() {
 
 LoadResult load(const LoadOptions& options) {
   LoadSession s(options);
+  StepLog log(options.verbose);
   s.open_archive();    // manifest first: format, version, what the VM needs
+  log.done("manifest");
   s.check_host();      // QEMU binary, version and machine type
+  log.done("host check");
   s.prepare_run_dir(); // sockets, pid file and logs of the new VM
   s.restore_shares();  // shares/ members (they precede the vmstate) into their directories
+  log.done("shares");
   s.start_daemons();   // virtiofsd per share, listening before QEMU connects
-
   s.start_qemu();      // recorded argv rewritten, -S -incoming defer, QMP ready
+  log.done("start qemu");
   s.replay_devices();  // devices added after boot, re-created with the same ids and addresses
-
   s.stream();          // migrate-incoming from a pipe fed by checked, parallel decompression
-  s.resume();          // cont (unless --paused), then clock and RNG refresh in the guest
+  log.done("stream");
+  s.resume();          // cont (unless --paused), then thaw, clock and RNG refresh in the guest
+  log.done("resume");
   return s.finish();   // detach QEMU and virtiofsd and report
 }
 

@@ -20,6 +20,7 @@ struct LoadOptions {
   unsigned threads = 0;
   std::string name;  // --sandbox ID: the restored VM is named sandbox-ID
   bool progress = false;
+  bool verbose = false; // step timings on stderr
 };
 
 struct LoadResult {

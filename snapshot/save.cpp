@@ -6,6 +6,7 @@
 
 #include "snapshot/devices.hpp"
 #include "snapshot/progress.hpp"
+#include "snapshot/step_timer.hpp"
 
 #include "snapshot/share_capture.hpp"
 #include "snapshot/vm.hpp"
@@ -14,6 +15,8 @@
 #include "storage/vmstate_stream.hpp"
 #include "util/atomic_file.hpp"
 #include "util/cancel.hpp"
+#include "util/done_flag.hpp"
+
 #include "util/strings.hpp"
 
 #include <atomic>
@@ -216,12 +219,14 @@ Json SaveSession::build_manifest() const {
 
 void SaveSession::stream() {
   Pipe pipe = make_pipe();
+  grow_pipe(pipe.write.get(), 1 << 20); // fewer wake-ups between QEMU and the reader
   m_vm->qmp.send_fd(k_fd_name, pipe.write.get());
+
   pipe.write.reset(); // QEMU holds the only write end: its close is our end of file
-  std::atomic<bool> done{false};
+  DoneFlag done;
   std::atomic<uint64_t> progress{0};
   std::exception_ptr error;
-  unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
+  unsigned threads = m_o.threads ? m_o.threads : default_stream_threads();
   StreamOptions so{
     .chunk_size = m_o.chunk_size, .level = m_o.compress_level, .threads = threads, .progress = &progress};
   std::thread reader([&, in = std::move(pipe.read)]() mutable {
@@ -231,13 +236,14 @@ void SaveSession::stream() {
       error = std::current_exception();
     }
     in.reset(); // on error, QEMU's next write fails with EPIPE and the migration fails
-    done = true;
+    done.set();
   });
   ProgressLine bar(m_o.progress, "saving", m_ram);
   try {
     m_vm->qmp.execute("migrate", {{"uri", std::string("fd:") + k_fd_name}});
     m_migrating = true;
-    while (!done) {
+    // Wake on the end of the stream at once; meanwhile watch for signals and QEMU failing.
+    while (!done.wait_for(std::chrono::milliseconds(50))) {
       if (cancel_requested()) {
         m_vm->qmp.execute("migrate_cancel");
       }
@@ -246,7 +252,6 @@ void SaveSession::stream() {
         m_vm->qmp.execute("migrate_cancel");
       }
       bar.update(progress.load());
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   } catch (...) {
     // Make sure the reader thread ends before we unwind (QEMU may still hold the pipe).
@@ -284,7 +289,7 @@ void SaveSession::wait_for_migration_end() {
     if (deadline.expired()) {
       throw Error("QEMU closed the migration stream but did not report completion (status " + status + ")");
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
 }
 
@@ -374,13 +379,22 @@ void SaveSession::rollback() noexcept {
 
 SaveResult save(const SaveOptions& options) {
   SaveSession s(options);
-  s.discover();      // QMP, QEMU pid and argv, version, machine, RAM; take the VM's lock
-  s.preflight();     // migratable, output writable with room, before anything is paused
-  s.quiesce();       // helper: sync + freeze (or recorded as skipped)
-  s.pause();         // stop the vCPUs, lift the bandwidth cap, start the archive
-  s.stream();        // QEMU migrates into a pipe; we chunk, compress, hash and write
-  s.commit();        // index.json, fsync, rename, fsync(dir)
-  return s.finish(); // thaw, restore parameters, then resume / pause / quit
+  StepLog log(options.verbose);
+  s.discover();  // QMP, QEMU pid and argv, version, machine, RAM, shares, devices; take the lock
+  log.done("discover");
+  s.preflight(); // migratable, output writable with room, before anything is paused
+  log.done("preflight");
+  s.quiesce();   // helper: sync + freeze (or recorded as skipped)
+  log.done("quiesce");
+  s.pause();     // stop the vCPUs, lift the bandwidth cap, capture the shares, start the archive
+  log.done("pause+capture");
+  s.stream();    // QEMU migrates into a pipe; we chunk, compress, hash and write
+  log.done("stream");
+  s.commit();    // index.json, fsync, rename, fsync(dir)
+  log.done("commit");
+  SaveResult r = s.finish(); // restore parameters, then resume (and thaw) / pause / quit
+  log.done("resume");
+  return r;
 }
 
 } // namespace ks

@@ -26,6 +26,7 @@ struct SaveOptions {
   std::map<std::string, std::string> labels;
   Overwrite overwrite = Overwrite::no;
   bool progress = false; // a progress line on stderr
+  bool verbose = false;  // step timings on stderr
 };
 
 struct SaveResult {

@@ -4,7 +4,9 @@
 #include "util/fd.hpp"
 #include "util/sha256.hpp"
 
+#include <fcntl.h>
 #include <vector>
+
 
 namespace ks {
 
@@ -16,7 +18,8 @@ std::span<const std::byte> as_bytes(const std::string& s) {
 
 } // namespace
 
-ArchiveWriter::ArchiveWriter(int fd, std::string what, const Json& manifest) : m_tar(fd, std::move(what)) {
+ArchiveWriter::ArchiveWriter(int fd, std::string what, const Json& manifest)
+  : m_tar(fd, std::move(what)), m_fd(fd) {
   std::string text = manifest.dump(2) + "\n";
   m_manifest_sha256 = sha256_hex(text);
   add_member(k_manifest_member, as_bytes(text), m_manifest_sha256);
@@ -43,6 +46,11 @@ void ArchiveWriter::add_member_from_fd(const std::string& name, int fd, uint64_t
   }
   m_members.push_back({{"name", name}, {"size", size}, {"sha256", sha256}});
   m_bytes += size;
+}
+
+void ArchiveWriter::start_writeback() {
+  // Fails harmlessly (ESPIPE, EINVAL) on pipes and filesystems without it.
+  ::sync_file_range(m_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
 void ArchiveWriter::finish(const Json& extra_index_fields) {

@@ -22,8 +22,14 @@ public:
 
   uint64_t bytes_written() const { return m_bytes; }
 
+  // For a regular file: start writeback of what is written so far (without waiting), so the
+  // final fsync has little left to do. Called every few chunks.
+  void start_writeback();
+
 private:
   TarWriter m_tar;
+  int m_fd;
+
   std::string m_manifest_sha256;
   Json m_members = Json::array();
   uint64_t m_bytes = 0;

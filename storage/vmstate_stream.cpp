@@ -7,6 +7,7 @@
 #include "util/sha256.hpp"
 
 #include <optional>
+#include <thread>
 
 namespace ks {
 
@@ -29,6 +30,10 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
   auto write_next = [&] {
     Compressed c = pool.take_next();
     writer.add_member(vmstate_member_name(stats.chunks++), c.frame, c.sha256);
+    if (stats.chunks % 4 == 0) {
+      writer.start_writeback();
+    }
+
   };
   for (;;) {
     auto chunk = std::make_shared<Bytes>(o.chunk_size);
@@ -111,7 +116,13 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
   return stats;
 }
 
-void check_qemu_stream_header(std::span<const std::byte> d) {
+unsigned default_stream_threads() {
+  unsigned cores = std::thread::hardware_concurrency();
+  return cores > 1 ? cores - 1 : 1;
+}
+
+void check_qemu_stream_header(
+std::span<const std::byte> d) {
   auto be32 = [&](size_t off) {
     return (std::to_integer<uint32_t>(d[off]) << 24) | (std::to_integer<uint32_t>(d[off + 1]) << 16) |
            (std::to_integer<uint32_t>(d[off + 2]) << 8) | std::to_integer<uint32_t>(d[off + 3]);

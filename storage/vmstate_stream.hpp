@@ -36,6 +36,10 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
                          const OtherMember& other,
                          const std::function<void(std::span<const std::byte>)>& on_first_chunk = {});
 
+// Default worker count when QEMU runs alongside: every core but one, which QEMU's migration
+// thread needs (measured: on 2 cores one worker beats two). At least one.
+unsigned default_stream_threads();
+
 // Throws (exit 3) unless DATA starts with QEMU's migration stream header (QEVM, version 3).
 void check_qemu_stream_header(std::span<const std::byte> data);
 

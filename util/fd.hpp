@@ -38,6 +38,10 @@ struct Pipe {
 // A close-on-exec pipe.
 Pipe make_pipe();
 
+// Grows a pipe's buffer (F_SETPIPE_SZ) for bulk transfers; best effort.
+void grow_pipe(int fd, size_t bytes);
+
+
 // Opens PATH or throws "failed to open PATH: why".
 Fd open_file(const std::string& path, int flags, int mode = 0600);
 

@@ -3,6 +3,7 @@
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/strings.hpp"
+#include "util/unix_socket.hpp"
 
 #include <csignal>
 #include <cstdio>
@@ -93,6 +94,12 @@ const TestEnv& test_env() {
 GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
   const TestEnv& env = test_env();
   const bool kata = m_options.profile == Profile::kata;
+  const std::string& sandbox = m_options.sandbox_id;
+  m_vm_dir = sandbox.empty() ? dir() : kata_root() + "/run/vc/vm/" + sandbox;
+  m_share_dir = sandbox.empty() ? m_dir / "share"
+                                : kata_root() + "/run/kata-containers/shared/sandboxes/" + sandbox + "/shared";
+  fs::create_directories(m_vm_dir);
+  Fd qmp_listen;
   std::string mem = std::to_string(m_options.memory_mb) + "M";
   std::string append = "console=ttyS0 quiet panic=-1 ksnap.workload=" + m_options.workload;
   for (const auto& a : m_options.kernel_args) {
@@ -100,7 +107,7 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
   }
   // clang-format off
   m_argv = {env.qemu,
-            "-name", "ksnap-test",
+            "-name", sandbox.empty() ? "ksnap-test" : "sandbox-" + sandbox,
             "-machine", "q35,accel=tcg",
             "-cpu", "max",
             "-smp", "1,maxcpus=4",
@@ -113,7 +120,12 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
             "-serial", "chardev:con",
             "-device", "virtio-serial-pci,id=serial0",
             "-qmp", "unix:" + qmp_path() + ",server=on,wait=off",
-            "-pidfile", m_dir / "qemu.pid"};
+            "-pidfile", m_vm_dir + (sandbox.empty() ? "/qemu.pid" : "/pid")};
+  if (!sandbox.empty()) {
+    // Kata's runtime binds qmp.sock and hands the listening socket to QEMU as fd 3.
+    qmp_listen = listen_unix(m_vm_dir + "/qmp.sock");
+    m_argv.insert(m_argv.end(), {"-qmp", "unix:fd=3,server=on,wait=off"});
+  }
   if (m_options.helper_port) {
     m_argv.insert(m_argv.end(), {
       "-chardev", "socket,id=charhelper,path=" + (m_dir / "helper.sock") + ",server=on,wait=off",
@@ -136,13 +148,21 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
     for (const auto& [name, content] : m_options.share_files) {
       std::ofstream(share_dir() + "/" + name) << content;
     }
-    std::string vfs_sock = m_dir / "vhost-fs.sock";
+    std::string vfs_sock = m_vm_dir + "/vhost-fs.sock";
     SpawnOptions vo;
-    // Kata's virtiofsd options (Kata passes no --migration-mode), minus its inherited --fd.
+    // Kata's virtiofsd options (Kata passes no --migration-mode). For a sandbox, the socket is
+    // bound here and inherited as --fd=3, as Kata does; otherwise virtiofsd binds it.
     vo.argv = m_options.virtiofsd_cmd.empty() ? std::vector<std::string>{env.virtiofsd} : m_options.virtiofsd_cmd;
-    vo.argv.insert(vo.argv.end(), {"--socket-path=" + vfs_sock, "--shared-dir=" + share_dir(), "--cache=auto",
-                                   "--thread-pool-size=1", "--announce-submounts", "--sandbox=none",
-                                   "--seccomp=none"});
+    Fd vfs_listen;
+    if (sandbox.empty()) {
+      vo.argv.push_back("--socket-path=" + vfs_sock);
+    } else {
+      vfs_listen = listen_unix(vfs_sock);
+      vo.inherit = {{vfs_listen.get(), 3}};
+      vo.argv.push_back("--fd=3");
+    }
+    vo.argv.insert(vo.argv.end(), {"--shared-dir=" + share_dir(), "--cache=auto", "--thread-pool-size=1",
+                                   "--announce-submounts", "--sandbox=none", "--seccomp=none"});
     vo.stdout_path = vo.stderr_path = m_dir / "virtiofsd.log";
     m_virtiofsd = ChildProcess::spawn(vo);
     Deadline d(Millis(10000));
@@ -157,7 +177,7 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
       "-numa",    "node,memdev=dimm1",
       "-device",  "pci-bridge,bus=pcie.0,id=pci-bridge-0,chassis_nr=1,shpc=off,addr=2",
       "-device",  "virtconsole,bus=serial0.0,chardev=charconsole0,id=console0",
-      "-chardev", "socket,id=charconsole0,path=" + (m_dir / "console.sock") + ",server=on,wait=off",
+      "-chardev", "socket,id=charconsole0,path=" + m_vm_dir + "/console.sock,server=on,wait=off",
       "-object",  "rng-random,id=rng0,filename=/dev/urandom",
       "-device",  "virtio-rng-pci,rng=rng0",
       "-chardev", "socket,id=char-vfs,path=" + vfs_sock,
@@ -168,7 +188,13 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
   SpawnOptions qo;
   qo.argv = m_argv;
   qo.stdout_path = qo.stderr_path = m_dir / "qemu.log";
+  if (qmp_listen) {
+    qo.inherit = {{qmp_listen.get(), 3}};
+  }
   m_qemu = ChildProcess::spawn(qo);
+  if (qmp_listen) {
+    m_shim = qmp::Client::connect(m_vm_dir + "/qmp.sock"); // the shim's one connection
+  }
   wait_console("ksnap: ready", Millis(120000));
 }
 
@@ -185,50 +211,42 @@ void GuestVm::kill() {
   }
 }
 
-std::string GuestVm::console() const {
+std::string ConsoleLog::text() const {
   std::string text;
   try {
-    text = read_file(console_path());
+    text = read_file(m_path);
   } catch (const Error&) {
     return {};
   }
-  std::erase(text, '\r'); // the serial console ends lines with \r\n
+  std::erase(text, '\r');
   return text;
 }
 
-std::string GuestVm::qemu_log() const {
-  try {
-    return read_file(m_dir / "qemu.log");
-  } catch (const Error&) {
-    return {};
-  }
-}
-
-std::string GuestVm::wait_console(const std::string& needle, Millis timeout, size_t offset) const {
+std::string ConsoleLog::wait(const std::string& needle, Millis timeout, size_t offset) const {
   Deadline deadline(timeout);
   for (;;) {
-    std::string text = console();
-    size_t pos = text.size() > offset ? text.find(needle, offset) : std::string::npos;
+    std::string all = text();
+    size_t pos = all.size() > offset ? all.find(needle, offset) : std::string::npos;
     if (pos != std::string::npos) {
-      size_t start = text.rfind('\n', pos);
+      size_t start = all.rfind('\n', pos);
       start = start == std::string::npos ? 0 : start + 1;
-      size_t end = text.find('\n', pos);
-      return text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+      size_t end = all.find('\n', pos);
+      return all.substr(start, end == std::string::npos ? std::string::npos : end - start);
     }
     if (deadline.expired()) {
-      throw Error("the guest did not print \"" + needle + "\" within " +
-                  std::to_string(timeout.count() / 1000) + " s; console tail:\n" +
-                  text.substr(text.size() > 2000 ? text.size() - 2000 : 0) + "\nqemu log:\n" + qemu_log());
+      throw Error("the guest did not print \"" + needle + "\" within " + std::to_string(timeout.count() / 1000) +
+                  " s; console tail:\n" + all.substr(all.size() > 2000 ? all.size() - 2000 : 0) +
+                  "\nqemu log: " + log_tail(m_qemu_log, 5));
     }
     std::this_thread::sleep_for(Millis(50));
   }
 }
 
-long GuestVm::last_tick() const {
+long ConsoleLog::last_tick() const {
   static const std::regex tick(R"(ksnap: tick (\d+))");
-  std::string text = console();
+  std::string all = text();
   long last = -1;
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), tick); it != std::sregex_iterator(); ++it) {
+  for (auto it = std::sregex_iterator(all.begin(), all.end(), tick); it != std::sregex_iterator(); ++it) {
     last = std::stol((*it)[1]);
   }
   return last;

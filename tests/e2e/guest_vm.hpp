@@ -7,6 +7,7 @@
 #include "util/child_process.hpp"
 
 #include <map>
+#include <optional>
 #include <string>
 
 #include <vector>
@@ -28,6 +29,10 @@ struct GuestOptions {
   unsigned disk_mb = 0;      // a virtio-blk disk with ext4 (workload "disk")
   std::map<std::string, std::string> share_files; // kata profile: files written into the share first
   std::vector<std::string> virtiofsd_cmd;          // kata profile: instead of the installed virtiofsd
+  // kata profile: lay the VM out as Go-runtime sandbox ID under dir()/root, as Kata does: QMP
+  // handed over as -qmp unix:fd=3 and held by a pretend shim, extra-monitor.sock, virtiofsd
+  // started with --fd=3, -name sandbox-ID.
+  std::string sandbox_id;
 };
 
 // Paths of the tools and the guest image; calls skip() when something is missing.
@@ -47,25 +52,45 @@ const TestEnv& test_env();
 void reap_later(pid_t pid);
 void install_reaper();
 
+// A guest's serial console written to a file: read it, and wait for what the guest prints.
+class ConsoleLog {
+public:
+  ConsoleLog(std::string path, std::string qemu_log) : m_path(std::move(path)), m_qemu_log(std::move(qemu_log)) {}
+  // What the guest printed, with \r removed (the serial console ends lines with \r\n).
+  std::string text() const;
+  // Waits until a line containing NEEDLE appears after byte OFFSET; returns that line.
+  std::string wait(const std::string& needle, Millis timeout = Millis(60000), size_t offset = 0) const;
+  // The last "ksnap: tick N" the guest printed, or -1.
+  long last_tick() const;
+
+private:
+  std::string m_path;
+  std::string m_qemu_log;
+};
+
 class GuestVm {
 public:
   explicit GuestVm(GuestOptions options);
   ~GuestVm();
 
   const std::string& dir() const { return m_dir.path(); }
-  std::string qmp_path() const { return m_dir / "qmp.sock"; }
+  // The QMP socket the test may use (extra-monitor.sock for a sandbox: the shim holds qmp.sock).
+  std::string qmp_path() const { return m_vm_dir + (m_options.sandbox_id.empty() ? "/qmp.sock" : "/extra-monitor.sock"); }
+  std::string kata_root() const { return m_dir / "root"; }
   std::string console_path() const { return m_dir / "console.log"; }
-  std::string share_dir() const { return m_dir / "share"; }
+  std::string share_dir() const { return m_share_dir; }
   std::vector<std::string> argv() const { return m_argv; }
   pid_t qemu_pid() const { return m_qemu.pid(); }
 
   // Waits until the console shows a line containing NEEDLE after byte OFFSET; returns it.
   std::string wait_console(const std::string& needle, Millis timeout = Millis(60000),
-                           size_t offset = 0) const;
+                           size_t offset = 0) const {
+    return m_console.wait(needle, timeout, offset);
+  }
   // What the guest printed on its serial console, with \r removed.
-  std::string console() const;
+  std::string console() const { return m_console.text(); }
   // The last "ksnap: tick N" the guest printed, or -1.
-  long last_tick() const;
+  long last_tick() const { return m_console.last_tick(); }
 
   qmp::Client qmp() const { return qmp::Client::connect(qmp_path()); }
 
@@ -73,10 +98,13 @@ public:
   void kill();
 
 private:
-  std::string qemu_log() const;
 
   GuestOptions m_options;
   TempDir m_dir;
+  ConsoleLog m_console{m_dir / "console.log", m_dir / "qemu.log"};
+  std::string m_vm_dir;
+  std::string m_share_dir;
+  std::optional<qmp::Client> m_shim;
   std::vector<std::string> m_argv;
   ChildProcess m_virtiofsd;
   ChildProcess m_qemu;

@@ -39,26 +39,19 @@ void Channel::send_raw(const std::string& bytes) {
 }
 
 std::optional<std::string> Channel::read_line(const Deadline& deadline, const std::string& command) {
-  for (;;) {
-    auto nl = m_inbuf.find('\n');
-    if (nl != std::string::npos) {
-      std::string line = m_inbuf.substr(0, nl);
-      m_inbuf.erase(0, nl + 1);
-      return line;
-    }
-    if (!wait_readable(m_sock.get(), deadline)) {
-      return std::nullopt;
-    }
-    char buf[4096];
-    ssize_t n = ::recv(m_sock.get(), buf, sizeof buf, 0);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      throw GuestError("guest helper channel " + m_path + " closed while waiting for " + command);
-    }
-    m_inbuf.append(buf, static_cast<size_t>(n));
+  std::string line;
+  int err = 0;
+  switch (m_lines.read_line(m_sock.get(), deadline, line, err)) {
+  case LineSocket::Status::line:
+    return line;
+  case LineSocket::Status::timeout:
+    return std::nullopt;
+  case LineSocket::Status::too_long:
+    throw GuestError("the guest helper sent a line over 1 MiB on " + m_path + " while answering " + command);
+  case LineSocket::Status::closed:
+    break;
   }
+  throw GuestError("guest helper channel " + m_path + " closed while waiting for " + command);
 }
 
 void Channel::resync(Millis timeout) {

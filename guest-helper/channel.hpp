@@ -5,6 +5,7 @@
 #include "util/deadline.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
+#include "util/line_socket.hpp"
 
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -51,7 +52,7 @@ private:
 
   Fd m_sock;
   std::string m_path;
-  std::string m_inbuf;
+  LineSocket m_lines{1 << 20};
 };
 
 } // namespace ks::guest

@@ -153,38 +153,25 @@ std::optional<Json> Client::read_message(const Deadline& deadline) {
 }
 
 std::optional<std::string> Client::read_line(const Deadline& deadline) {
-  for (;;) {
-    auto nl = m_inbuf.find('\n');
-    if (nl != std::string::npos) {
-      std::string line = m_inbuf.substr(0, nl);
-      m_inbuf.erase(0, nl + 1);
-      return line;
-    }
-    if (m_inbuf.size() > k_max_line) {
-      m_sock.reset();
-      throw Error("QMP message from " + m_path + " is larger than " + std::to_string(k_max_line >> 20) +
-                  " MiB");
-    }
-    if (!m_sock) {
-      throw Error("QMP connection to " + m_path + " is closed");
-    }
-    if (!wait_readable(m_sock.get(), deadline)) {
-      return std::nullopt;
-    }
-    char buf[65536];
-    ssize_t n = ::recv(m_sock.get(), buf, sizeof buf, 0);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      int err = n < 0 ? errno : 0;
-      m_sock.reset();
-      throw Error("QMP connection to " + m_path + " closed by QEMU" +
-                  (err ? std::string(": ") + std::strerror(err) : std::string()) +
-                  " (QEMU exited or dropped the client)");
-    }
-    m_inbuf.append(buf, static_cast<size_t>(n));
+  if (!m_sock) {
+    throw Error("QMP connection to " + m_path + " is closed");
   }
+  std::string line;
+  int err = 0;
+  switch (m_lines.read_line(m_sock.get(), deadline, line, err)) {
+  case LineSocket::Status::line:
+    return line;
+  case LineSocket::Status::timeout:
+    return std::nullopt;
+  case LineSocket::Status::too_long:
+    m_sock.reset();
+    throw Error("QMP message from " + m_path + " is larger than " + std::to_string(k_max_line >> 20) + " MiB");
+  case LineSocket::Status::closed:
+    break;
+  }
+  m_sock.reset();
+  throw Error("QMP connection to " + m_path + " closed by QEMU" +
+              (err ? std::string(": ") + std::strerror(err) : std::string()) + " (QEMU exited or dropped the client)");
 }
 
 } // namespace ks::qmp

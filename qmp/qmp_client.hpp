@@ -5,6 +5,7 @@
 #include "util/deadline.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
+#include "util/line_socket.hpp"
 
 #include <deque>
 #include <functional>
@@ -76,7 +77,7 @@ private:
 
   Fd m_sock;
   std::string m_path;
-  std::string m_inbuf;
+  LineSocket m_lines{k_max_line};
   std::deque<Event> m_events;
   Json m_greeting;
   uint64_t m_next_id = 1;

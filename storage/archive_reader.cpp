@@ -68,24 +68,39 @@ std::optional<std::string> ArchiveReader::next_if(const std::string& prefix) {
   if (m_pending) {
     return std::nullopt;
   }
-  TarReader::Entry e;
-  if (!m_tar.next(e)) {
-    damaged(m_what, "index.json is missing (the archive is incomplete or truncated)");
-  }
+  TarReader::Entry e = next_entry();
   if (e.name.rfind(prefix, 0) == 0) {
     m_open = e;
     return e.name;
   }
-  if (e.name == k_index_member) {
-    read_index(e);
-    m_index_done = true;
-    return std::nullopt;
+  if (!finish_if_index(e)) {
+    m_pending = read_member(e);
   }
+  return std::nullopt;
+}
+
+TarReader::Entry ArchiveReader::next_entry() {
+  TarReader::Entry e;
+  if (!m_tar.next(e)) {
+    damaged(m_what, "index.json is missing (the archive is incomplete or truncated)");
+  }
+  return e;
+}
+
+bool ArchiveReader::finish_if_index(const TarReader::Entry& e) {
+  if (e.name != k_index_member) {
+    return false;
+  }
+  read_index(e);
+  m_index_done = true;
+  return true;
+}
+
+ArchiveReader::Member ArchiveReader::read_member(const TarReader::Entry& e) {
   std::string sha = e.attrs.count(k_sha256_attr) ? e.attrs.at(k_sha256_attr) : "";
   Member m{e.name, sha, read_data(e)};
   m_seen.push_back({{"name", m.name}, {"size", m.data.size()}, {"sha256", sha}});
-  m_pending = std::move(m);
-  return std::nullopt;
+  return m;
 }
 
 void ArchiveReader::stream_member(const std::function<void(const Source&)>& consume) {
@@ -124,19 +139,11 @@ std::optional<ArchiveReader::Member> ArchiveReader::next() {
   if (m_index_done) {
     return std::nullopt;
   }
-  TarReader::Entry e;
-  if (!m_tar.next(e)) {
-    damaged(m_what, "index.json is missing (the archive is incomplete or truncated)");
-  }
-  if (e.name == k_index_member) {
-    read_index(e);
-    m_index_done = true;
+  TarReader::Entry e = next_entry();
+  if (finish_if_index(e)) {
     return std::nullopt;
   }
-  std::string sha = e.attrs.count(k_sha256_attr) ? e.attrs.at(k_sha256_attr) : "";
-  Member m{e.name, sha, read_data(e)};
-  m_seen.push_back({{"name", m.name}, {"size", m.data.size()}, {"sha256", sha}});
-  return m;
+  return read_member(e);
 }
 
 void ArchiveReader::read_index(const TarReader::Entry& e) {

@@ -21,7 +21,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 std::string list(const std::vector<double>& v) {
   std::string out;
@@ -78,7 +80,8 @@ Run timed_cli(const std::vector<std::string>& args, const std::string& log) {
   return {seconds_since(start), p.max_rss_kib()};
 }
 
-double baseline_load(const std::vector<std::string>& source_argv, const std::string& file, const std::string& dir) {
+double baseline_load(const std::vector<std::string>& source_argv, const std::string& file,
+                     const std::string& dir) {
   std::vector<std::string> argv = source_argv;
   argv.insert(argv.end(), {"-incoming", "defer"});
   for (auto& a : argv) { // the source's QMP socket and pid file live elsewhere this time
@@ -108,9 +111,11 @@ double baseline_load(const std::vector<std::string>& source_argv, const std::str
 int main(int argc, char** argv) {
   int rounds = argc > 1 ? std::atoi(argv[1]) : 3;
   unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  std::printf("kata-snapshot benchmark: 1 GiB guest, %d rounds, %u cores, candidate and baseline alternating\n",
-              rounds, cores);
-  GuestVm vm({.workload = "bench", .memory_mb = 1024, .kernel_args = {"ksnap.random_mb=280", "ksnap.text_mb=280"}});
+  std::printf(
+    "kata-snapshot benchmark: 1 GiB guest, %d rounds, %u cores, candidate and baseline alternating\n", rounds,
+    cores);
+  GuestVm vm(
+    {.workload = "bench", .memory_mb = 1024, .kernel_args = {"ksnap.random_mb=280", "ksnap.text_mb=280"}});
   std::printf("guest: %s\n", vm.wait_console("ksnap: filled", Millis(600000)).c_str());
   std::string dir = vm.dir();
   {
@@ -162,11 +167,12 @@ int main(int argc, char** argv) {
               human_size(cand_size).c_str(), static_cast<double>(cand_size) / static_cast<double>(base_size),
               "<= 1.00x");
   std::printf("%-28s %11.2fs %11.2fs %7.2fx %s\n", "load to running (median)", bl, cl, cl / bl, "<= 0.60x");
-  std::printf("%-28s %12s %12s %8s %s\n", "tool peak RSS", "-", human_size(uint64_t(cand_rss) * 1024).c_str(), "",
-              "<= 200 MB");
-  std::printf("steps of the last save: %s\nsteps of the last load: %s\n", log_tail(dir + "/save.log", 8).c_str(),
-              log_tail(dir + "/load.log", 8).c_str());
-  std::printf("raw seconds: save base %s | candidate %s; load base %s | candidate %s\n", list(base_save).c_str(),
-              list(cand_save).c_str(), list(base_load).c_str(), list(cand_load).c_str());
+  std::printf("%-28s %12s %12s %8s %s\n", "tool peak RSS", "-", human_size(uint64_t(cand_rss) * 1024).c_str(),
+              "", "<= 200 MB");
+  std::printf("steps of the last save: %s\nsteps of the last load: %s\n",
+              log_tail(dir + "/save.log", 8).c_str(), log_tail(dir + "/load.log", 8).c_str());
+  std::printf("raw seconds: save base %s | candidate %s; load base %s | candidate %s\n",
+              list(base_save).c_str(), list(cand_save).c_str(), list(base_load).c_str(),
+              list(cand_load).c_str());
   return 0;
 }

@@ -1,6 +1,6 @@
 // kata-snapshot check-kernel CONFIG [--mode vm|criu]
-#include "cli/common.hpp"
 #include "kernel-fragments/check_kernel.hpp"
+#include "cli/common.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
 
@@ -19,8 +19,8 @@ std::string describe(const KernelCheck& c, const std::string& config, const std:
   for (const auto& m : c.modules) {
     s += "module:      " + m + "=m (load it at boot)\n";
   }
-  s += config + ": " + (c.ok() ? "has" : "lacks") + " what " + mode + " mode needs (" + std::to_string(c.checked) +
-       " options checked, " + std::to_string(c.missing.size()) + " missing)";
+  s += config + ": " + (c.ok() ? "has" : "lacks") + " what " + mode + " mode needs (" +
+       std::to_string(c.checked) + " options checked, " + std::to_string(c.missing.size()) + " missing)";
   return s;
 }
 
@@ -32,7 +32,8 @@ void add_check_kernel(CLI::App& app, Registry& reg) {
     std::string mode = "vm";
   };
   auto a = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("check-kernel", "List what a guest kernel .config lacks for a snapshot mode");
+  auto* cmd =
+    app.add_subcommand("check-kernel", "List what a guest kernel .config lacks for a snapshot mode");
   cmd->add_option("config", a->config, "The guest kernel's .config")->required();
   cmd->add_option("--mode", a->mode, "vm (whole-VM snapshots) or criu (per-container CRIU)")
     ->check(CLI::IsMember({"vm", "criu"}));

@@ -16,11 +16,12 @@ void add_ps(CLI::App& app, Registry& reg) {
     reg.action = [&reg, kata_root] {
       nlohmann::json vms = list_vms(*kata_root);
       char line[512];
-      std::snprintf(line, sizeof line, "%-8s %-24s %-8s %-14s %-10s %s\n", "PID", "SANDBOX/NAME", "MEMORY", "SHARES",
-                    "QMP", "HELPER");
+      std::snprintf(line, sizeof line, "%-8s %-24s %-8s %-14s %-10s %s\n", "PID", "SANDBOX/NAME", "MEMORY",
+                    "SHARES", "QMP", "HELPER");
       std::string human = line;
       for (const auto& v : vms) {
-        std::string name = v["sandbox"].get<std::string>().empty() ? v.value("name", "-") : v.value("sandbox", "");
+        std::string name =
+          v["sandbox"].get<std::string>().empty() ? v.value("name", "-") : v.value("sandbox", "");
         std::string shares = join(v["shares"].get<std::vector<std::string>>(), ",");
         std::snprintf(line, sizeof line, "%-8d %-24s %-8s %-14s %-10s %s\n", v["pid"].get<int>(),
                       name.empty() ? "-" : name.c_str(), v.value("memory", "").c_str(),

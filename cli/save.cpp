@@ -1,8 +1,8 @@
 // kata-snapshot save (--qmp SOCKET) -o OUT|- [options]
-#include "snapshot/kata.hpp"
 #include "snapshot/save.hpp"
 #include "cli/common.hpp"
 #include "cli/parse.hpp"
+#include "snapshot/kata.hpp"
 #include "util/strings.hpp"
 
 namespace ks::cli {

@@ -81,7 +81,10 @@ nlohmann::json KernelCheck::to_json() const {
     }
     return a;
   };
-  return {{"ok", ok()}, {"checked", checked}, {"missing", names(missing)}, {"recommended_missing", names(advisory)},
+  return {{"ok", ok()},
+          {"checked", checked},
+          {"missing", names(missing)},
+          {"recommended_missing", names(advisory)},
           {"modules", modules}};
 }
 

@@ -165,13 +165,15 @@ std::optional<std::string> Client::read_line(const Deadline& deadline) {
     return std::nullopt;
   case LineSocket::Status::too_long:
     m_sock.reset();
-    throw Error("QMP message from " + m_path + " is larger than " + std::to_string(k_max_line >> 20) + " MiB");
+    throw Error("QMP message from " + m_path + " is larger than " + std::to_string(k_max_line >> 20) +
+                " MiB");
   case LineSocket::Status::closed:
     break;
   }
   m_sock.reset();
   throw Error("QMP connection to " + m_path + " closed by QEMU" +
-              (err ? std::string(": ") + std::strerror(err) : std::string()) + " (QEMU exited or dropped the client)");
+              (err ? std::string(": ") + std::strerror(err) : std::string()) +
+              " (QEMU exited or dropped the client)");
 }
 
 } // namespace ks::qmp

@@ -35,7 +35,8 @@ void add_pci_location(qmp::Client& qmp, const std::string& path, Json& args) {
   args["addr"] = addr;
 }
 
-Json block_commands(qmp::Client& qmp, const std::string& id, const std::string& type, const std::string& path) {
+Json block_commands(qmp::Client& qmp, const std::string& id, const std::string& type,
+                    const std::string& path) {
   std::string node = qom(qmp, path, "drive").get<std::string>();
   Json nodes = qmp.execute("query-named-block-nodes", {{"flat", true}});
   for (const auto& n : nodes) {
@@ -72,11 +73,14 @@ Json dimm_commands(qmp::Client& qmp, const std::string& id) {
       object["mem-path"] = qom(qmp, memdev, "mem-path");
       object["share"] = qom(qmp, memdev, "share");
     }
-    return Json::array(
-      {{{"execute", "object-add"}, {"arguments", object}},
-       {{"execute", "device_add"},
-        {"arguments", {{"driver", m.value("type", "dimm") == "dimm" ? "pc-dimm" : m["type"]}, {"id", id},
-                       {"memdev", backend}, {"addr", d["addr"]}, {"slot", d["slot"]}}}}});
+    return Json::array({{{"execute", "object-add"}, {"arguments", object}},
+                        {{"execute", "device_add"},
+                         {"arguments",
+                          {{"driver", m.value("type", "dimm") == "dimm" ? "pc-dimm" : m["type"]},
+                           {"id", id},
+                           {"memdev", backend},
+                           {"addr", d["addr"]},
+                           {"slot", d["slot"]}}}}});
   }
   throw Error("hot-plugged memory " + id + " is not in query-memory-devices");
 }
@@ -116,8 +120,8 @@ Json discover_added_devices(qmp::Client& qmp, const QemuArgv& argv) {
     } else if (type.ends_with("-cpu")) {
       more = cpu_commands(qmp, id);
     } else {
-      throw Error("the VM has a device added after boot that kata-snapshot cannot re-create yet: " + id + " (" +
-                    type + ")",
+      throw Error("the VM has a device added after boot that kata-snapshot cannot re-create yet: " + id +
+                    " (" + type + ")",
                   ExitCode::failed,
                   type == "virtio-net-pci" ? "hot-plugged network devices (taps) are not supported yet"
                                            : "supported: virtio-blk-pci, scsi-hd, pc-dimm, vCPUs");

@@ -41,7 +41,8 @@ GuestSession::~GuestSession() {
 
 void GuestSession::hot_add() {
   if (!has_virtio_serial_bus(m_vm.qmp)) {
-    throw Error(std::string("the VM has no virtio-serial bus, so no ") + k_helper_port_name + " port can be added",
+    throw Error(std::string("the VM has no virtio-serial bus, so no ") + k_helper_port_name +
+                  " port can be added",
                 ExitCode::failed, "start the VM with -device virtio-serial-pci");
   }
   char tmpl[] = "/tmp/ksnap-helper-XXXXXX";
@@ -50,19 +51,17 @@ void GuestSession::hot_add() {
   }
   m_socket_dir = tmpl;
   std::string path = m_socket_dir + "/helper.sock";
-  m_vm.qmp.execute("chardev-add",
-                   {{"id", k_hot_id},
-                    {"backend",
-                     {{"type", "socket"},
-                      {"data",
-                       {{"addr", {{"type", "unix"}, {"data", {{"path", path}}}}},
-                        {"server", true},
-                        {"wait", false}}}}}});
+  m_vm.qmp.execute(
+    "chardev-add",
+    {{"id", k_hot_id},
+     {"backend",
+      {{"type", "socket"},
+       {"data",
+        {{"addr", {{"type", "unix"}, {"data", {{"path", path}}}}}, {"server", true}, {"wait", false}}}}}});
   m_hot_added = true;
-  m_vm.qmp.execute("device_add", {{"driver", "virtserialport"},
-                                  {"id", k_hot_id},
-                                  {"chardev", k_hot_id},
-                                  {"name", k_helper_port_name}});
+  m_vm.qmp.execute(
+    "device_add",
+    {{"driver", "virtserialport"}, {"id", k_hot_id}, {"chardev", k_hot_id}, {"name", k_helper_port_name}});
   // The helper polls for the port to appear; give it time to find and open it.
   m_channel = guest::Channel::connect(path, std::chrono::milliseconds(10000));
 }
@@ -81,7 +80,8 @@ void GuestSession::remove_hot_added() noexcept {
     }
     m_vm.qmp.execute("chardev-remove", {{"id", k_hot_id}});
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "kata-snapshot: warning: failed to remove the hot-added helper port: %s\n", e.what());
+    std::fprintf(stderr, "kata-snapshot: warning: failed to remove the hot-added helper port: %s\n",
+                 e.what());
   }
   std::error_code ec;
   std::filesystem::remove_all(m_socket_dir, ec);

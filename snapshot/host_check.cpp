@@ -66,8 +66,7 @@ HostCheck check_host(const nlohmann::json& manifest, const std::string& qemu_ove
   std::string machine = manifest["qemu"].value("machine", "");
   // The same QEMU version has every machine type it had when the snapshot was taken.
   if (!machine.empty() && parse_version(c.qemu_version) != parse_version(recorded)) {
-    CommandResult mh
- = run_command({c.qemu, "-machine", "help"}, std::chrono::seconds(10));
+    CommandResult mh = run_command({c.qemu, "-machine", "help"}, std::chrono::seconds(10));
     if (!std::regex_search(
           mh.output,
           std::regex("(^|\\n)" + std::regex_replace(machine, std::regex(R"([.])"), R"(\.)") + "\\s"))) {

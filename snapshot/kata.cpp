@@ -87,8 +87,8 @@ Sandbox find_sandbox(const std::string& id, const std::string& kata_root) {
     s.vm_dir = rs_dir;
     s.shared_dir = under(kata_root, "/run/kata-containers/shared/sandboxes/" + id + "/ro");
   } else {
-    throw Error("no Kata sandbox " + id + ": neither " + go_dir + " nor " + rs_dir + " exists", ExitCode::failed,
-                "list the sandboxes with `kata-snapshot ps`");
+    throw Error("no Kata sandbox " + id + ": neither " + go_dir + " nor " + rs_dir + " exists",
+                ExitCode::failed, "list the sandboxes with `kata-snapshot ps`");
   }
   s.qemu_pid = find_sandbox_qemu(id);
   std::string main_sock = s.vm_dir + "/qmp.sock";
@@ -125,7 +125,8 @@ nlohmann::json list_vms(const std::string& kata_root) {
       continue;
     }
     QemuArgv argv(cmdline);
-    std::string name = argv.first("name") ? OptionValue::parse(*argv.first("name")).items().front().second : "";
+    std::string name =
+      argv.first("name") ? OptionValue::parse(*argv.first("name")).items().front().second : "";
     std::string sandbox = name.rfind("sandbox-", 0) == 0 ? name.substr(8) : "";
     std::string qmp;
     for (const auto& q : argv.all("qmp")) {
@@ -157,9 +158,14 @@ nlohmann::json list_vms(const std::string& kata_root) {
         helper = "silent";
       }
     }
-    out.push_back({{"pid", pid}, {"name", name}, {"sandbox", sandbox},
-                   {"memory", argv.first("m") ? split(*argv.first("m"), ',')[0] : ""}, {"shares", shares},
-                   {"qmp", qmp}, {"qmp_state", qmp_state}, {"helper", helper}});
+    out.push_back({{"pid", pid},
+                   {"name", name},
+                   {"sandbox", sandbox},
+                   {"memory", argv.first("m") ? split(*argv.first("m"), ',')[0] : ""},
+                   {"shares", shares},
+                   {"qmp", qmp},
+                   {"qmp_state", qmp_state},
+                   {"helper", helper}});
   }
   return out;
 }

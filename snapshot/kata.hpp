@@ -12,9 +12,9 @@ namespace ks {
 
 struct Sandbox {
   std::string id;
-  std::string runtime;   // "go" or "rs"
-  std::string vm_dir;    // /run/vc/vm/<id> or /run/kata/<id>
-  std::string qmp;       // the socket kata-snapshot should use (qmp.sock or extra-monitor.sock)
+  std::string runtime; // "go" or "rs"
+  std::string vm_dir;  // /run/vc/vm/<id> or /run/kata/<id>
+  std::string qmp;     // the socket kata-snapshot should use (qmp.sock or extra-monitor.sock)
   pid_t qemu_pid = -1;
   std::string shared_dir; // the host side of the kataShared share
 };

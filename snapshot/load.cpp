@@ -95,12 +95,15 @@ void LoadSession::open_archive() {
   m_shares = ShareRestore(m_reader->manifest(), m_o.share_dirs, m_o.virtiofsd, m_o.force);
 }
 
-void LoadSession::restore_shares() { m_shares.restore(*m_reader); }
+void LoadSession::restore_shares() {
+  m_shares.restore(*m_reader);
+}
 
 void LoadSession::prepare_run_dir() {
   m_run_dir = !m_o.run_dir.empty() ? m_o.run_dir
-              : m_o.name.empty()   ? default_run_dir()
-                                   : fs::path(default_run_dir()).parent_path().string() + "/sandbox-" + m_o.name;
+              : m_o.name.empty()
+                ? default_run_dir()
+                : fs::path(default_run_dir()).parent_path().string() + "/sandbox-" + m_o.name;
   std::error_code ec;
   fs::create_directories(m_run_dir, ec);
   if (ec) {
@@ -213,7 +216,8 @@ void LoadSession::stream() {
   std::thread writer([&, out = std::move(pipe.write)]() mutable {
     try {
       read_vmstate(
-        *m_reader, out.get(), so, [&](ArchiveReader::Member&& m) {
+        *m_reader, out.get(), so,
+        [&](ArchiveReader::Member&& m) {
           throw Error(m_reader->what() + ": unexpected member " + m.name + " among the vmstate chunks",
                       ExitCode::archive_invalid);
         },
@@ -306,22 +310,22 @@ LoadResult LoadSession::finish() {
 LoadResult load(const LoadOptions& options) {
   LoadSession s(options);
   StepLog log(options.verbose);
-  s.open_archive();    // manifest first: format, version, what the VM needs
+  s.open_archive(); // manifest first: format, version, what the VM needs
   log.done("manifest");
-  s.check_host();      // QEMU binary, version and machine type
+  s.check_host(); // QEMU binary, version and machine type
   log.done("host check");
   s.prepare_run_dir(); // sockets, pid file and logs of the new VM
   s.restore_shares();  // shares/ members (they precede the vmstate) into their directories
   log.done("shares");
-  s.start_daemons();   // virtiofsd per share, listening before QEMU connects
-  s.start_qemu();      // recorded argv rewritten, -S -incoming defer, QMP ready
+  s.start_daemons(); // virtiofsd per share, listening before QEMU connects
+  s.start_qemu();    // recorded argv rewritten, -S -incoming defer, QMP ready
   log.done("start qemu");
-  s.replay_devices();  // devices added after boot, re-created with the same ids and addresses
-  s.stream();          // migrate-incoming from a pipe fed by checked, parallel decompression
+  s.replay_devices(); // devices added after boot, re-created with the same ids and addresses
+  s.stream();         // migrate-incoming from a pipe fed by checked, parallel decompression
   log.done("stream");
-  s.resume();          // cont (unless --paused), then thaw, clock and RNG refresh in the guest
+  s.resume(); // cont (unless --paused), then thaw, clock and RNG refresh in the guest
   log.done("resume");
-  return s.finish();   // detach QEMU and virtiofsd and report
+  return s.finish(); // detach QEMU and virtiofsd and report
 }
 
 } // namespace ks

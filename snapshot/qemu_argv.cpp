@@ -100,8 +100,7 @@ std::string OptionValue::driver() const {
   return get("").value_or("");
 }
 
-void OptionValue::set(
-const std::string& key, const std::string& value) {
+void OptionValue::set(const std::string& key, const std::string& value) {
   for (auto& [k, v] : m_items) {
     if (k == key) {
       v = value;

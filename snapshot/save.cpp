@@ -115,10 +115,11 @@ void SaveSession::preflight() {
   preflight_shares(m_shares, m_qemu_version);
   for (const auto& share : m_shares) {
     for (const auto& lost : share.deleted_open) {
-      std::fprintf(stderr,
-                   "kata-snapshot: warning: virtio-fs share %s: %s was deleted while open in the guest; virtiofsd "
-                   "cannot carry it over, so the restored guest will get I/O errors on it\n",
-                   share.tag.c_str(), lost.c_str());
+      std::fprintf(
+        stderr,
+        "kata-snapshot: warning: virtio-fs share %s: %s was deleted while open in the guest; virtiofsd "
+        "cannot carry it over, so the restored guest will get I/O errors on it\n",
+        share.tag.c_str(), lost.c_str());
     }
   }
 
@@ -167,8 +168,8 @@ void SaveSession::pause() {
   m_vm->qmp.execute("migrate-set-parameters", {{"max-bandwidth", k_unlimited_bandwidth}});
   // The shares, captured while the vCPUs are stopped: the same instant as the memory.
   std::vector<ShareCapture> captures;
-  std::string temp_dir = m_o.output == "-" ? (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/var/tmp")
-                                           : dir_name(m_o.output);
+  std::string temp_dir =
+    m_o.output == "-" ? (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/var/tmp") : dir_name(m_o.output);
   for (const auto& share : m_shares) {
     if (share.capture == "full") {
       captures.push_back(capture_share(share, temp_dir, m_o.compress_level));
@@ -374,23 +375,22 @@ void SaveSession::rollback() noexcept {
   m_quiescer.thaw(); // after cont: the helper answers only while the vCPUs run
 }
 
-
 } // namespace
 
 SaveResult save(const SaveOptions& options) {
   SaveSession s(options);
   StepLog log(options.verbose);
-  s.discover();  // QMP, QEMU pid and argv, version, machine, RAM, shares, devices; take the lock
+  s.discover(); // QMP, QEMU pid and argv, version, machine, RAM, shares, devices; take the lock
   log.done("discover");
   s.preflight(); // migratable, output writable with room, before anything is paused
   log.done("preflight");
-  s.quiesce();   // helper: sync + freeze (or recorded as skipped)
+  s.quiesce(); // helper: sync + freeze (or recorded as skipped)
   log.done("quiesce");
-  s.pause();     // stop the vCPUs, lift the bandwidth cap, capture the shares, start the archive
+  s.pause(); // stop the vCPUs, lift the bandwidth cap, capture the shares, start the archive
   log.done("pause+capture");
-  s.stream();    // QEMU migrates into a pipe; we chunk, compress, hash and write
+  s.stream(); // QEMU migrates into a pipe; we chunk, compress, hash and write
   log.done("stream");
-  s.commit();    // index.json, fsync, rename, fsync(dir)
+  s.commit(); // index.json, fsync, rename, fsync(dir)
   log.done("commit");
   SaveResult r = s.finish(); // restore parameters, then resume (and thaw) / pause / quit
   log.done("resume");

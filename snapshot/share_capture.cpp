@@ -18,10 +18,19 @@ namespace ks {
 namespace fs = std::filesystem;
 
 nlohmann::json ShareInfo::to_json() const {
-  return {{"tag", tag}, {"chardev", chardev}, {"socket", socket}, {"source_dir", source_dir}, {"capture", capture},
-          {"member", capture == "full" ? member() : ""}, {"lost_on_restore", deleted_open},
-          {"virtiofsd", {{"argv", virtiofsd_argv}, {"args", virtiofsd_args}, {"binary", virtiofsd_binary}, {"loader", virtiofsd_loader},
-                         {"version", virtiofsd_version}}}};
+  return {{"tag", tag},
+          {"chardev", chardev},
+          {"socket", socket},
+          {"source_dir", source_dir},
+          {"capture", capture},
+          {"member", capture == "full" ? member() : ""},
+          {"lost_on_restore", deleted_open},
+          {"virtiofsd",
+           {{"argv", virtiofsd_argv},
+            {"args", virtiofsd_args},
+            {"binary", virtiofsd_binary},
+            {"loader", virtiofsd_loader},
+            {"version", virtiofsd_version}}}};
 }
 
 namespace {
@@ -73,7 +82,6 @@ std::vector<std::string> deleted_open_files(pid_t pid, const std::string& dir) {
   std::sort(out.begin(), out.end()); // virtiofsd holds an inode fd and a handle fd per file
   out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
-
 }
 
 std::string option_value(const std::vector<std::string>& argv, const std::string& option) {
@@ -145,20 +153,22 @@ std::vector<ShareInfo> discover_shares(const QemuArgv& argv, pid_t qemu_pid,
     auto p = policy.find(s.tag);
     s.capture = p == policy.end() ? "full" : p->second;
     if (s.socket.empty()) {
-      throw Error("virtio-fs share " + s.tag + ": chardev " + s.chardev + " is not a UNIX socket with a path");
+      throw Error("virtio-fs share " + s.tag + ": chardev " + s.chardev +
+                  " is not a UNIX socket with a path");
     }
     s.virtiofsd_pid = socket_owner(socket_inodes(s.socket), qemu_pid);
     if (s.virtiofsd_pid <= 0) {
-      throw Error("virtio-fs share " + s.tag + ": no process serves its socket " + s.socket,
-                  ExitCode::failed, "is virtiofsd running for this VM?");
+      throw Error("virtio-fs share " + s.tag + ": no process serves its socket " + s.socket, ExitCode::failed,
+                  "is virtiofsd running for this VM?");
     }
     s.virtiofsd_argv = read_proc_cmdline(s.virtiofsd_pid);
     s.source_dir = option_value(s.virtiofsd_argv, "--shared-dir");
     find_binary(s);
     // The program's own arguments start after the binary (after argv[0] without a loader).
     auto binary_at = std::find(s.virtiofsd_argv.begin(), s.virtiofsd_argv.end(), s.virtiofsd_binary);
-    auto first_arg = s.virtiofsd_loader.empty() || binary_at == s.virtiofsd_argv.end() ? s.virtiofsd_argv.begin() + 1
-                                                                                         : binary_at + 1;
+    auto first_arg = s.virtiofsd_loader.empty() || binary_at == s.virtiofsd_argv.end()
+                       ? s.virtiofsd_argv.begin() + 1
+                       : binary_at + 1;
     s.virtiofsd_args.assign(first_arg, s.virtiofsd_argv.end());
 
     std::string binary_text = read_file(s.virtiofsd_binary);
@@ -171,16 +181,19 @@ std::vector<ShareInfo> discover_shares(const QemuArgv& argv, pid_t qemu_pid,
       s.virtiofsd_version = "unknown";
     }
     if (s.source_dir.empty()) {
-      throw Error("virtio-fs share " + s.tag + ": cannot tell virtiofsd's shared directory from its command line");
+      throw Error("virtio-fs share " + s.tag +
+                  ": cannot tell virtiofsd's shared directory from its command line");
     }
     s.deleted_open = deleted_open_files(s.virtiofsd_pid, s.source_dir);
 
     out.push_back(std::move(s));
   }
-  for (const auto& [tag, policy_value] : policy) {
+  for (const auto& entry : policy) {
+    const std::string& tag = entry.first; // (not a structured binding: lambdas capture it)
     bool known = std::any_of(out.begin(), out.end(), [&](const ShareInfo& s) { return s.tag == tag; });
     if (!known) {
-      throw Error("--share " + tag + "=" + policy_value + ": the VM has no virtio-fs share with that tag",
+      throw Error("--share " + tag + "=" + entry.second + ": the VM has no virtio-fs share with that tag",
+
                   ExitCode::usage);
     }
   }
@@ -192,8 +205,9 @@ void preflight_shares(const std::vector<ShareInfo>& shares, const std::string& q
     return;
   }
   if (parse_version(qemu_version) < parse_version("8.2")) {
-    throw Error("QEMU " + qemu_version + " cannot migrate virtio-fs devices (vhost-user-fs is unmigratable before 8.2)",
-                ExitCode::failed, "run the VM on QEMU 8.2 or newer (Debian: qemu-system-x86 from bookworm-backports)");
+    throw Error(
+      "QEMU " + qemu_version + " cannot migrate virtio-fs devices (vhost-user-fs is unmigratable before 8.2)",
+      ExitCode::failed, "run the VM on QEMU 8.2 or newer (Debian: qemu-system-x86 from bookworm-backports)");
   }
   for (const auto& s : shares) {
     if (!s.migratable) {

@@ -16,9 +16,9 @@ namespace ks {
 struct ShareInfo {
   std::string tag;
   std::string chardev;
-  std::string socket;      // the vhost-user socket QEMU connects to
-  std::string source_dir;  // virtiofsd's --shared-dir
-  std::string capture;     // full | none
+  std::string socket;     // the vhost-user socket QEMU connects to
+  std::string source_dir; // virtiofsd's --shared-dir
+  std::string capture;    // full | none
   pid_t virtiofsd_pid = -1;
   std::vector<std::string> virtiofsd_argv; // as in /proc (with the loader's options, if any)
   std::vector<std::string> virtiofsd_args; // the program's own arguments
@@ -30,7 +30,6 @@ struct ShareInfo {
   // Files of the share that virtiofsd holds open but that were deleted: virtiofsd cannot
   // migrate them (no path left), so after a restore the guest gets errors on them.
   std::vector<std::string> deleted_open;
-
 
   std::string member() const { return "shares/" + tag + ".tar.zst"; }
   nlohmann::json to_json() const;

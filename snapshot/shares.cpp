@@ -34,15 +34,18 @@ std::vector<std::string> kept_options(const std::vector<std::string>& recorded) 
 
 } // namespace
 
-
 ShareRestore::ShareRestore(const Json& manifest, std::map<std::string, std::string> share_dirs,
                            std::string virtiofsd, bool force)
   : m_shares(manifest.value("shares", Json::array())), m_share_dirs(std::move(share_dirs)),
     m_virtiofsd(std::move(virtiofsd)), m_force(force) {
-  for (const auto& [tag, dir] : m_share_dirs) {
-    bool known = std::any_of(m_shares.begin(), m_shares.end(), [&](const Json& s) { return s["tag"] == tag; });
+  for (const auto& entry : m_share_dirs) {
+    const std::string& tag = entry.first; // (not a structured binding: lambdas capture it)
+    bool known =
+      std::any_of(m_shares.begin(), m_shares.end(), [&](const Json& s) { return s["tag"] == tag; });
     if (!known) {
-      throw Error("--share-dir " + tag + "=" + dir + ": the snapshot has no virtio-fs share with that tag",
+      throw Error("--share-dir " + tag + "=" + entry.second +
+                    ": the snapshot has no virtio-fs share with that tag",
+
                   ExitCode::usage);
     }
   }
@@ -58,8 +61,8 @@ void ShareRestore::prepare_target(const Json& share, const std::string& dir) con
   std::error_code ec;
   if (share.value("capture", "full") != "full") {
     if (!fs::is_directory(dir)) {
-      throw Error("virtio-fs share " + tag + " was saved without its contents (--share " + tag + "=none), but " +
-                    dir + " does not exist here",
+      throw Error("virtio-fs share " + tag + " was saved without its contents (--share " + tag +
+                    "=none), but " + dir + " does not exist here",
                   ExitCode::failed, "mount the shared storage there, or pass --share-dir " + tag + "=DIR");
     }
     return;
@@ -71,7 +74,8 @@ void ShareRestore::prepare_target(const Json& share, const std::string& dir) con
   if (!fs::is_empty(dir)) {
     if (!m_force) {
       throw Error(dir + " (virtio-fs share " + tag + ") is not empty", ExitCode::failed,
-                  "pass --force to replace its contents, or --share-dir " + tag + "=DIR for another directory");
+                  "pass --force to replace its contents, or --share-dir " + tag +
+                    "=DIR for another directory");
     }
     for (const auto& e : fs::directory_iterator(dir)) {
       fs::remove_all(e.path());
@@ -85,13 +89,14 @@ void ShareRestore::restore(ArchiveReader& reader) {
     prepare_target(share, dir);
   }
   while (auto name = reader.next_if("shares/")) {
-    auto it = std::find_if(m_shares.begin(), m_shares.end(), [&](const Json& s) { return s.value("member", "") == *name; });
+    auto it = std::find_if(m_shares.begin(), m_shares.end(),
+                           [&](const Json& s) { return s.value("member", "") == *name; });
     if (it == m_shares.end()) {
-      throw Error(reader.what() + " holds " + *name + ", which its manifest does not list", ExitCode::archive_invalid);
+      throw Error(reader.what() + " holds " + *name + ", which its manifest does not list",
+                  ExitCode::archive_invalid);
     }
     std::string dir = fs::canonical(target_dir(*it)).string(); // no symlinked ancestors
-    reader.stream_member(
-[&](const ArchiveReader::Source& source) { extract_tar_zst(source, dir, *name); });
+    reader.stream_member([&](const ArchiveReader::Source& source) { extract_tar_zst(source, dir, *name); });
   }
 }
 
@@ -102,16 +107,16 @@ void ShareRestore::start_daemons(const std::string& run_dir) {
     std::vector<std::string> argv = virtiofsd_command(share, m_virtiofsd);
     std::vector<std::string> kept = kept_options(share["virtiofsd"]["args"].get<std::vector<std::string>>());
 
-    bool has_migration_mode =
-      std::any_of(kept.begin(), kept.end(), [](const std::string& a) { return a.rfind("--migration-mode", 0) == 0; });
+    bool has_migration_mode = std::any_of(
+      kept.begin(), kept.end(), [](const std::string& a) { return a.rfind("--migration-mode", 0) == 0; });
     argv.insert(argv.end(), kept.begin(), kept.end());
     argv.push_back("--socket-path=" + socket);
     argv.push_back("--shared-dir=" + target_dir(share));
     if (!has_migration_mode) {
       argv.push_back("--migration-mode=find-paths");
     }
-    bool has_on_error = std::any_of(kept.begin(), kept.end(),
-                                    [](const std::string& a) { return a.rfind("--migration-on-error", 0) == 0; });
+    bool has_on_error = std::any_of(
+      kept.begin(), kept.end(), [](const std::string& a) { return a.rfind("--migration-on-error", 0) == 0; });
     if (!has_on_error) {
       // A file deleted while open cannot be migrated; let the rest of the share carry on.
       argv.push_back("--migration-on-error=guest-error");
@@ -128,8 +133,8 @@ void ShareRestore::start_daemons(const std::string& run_dir) {
       if (!daemon->running() || deadline.expired()) {
         std::string tail = log_tail(so.stdout_path, 2);
         throw Error("virtiofsd for share " + tag + " did not start" + (tail.empty() ? "" : ": " + tail),
-                    ExitCode::failed, "its log is " + so.stdout_path + "; pass --virtiofsd PATH to use another one");
-
+                    ExitCode::failed,
+                    "its log is " + so.stdout_path + "; pass --virtiofsd PATH to use another one");
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
@@ -137,7 +142,6 @@ void ShareRestore::start_daemons(const std::string& run_dir) {
     m_daemons.push_back(std::move(daemon));
   }
 }
-
 
 std::vector<int> ShareRestore::release_daemons() {
   std::vector<int> pids;

@@ -46,7 +46,7 @@ public:
 
 private:
   void read_index(const TarReader::Entry& entry);
-  TarReader::Entry next_entry();                    // throws when the archive ends before index.json
+  TarReader::Entry next_entry();                       // throws when the archive ends before index.json
   bool finish_if_index(const TarReader::Entry& entry); // checks index.json when ENTRY is it
   Member read_member(const TarReader::Entry& entry);   // reads and records a member
   Bytes read_data(const TarReader::Entry& entry);

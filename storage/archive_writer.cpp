@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <vector>
 
-
 namespace ks {
 
 namespace {
@@ -32,7 +31,8 @@ void ArchiveWriter::add_member(const std::string& name, std::span<const std::byt
   m_bytes += data.size();
 }
 
-void ArchiveWriter::add_member_from_fd(const std::string& name, int fd, uint64_t size, const std::string& sha256) {
+void ArchiveWriter::add_member_from_fd(const std::string& name, int fd, uint64_t size,
+                                       const std::string& sha256) {
   m_tar.begin(name, size, {{k_sha256_attr, sha256}});
   std::vector<std::byte> buf(1 << 20);
   uint64_t left = size;

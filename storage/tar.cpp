@@ -178,7 +178,8 @@ void write_entry_data(archive* disk, archive* out, const std::string& dir, archi
       throw Error("failed to read " + dir + "/" + archive_entry_pathname(e) + ": " + why(disk));
     }
     for (; !sparse && progress < offset; progress += static_cast<la_int64_t>(zeros.size())) {
-      write_data(out, zeros.data(), std::min<size_t>(zeros.size(), static_cast<size_t>(offset - progress)), dir);
+      write_data(out, zeros.data(), std::min<size_t>(zeros.size(), static_cast<size_t>(offset - progress)),
+                 dir);
     }
     write_data(out, buf, size, dir);
     progress = offset + static_cast<la_int64_t>(size);
@@ -189,7 +190,6 @@ void write_entry_data(archive* disk, archive* out, const std::string& dir, archi
   }
 }
 
-
 } // namespace
 
 uint64_t write_tree_tar_zst(const std::string& dir, int out_fd, int level) {
@@ -198,7 +198,8 @@ uint64_t write_tree_tar_zst(const std::string& dir, int out_fd, int level) {
   std::unique_ptr<archive_entry_linkresolver, decltype(&archive_entry_linkresolver_free)> links(
     archive_entry_linkresolver_new(), &archive_entry_linkresolver_free);
   std::string lvl = std::to_string(level);
-  if (archive_write_set_format_pax(out.get()) != ARCHIVE_OK || archive_write_add_filter_zstd(out.get()) != ARCHIVE_OK ||
+  if (archive_write_set_format_pax(out.get()) != ARCHIVE_OK ||
+      archive_write_add_filter_zstd(out.get()) != ARCHIVE_OK ||
       archive_write_set_filter_option(out.get(), "zstd", "compression-level", lvl.c_str()) != ARCHIVE_OK ||
       archive_write_open_fd(out.get(), out_fd) != ARCHIVE_OK) {
     throw Error("failed to set up the capture of " + dir + ": " + why(out.get()));
@@ -288,8 +289,8 @@ uint64_t extract_tar_zst(const ByteSource& source, const std::string& dir, const
   // Entry names are checked below (relative, no ".."); the target is made absolute here, so
   // libarchive's own absolute-path refusal does not apply. SECURE_SYMLINKS still refuses to
   // write through a symlink planted by an earlier entry.
-  archive_write_disk_set_options(disk.get(), ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
-                                               ARCHIVE_EXTRACT_PERM |
+  archive_write_disk_set_options(disk.get(), ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+                                               ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_PERM |
                                                ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_TIME |
                                                ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_SPARSE);
   uint64_t count = 0;

@@ -33,7 +33,6 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
     if (stats.chunks % 4 == 0) {
       writer.start_writeback();
     }
-
   };
   for (;;) {
     auto chunk = std::make_shared<Bytes>(o.chunk_size);
@@ -121,8 +120,7 @@ unsigned default_stream_threads() {
   return cores > 1 ? cores - 1 : 1;
 }
 
-void check_qemu_stream_header(
-std::span<const std::byte> d) {
+void check_qemu_stream_header(std::span<const std::byte> d) {
   auto be32 = [&](size_t off) {
     return (std::to_integer<uint32_t>(d[off]) << 24) | (std::to_integer<uint32_t>(d[off + 1]) << 16) |
            (std::to_integer<uint32_t>(d[off + 2]) << 8) | std::to_integer<uint32_t>(d[off + 3]);

@@ -61,7 +61,6 @@ private:
   pid_t m_pid = -1;
   std::optional<int> m_status;
   long m_max_rss_kib = 0;
-
 };
 
 // Exit status of a program run to completion, with its stdout and stderr captured.

@@ -42,7 +42,9 @@ Pipe make_pipe() {
   return Pipe{Fd(fds[0]), Fd(fds[1])};
 }
 
-void grow_pipe(int fd, size_t bytes) { ::fcntl(fd, F_SETPIPE_SZ, static_cast<int>(bytes)); }
+void grow_pipe(int fd, size_t bytes) {
+  ::fcntl(fd, F_SETPIPE_SZ, static_cast<int>(bytes));
+}
 
 Fd open_file(const std::string& path, int flags, int mode) {
 

@@ -41,7 +41,6 @@ Pipe make_pipe();
 // Grows a pipe's buffer (F_SETPIPE_SZ) for bulk transfers; best effort.
 void grow_pipe(int fd, size_t bytes);
 
-
 // Opens PATH or throws "failed to open PATH: why".
 Fd open_file(const std::string& path, int flags, int mode = 0600);
 
@@ -60,6 +59,5 @@ std::string read_file(const std::string& path);
 
 // The last LINES lines of a text file joined with " | " (a log's last words), or "".
 std::string log_tail(const std::string& path, size_t lines);
-
 
 } // namespace ks

@@ -74,8 +74,11 @@ Json Agent::post_restore(const Json& a) {
     throw CommandError{"GenericError", "parameter 'entropy' must carry at least 16 bytes (base64)"};
   }
   add_entropy(entropy);
-  return {{"thawed", thawed}, {"clock_set", true}, {"clock_delta_ms", delta_ns / 1000000},
-          {"entropy_bytes", entropy.size()}, {"crng_reseeded", reseed_crng()}};
+  return {{"thawed", thawed},
+          {"clock_set", true},
+          {"clock_delta_ms", delta_ns / 1000000},
+          {"entropy_bytes", entropy.size()},
+          {"crng_reseeded", reseed_crng()}};
 }
 
 Json Agent::handle(const Json& request, bool& send_delimiter) {

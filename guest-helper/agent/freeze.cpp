@@ -25,9 +25,9 @@ struct Mount {
 
 // Mounts in /proc/self/mounts order, minus pseudo filesystems that hold no data.
 std::vector<Mount> data_mounts() {
-  static const std::set<std::string> pseudo = {"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2",
-                                               "securityfs", "debugfs", "tracefs", "pstore", "bpf", "mqueue",
-                                               "hugetlbfs", "configfs", "fusectl", "autofs", "binfmt_misc"};
+  static const std::set<std::string> pseudo = {
+    "proc",   "sysfs", "devtmpfs", "devpts",    "cgroup",   "cgroup2", "securityfs", "debugfs",    "tracefs",
+    "pstore", "bpf",   "mqueue",   "hugetlbfs", "configfs", "fusectl", "autofs",     "binfmt_misc"};
   std::vector<Mount> out;
   std::ifstream in("/proc/self/mounts");
   std::string dev, dir, type, rest;
@@ -39,7 +39,9 @@ std::vector<Mount> data_mounts() {
   return out;
 }
 
-Fd open_dir(const std::string& dir) { return Fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); }
+Fd open_dir(const std::string& dir) {
+  return Fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+}
 
 } // namespace
 

@@ -2,6 +2,7 @@
 
 #include "util/fd.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -9,7 +10,6 @@
 #include <linux/random.h>
 #include <stdexcept>
 #include <sys/ioctl.h>
-#include <algorithm>
 
 namespace ks::agent {
 
@@ -58,7 +58,7 @@ std::string decode_base64(const std::string& text) {
   unsigned value = 0;
   int bits = 0;
   for (char c : text) {
-    int v = c >= 'A' && c <= 'Z' ? c - 'A'
+    int v = c >= 'A' && c <= 'Z'   ? c - 'A'
             : c >= 'a' && c <= 'z' ? c - 'a' + 26
             : c >= '0' && c <= '9' ? c - '0' + 52
             : c == '+'             ? 62

@@ -96,8 +96,9 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
   const bool kata = m_options.profile == Profile::kata;
   const std::string& sandbox = m_options.sandbox_id;
   m_vm_dir = sandbox.empty() ? dir() : kata_root() + "/run/vc/vm/" + sandbox;
-  m_share_dir = sandbox.empty() ? m_dir / "share"
-                                : kata_root() + "/run/kata-containers/shared/sandboxes/" + sandbox + "/shared";
+  m_share_dir = sandbox.empty()
+                  ? m_dir / "share"
+                  : kata_root() + "/run/kata-containers/shared/sandboxes/" + sandbox + "/shared";
   fs::create_directories(m_vm_dir);
   Fd qmp_listen;
   std::string mem = std::to_string(m_options.memory_mb) + "M";
@@ -152,7 +153,8 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
     SpawnOptions vo;
     // Kata's virtiofsd options (Kata passes no --migration-mode). For a sandbox, the socket is
     // bound here and inherited as --fd=3, as Kata does; otherwise virtiofsd binds it.
-    vo.argv = m_options.virtiofsd_cmd.empty() ? std::vector<std::string>{env.virtiofsd} : m_options.virtiofsd_cmd;
+    vo.argv =
+      m_options.virtiofsd_cmd.empty() ? std::vector<std::string>{env.virtiofsd} : m_options.virtiofsd_cmd;
     Fd vfs_listen;
     if (sandbox.empty()) {
       vo.argv.push_back("--socket-path=" + vfs_sock);
@@ -234,8 +236,9 @@ std::string ConsoleLog::wait(const std::string& needle, Millis timeout, size_t o
       return all.substr(start, end == std::string::npos ? std::string::npos : end - start);
     }
     if (deadline.expired()) {
-      throw Error("the guest did not print \"" + needle + "\" within " + std::to_string(timeout.count() / 1000) +
-                  " s; console tail:\n" + all.substr(all.size() > 2000 ? all.size() - 2000 : 0) +
+      throw Error("the guest did not print \"" + needle + "\" within " +
+                  std::to_string(timeout.count() / 1000) + " s; console tail:\n" +
+                  all.substr(all.size() > 2000 ? all.size() - 2000 : 0) +
                   "\nqemu log: " + log_tail(m_qemu_log, 5));
     }
     std::this_thread::sleep_for(Millis(50));

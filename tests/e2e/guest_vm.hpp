@@ -25,10 +25,10 @@ struct GuestOptions {
   unsigned memory_mb = 256;
   std::vector<std::string> kernel_args;
   std::vector<std::string> extra_qemu_args;
-  bool helper_port = true;   // the virtserialport for kata-snapshot-helper
-  unsigned disk_mb = 0;      // a virtio-blk disk with ext4 (workload "disk")
+  bool helper_port = true;                        // the virtserialport for kata-snapshot-helper
+  unsigned disk_mb = 0;                           // a virtio-blk disk with ext4 (workload "disk")
   std::map<std::string, std::string> share_files; // kata profile: files written into the share first
-  std::vector<std::string> virtiofsd_cmd;          // kata profile: instead of the installed virtiofsd
+  std::vector<std::string> virtiofsd_cmd;         // kata profile: instead of the installed virtiofsd
   // kata profile: lay the VM out as Go-runtime sandbox ID under dir()/root, as Kata does: QMP
   // handed over as -qmp unix:fd=3 and held by a pretend shim, extra-monitor.sock, virtiofsd
   // started with --fd=3, -name sandbox-ID.
@@ -55,7 +55,8 @@ void install_reaper();
 // A guest's serial console written to a file: read it, and wait for what the guest prints.
 class ConsoleLog {
 public:
-  ConsoleLog(std::string path, std::string qemu_log) : m_path(std::move(path)), m_qemu_log(std::move(qemu_log)) {}
+  ConsoleLog(std::string path, std::string qemu_log)
+    : m_path(std::move(path)), m_qemu_log(std::move(qemu_log)) {}
   // What the guest printed, with \r removed (the serial console ends lines with \r\n).
   std::string text() const;
   // Waits until a line containing NEEDLE appears after byte OFFSET; returns that line.
@@ -75,7 +76,9 @@ public:
 
   const std::string& dir() const { return m_dir.path(); }
   // The QMP socket the test may use (extra-monitor.sock for a sandbox: the shim holds qmp.sock).
-  std::string qmp_path() const { return m_vm_dir + (m_options.sandbox_id.empty() ? "/qmp.sock" : "/extra-monitor.sock"); }
+  std::string qmp_path() const {
+    return m_vm_dir + (m_options.sandbox_id.empty() ? "/qmp.sock" : "/extra-monitor.sock");
+  }
   std::string kata_root() const { return m_dir / "root"; }
   std::string console_path() const { return m_dir / "console.log"; }
   std::string share_dir() const { return m_share_dir; }
@@ -98,7 +101,6 @@ public:
   void kill();
 
 private:
-
   GuestOptions m_options;
   TempDir m_dir;
   ConsoleLog m_console{m_dir / "console.log", m_dir / "qemu.log"};

@@ -29,9 +29,11 @@ Seen last_devices(const std::string& text) {
 }
 
 void hot_plug(qmp::Client& qmp, const std::string& image) {
-  qmp.execute("blockdev-add", {{"driver", "raw"}, {"node-name", "disk1"},
-                               {"file", {{"driver", "file"}, {"filename", image}}}});
-  qmp.execute("device_add", {{"driver", "virtio-blk-pci"}, {"id", "blk1"}, {"drive", "disk1"}, {"bus", "rp1"}});
+  qmp.execute(
+    "blockdev-add",
+    {{"driver", "raw"}, {"node-name", "disk1"}, {"file", {{"driver", "file"}, {"filename", image}}}});
+  qmp.execute("device_add",
+              {{"driver", "virtio-blk-pci"}, {"id", "blk1"}, {"drive", "disk1"}, {"bus", "rp1"}});
   qmp.execute("object-add", {{"qom-type", "memory-backend-ram"}, {"id", "mem1"}, {"size", 128 << 20}});
   qmp.execute("device_add", {{"driver", "pc-dimm"}, {"id", "dimm1"}, {"memdev", "mem1"}});
   for (const auto& cpu : qmp.execute("query-hotpluggable-cpus")) {

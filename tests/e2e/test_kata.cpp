@@ -44,8 +44,8 @@ TEST_CASE("kata: save --sandbox ID through extra-monitor.sock, load, and ps befo
   CHECK((*listed)["helper"] == "answers");
 
   std::string archive = vm.dir() + "/sandbox.ksnap";
-  CommandResult saved = run_cli({"save", "--sandbox", id, "--kata-root", vm.kata_root(), "-o", archive,
-                                 "--after", "pause", "--json"});
+  CommandResult saved = run_cli(
+    {"save", "--sandbox", id, "--kata-root", vm.kata_root(), "-o", archive, "--after", "pause", "--json"});
   INFO(saved.error_output);
   REQUIRE(saved.status == 0);
   Mark m = mark(vm);
@@ -56,8 +56,8 @@ TEST_CASE("kata: save --sandbox ID through extra-monitor.sock, load, and ps befo
   for (const auto& e : std::filesystem::directory_iterator(vm.share_dir())) {
     std::filesystem::remove_all(e.path()); // the runtime cleans up the shared directory
   }
-  RestoredVm restored = load_ok(archive, vm.dir() + "/restored",
-                                {"--sandbox", id, "--virtiofsd", test_env().virtiofsd});
+  RestoredVm restored =
+    load_ok(archive, vm.dir() + "/restored", {"--sandbox", id, "--virtiofsd", test_env().virtiofsd});
   require_continues(vm, m);
   Json after = ps(vm.kata_root());
   const Json* again = find_sandbox(after, id);

@@ -108,8 +108,9 @@ TEST_CASE("virtio-fs: restored into a different directory, as on another host") 
   VfsMark m = save_vfs(vm, archive);
   vm.kill();
   std::string elsewhere = vm.dir() + "/other-host-share";
-  RestoredVm restored = load_ok(archive, vm.dir() + "/run",
-                                {"--virtiofsd", test_env().virtiofsd, "--share-dir", "kataShared=" + elsewhere});
+  RestoredVm restored =
+    load_ok(archive, vm.dir() + "/run",
+            {"--virtiofsd", test_env().virtiofsd, "--share-dir", "kataShared=" + elsewhere});
   require_vfs_continues(vm, m, elsewhere);
   CHECK(read_file(elsewhere + "/hello.txt") == "hello from the host\n");
 }
@@ -139,12 +140,14 @@ TEST_CASE("virtio-fs: a virtiofsd that cannot migrate is refused before the VM i
   }
   write_all(open_file(patched, O_WRONLY | O_CREAT | O_TRUNC, 0755).get(), code, patched);
   std::string lib = prefix + "/usr/lib/x86_64-linux-gnu";
-  GuestVm vm({.profile = Profile::kata, .workload = "share",
+  GuestVm vm({.profile = Profile::kata,
+              .workload = "share",
               .virtiofsd_cmd = {lib + "/ld-linux-x86-64.so.2", "--library-path", lib, patched}});
   vm.wait_console("ksnap: share mounted");
   CommandResult r = run_cli({"save", "--qmp", vm.qmp_path(), "-o", vm.dir() + "/vm.ksnap"});
   CHECK(r.status == 1);
-  CHECK_THAT(r.error_output, Catch::Contains("cannot migrate its state") && Catch::Contains("hint: run the Rust virtiofsd"));
+  CHECK_THAT(r.error_output,
+             Catch::Contains("cannot migrate its state") && Catch::Contains("hint: run the Rust virtiofsd"));
   qmp::Client qmp = vm.qmp();
   CHECK(qmp.execute("query-status")["status"] == "running");
   CHECK(qmp.execute("query-migrate").value("status", "none") == "none");

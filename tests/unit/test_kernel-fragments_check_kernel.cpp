@@ -25,7 +25,8 @@ TEST_CASE("check-kernel: missing, module and recommended options are told apart"
 
 TEST_CASE("check-kernel: both embedded fragments name what the issue requires") {
   std::string vm = kernel_fragment(KernelMode::vm);
-  for (const char* o : {"CONFIG_VIRTIO_CONSOLE=y", "CONFIG_VIRTIO_FS=y", "CONFIG_FUSE_FS=y", "CONFIG_VSOCKETS=y"}) {
+  for (const char* o :
+       {"CONFIG_VIRTIO_CONSOLE=y", "CONFIG_VIRTIO_FS=y", "CONFIG_FUSE_FS=y", "CONFIG_VSOCKETS=y"}) {
     CHECK_THAT(vm, Catch::Contains(o));
   }
   std::string criu = kernel_fragment(KernelMode::criu);

@@ -10,15 +10,28 @@ using namespace ks;
 namespace {
 
 std::vector<std::string> kata_argv(std::vector<std::string> extra = {}) {
-  std::vector<std::string> a = {
-    "/usr/bin/qemu-system-x86_64", "-name", "sandbox-abc", "-machine", "q35,accel=kvm,nvdimm=on",
-    "-qmp", "unix:fd=3,server=on,wait=off", "-m", "2048M,slots=10,maxmem=8G",
-    "-device", "virtio-serial-pci,disable-modern=false,id=serial0",
-    "-device", "virtconsole,chardev=charconsole0,id=console0",
-    "-chardev", "socket,id=charconsole0,path=/run/vc/vm/abc/console.sock,server=on,wait=off",
-    "-chardev", "socket,id=char-vfs,path=/run/vc/vm/abc/vhost-fs.sock",
-    "-device", "vhost-user-fs-pci,chardev=char-vfs,tag=kataShared",
-    "-pidfile", "/run/vc/vm/abc/pid", "-daemonize"};
+  std::vector<std::string> a = {"/usr/bin/qemu-system-x86_64",
+                                "-name",
+                                "sandbox-abc",
+                                "-machine",
+                                "q35,accel=kvm,nvdimm=on",
+                                "-qmp",
+                                "unix:fd=3,server=on,wait=off",
+                                "-m",
+                                "2048M,slots=10,maxmem=8G",
+                                "-device",
+                                "virtio-serial-pci,disable-modern=false,id=serial0",
+                                "-device",
+                                "virtconsole,chardev=charconsole0,id=console0",
+                                "-chardev",
+                                "socket,id=charconsole0,path=/run/vc/vm/abc/console.sock,server=on,wait=off",
+                                "-chardev",
+                                "socket,id=char-vfs,path=/run/vc/vm/abc/vhost-fs.sock",
+                                "-device",
+                                "vhost-user-fs-pci,chardev=char-vfs,tag=kataShared",
+                                "-pidfile",
+                                "/run/vc/vm/abc/pid",
+                                "-daemonize"};
   a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }
@@ -26,8 +39,9 @@ std::vector<std::string> kata_argv(std::vector<std::string> extra = {}) {
 } // namespace
 
 TEST_CASE("rewrite: Kata's QMP fd, pid file and daemonize are replaced; server sockets move") {
-  RewriteResult r = rewrite_for_restore(QemuArgv(kata_argv()),
-                                        {"/run/new", "/run/new/qmp.sock", {{"char-vfs", "/run/new/vhost-fs-kataShared.sock"}}});
+  RewriteResult r = rewrite_for_restore(
+    QemuArgv(kata_argv()),
+    {"/run/new", "/run/new/qmp.sock", {{"char-vfs", "/run/new/vhost-fs-kataShared.sock"}}});
   std::vector<std::string> argv = r.argv.to_argv();
   std::string joined;
   for (const auto& a : argv) {
@@ -51,7 +65,8 @@ TEST_CASE("rewrite: taps passed as inherited fds are refused with the reason") {
     FAIL("accepted an inherited tap fd");
   } catch (const Error& e) {
     CHECK(e.code() == ExitCode::archive_invalid);
-    CHECK_THAT(e.what(), Catch::Contains("-netdev tap,id=network-0") && Catch::Contains("passes a file descriptor"));
+    CHECK_THAT(e.what(),
+               Catch::Contains("-netdev tap,id=network-0") && Catch::Contains("passes a file descriptor"));
   }
 }
 

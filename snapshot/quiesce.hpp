@@ -25,6 +25,9 @@ public:
   void thaw() noexcept;
 
   bool frozen() const { return m_frozen; }
+  // The VM is gone (--after quit): there is nothing left to thaw.
+  void forget() { m_frozen = false; }
+
 
   // What happened, for the manifest.
 

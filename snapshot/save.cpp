@@ -307,7 +307,9 @@ SaveResult SaveSession::finish() {
   restore_vm();
   std::string state = m_was_running ? "running" : "paused";
   if (m_o.after == AfterSave::quit) {
+    m_quiescer.forget(); // a frozen guest ends with the VM; no thaw to send
     m_vm->qmp.execute("quit");
+
     state = "shut down";
   } else if (m_paused) {
     // The helper can only thaw while the vCPUs run: resume first. With --after pause and a

@@ -67,3 +67,22 @@ TEST_CASE("save -o - | load -") {
   qmp::Client::connect(restored.qmp_path()).execute("cont");
   require_continues(vm, m);
 }
+
+TEST_CASE("save --after quit of a frozen guest, then the load thaws it and its writer carries on") {
+  GuestVm vm({.workload = "disk", .disk_mb = 32});
+  vm.wait_console("ksnap: wrote 3\n");
+  std::string archive = vm.dir() + "/vm.ksnap";
+  CommandResult r = run_cli({"save", "--qmp", vm.qmp_path(), "-o", archive, "--after", "quit", "--json"});
+  INFO(r.error_output);
+  REQUIRE(r.status == 0);
+  nlohmann::json saved = nlohmann::json::parse(r.output);
+  CHECK(saved["vm_state"] == "shut down");
+  CHECK(saved["quiesce"]["method"] == "helper");
+  CHECK(saved["quiesce"]["frozen_filesystems"].get<int>() >= 1); // ext4 on /data
+  CHECK(r.error_output.find("warning") == std::string::npos);  // no thaw sent to a VM that is gone
+  size_t offset = vm.console().size();
+  RestoredVm restored = load_ok(archive, vm.dir() + "/run");
+  // The snapshot holds a frozen guest: the post-restore step thaws it and writes resume.
+  CHECK(restored.result()["guest"]["thawed"].get<int>() >= 1);
+  vm.wait_console("ksnap: wrote", Millis(60000), offset);
+}

@@ -38,7 +38,7 @@ std::vector<std::string> kata_argv(std::vector<std::string> extra = {}) {
 
 } // namespace
 
-TEST_CASE("rewrite: Kata's QMP fd, pid file and daemonize are replaced; server sockets move") {
+TEST_CASE("rewrite: Kata's QMP fd, pid file and daemonize are replaced, server sockets move") {
   RewriteResult r = rewrite_for_restore(
     QemuArgv(kata_argv()),
     {"/run/new", "/run/new/qmp.sock", {{"char-vfs", "/run/new/vhost-fs-kataShared.sock"}}});

@@ -17,6 +17,15 @@ echo "ksnap: boot workload=${workload:-idle} cpus=$(grep -c ^processor /proc/cpu
 /bin/kata-snapshot-helper 2>/dev/console &
 # ksnap.helper=stopped: a silent helper (SIGSTOP), for the host's timeout handling.
 [ "$(arg helper)" = stopped ] && sleep 1 && kill -STOP $! && echo "ksnap: helper stopped"
+# ksnap.helper=restart-when-frozen: kill the helper once a freeze is in place and start a new
+# one, which must pick the freeze up from its state file.
+if [ "$(arg helper)" = restart-when-frozen ]; then
+  helper=$!
+  (while [ ! -f /run/kata-snapshot-helper.state ]; do sleep 0.2; done
+   kill -9 "$helper"; /bin/kata-snapshot-helper 2>/dev/console &
+   echo "ksnap: helper restarted") &
+fi
+
 
 case "$workload" in
 counter)

@@ -61,7 +61,22 @@ TEST_CASE("a freeze thaws itself after its timeout") {
   CHECK(cli_json({"guest", "status", "--qmp", vm.qmp_path(), "--json"})["status"] == "thawed");
 }
 
+TEST_CASE("a freeze survives a restart of the helper, which can still thaw") {
+  GuestVm vm({.workload = "disk", .kernel_args = {"ksnap.helper=restart-when-frozen"}, .disk_mb = 32});
+  vm.wait_console("ksnap: wrote 2\n");
+  Json frozen = cli_json({"guest", "freeze", "--qmp", vm.qmp_path(), "--json"});
+  REQUIRE(frozen["filesystems"].get<int>() >= 1);
+  vm.wait_console("ksnap: helper restarted");
+  vm.wait_console("resuming a freeze of"); // the new helper read the state file
+  CHECK(cli_json({"guest", "status", "--qmp", vm.qmp_path(), "--json"})["status"] == "frozen");
+  long at_thaw = last_write(vm);
+  Json thawed = cli_json({"guest", "thaw", "--qmp", vm.qmp_path(), "--json"});
+  CHECK(thawed["filesystems"] == frozen["filesystems"]);
+  vm.wait_console("ksnap: wrote " + std::to_string(at_thaw + 2) + "\n");
+}
+
 TEST_CASE("a silent helper: the host gives up within 5 s with a clear error") {
+
   GuestVm vm({.workload = "idle", .kernel_args = {"ksnap.helper=stopped"}});
   vm.wait_console("ksnap: helper stopped");
   auto start = std::chrono::steady_clock::now();

@@ -25,10 +25,10 @@ Client Client::connect(const std::string& path, Millis timeout) {
   Deadline greet_deadline(std::min(timeout, Millis(3000)));
   auto greeting = c.read_message(greet_deadline);
   if (!greeting) {
-    throw Error("no QMP greeting on " + path + " within " +
-                  std::to_string(std::min(timeout, Millis(3000)).count() / 1000) +
-                  " s: the socket is held by another client or is not a QMP monitor",
-                ExitCode::failed, k_busy_hint);
+    throw MonitorBusy("no QMP greeting on " + path + " within " +
+                        std::to_string(std::min(timeout, Millis(3000)).count() / 1000) +
+                        " s: the socket is held by another client or is not a QMP monitor",
+                      ExitCode::failed, k_busy_hint);
   }
   if (!greeting->contains("QMP")) {
     throw Error(path + " does not speak QMP: its first message was " + greeting->dump().substr(0, 200));

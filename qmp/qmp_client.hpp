@@ -32,7 +32,15 @@ private:
   std::string m_desc;
 };
 
+// The socket accepted the connection but QEMU never greeted: another client holds the monitor
+// (QEMU serves one at a time; Kata's shim holds qmp.sock).
+class MonitorBusy : public Error {
+public:
+  using Error::Error;
+};
+
 struct Event {
+
   std::string name;
   Json data;
 };

@@ -32,8 +32,10 @@ std::string probe_qmp(const std::string& path) {
   try {
     qmp::Client::connect(path, Millis(1500));
     return "ok";
-  } catch (const Error& e) {
-    return std::string(e.what()).find("held by another client") != std::string::npos ? "held" : "none";
+  } catch (const qmp::MonitorBusy&) {
+    return "held";
+  } catch (const Error&) {
+    return "none";
   }
 }
 

@@ -111,18 +111,11 @@ void LoadSession::prepare_run_dir() {
   }
   ::chmod(m_run_dir.c_str(), 0700);
   m_qmp_path = m_o.qmp_socket.empty() ? m_run_dir + "/qmp.sock" : m_o.qmp_socket;
-  if (fs::exists(m_qmp_path)) {
-    try {
-      connect_unix(m_qmp_path, Deadline(Millis(0)));
-      throw Error(m_qmp_path + " is in use by a running VM", ExitCode::failed,
-                  "pass another --run-dir or --qmp");
-    } catch (const Error& e) {
-      if (std::string(e.what()).find("in use") != std::string::npos) {
-        throw;
-      }
-      fs::remove(m_qmp_path, ec); // a stale socket from a VM that is gone
-    }
+  if (socket_in_use(m_qmp_path)) {
+    throw Error(m_qmp_path + " is in use by a running VM", ExitCode::failed,
+                "pass another --run-dir or --qmp");
   }
+  fs::remove(m_qmp_path, ec); // a stale socket from a VM that is gone, if any
 }
 
 void LoadSession::start_qemu() {
@@ -237,7 +230,7 @@ void LoadSession::stream() {
   };
   try {
     std::string status;
-    Deadline after_eof = Deadline::never();
+    std::optional<Deadline> after_eof; // QEMU gets 60 s to finish once the whole stream is in
     for (;;) {
       if (!m_qemu.running()) {
         join_writer();
@@ -263,12 +256,13 @@ void LoadSession::stream() {
       if (status == "failed") {
         qemu_failed("loading");
       }
-      if (done && after_eof.expired()) {
+      if (done && !after_eof) {
+        after_eof.emplace(std::chrono::seconds(60));
+      }
+      if (after_eof && after_eof->expired()) {
         throw Error("QEMU did not finish loading the stream (status " + status + ")");
       }
-      if (done && !error && after_eof.poll_timeout() > 3600000) {
-        after_eof = Deadline(std::chrono::seconds(60));
-      }
+
       bar.update(progress.load());
       std::this_thread::sleep_for(Millis(done ? 2 : 20));
     }

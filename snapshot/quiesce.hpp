@@ -28,7 +28,6 @@ public:
   // The VM is gone (--after quit): there is nothing left to thaw.
   void forget() { m_frozen = false; }
 
-
   // What happened, for the manifest.
 
   nlohmann::json describe() const;

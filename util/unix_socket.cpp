@@ -51,7 +51,14 @@ Fd connect_unix(const std::string& path, const Deadline& deadline) {
   }
 }
 
+bool socket_in_use(const std::string& path) {
+  sockaddr_un addr = make_address(path);
+  Fd s = new_socket();
+  return ::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+}
+
 Fd listen_unix(const std::string& path) {
+
   sockaddr_un addr = make_address(path);
   ::unlink(path.c_str());
   Fd s = new_socket();

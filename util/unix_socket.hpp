@@ -14,6 +14,9 @@ class Deadline;
 // connections until DEADLINE (so a server that is starting up can be waited for).
 Fd connect_unix(const std::string& path, const Deadline& deadline);
 
+// True when something accepts connections on the UNIX socket at PATH right now.
+bool socket_in_use(const std::string& path);
+
 // Listening socket at PATH (an existing socket file there is replaced).
 Fd listen_unix(const std::string& path);
 

@@ -79,7 +79,7 @@ TEST_CASE("save --after quit of a frozen guest, then the load thaws it and its w
   CHECK(saved["vm_state"] == "shut down");
   CHECK(saved["quiesce"]["method"] == "helper");
   CHECK(saved["quiesce"]["frozen_filesystems"].get<int>() >= 1); // ext4 on /data
-  CHECK(r.error_output.find("warning") == std::string::npos);  // no thaw sent to a VM that is gone
+  CHECK(r.error_output.find("warning") == std::string::npos);    // no thaw sent to a VM that is gone
   size_t offset = vm.console().size();
   RestoredVm restored = load_ok(archive, vm.dir() + "/run");
   // The snapshot holds a frozen guest: the post-restore step thaws it and writes resume.

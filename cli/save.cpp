@@ -23,7 +23,15 @@ struct SaveArgs {
 };
 
 int run_save(SaveArgs& a, const GlobalOptions& g) {
-  a.o.qmp_socket = resolve_qmp(a.o.qmp_socket, a.sandbox, a.kata_root);
+  if (a.o.qmp_socket.empty() && !a.sandbox.empty()) {
+    Sandbox s = find_sandbox(a.sandbox, a.kata_root);
+    a.o.qmp_socket = s.qmp;
+    a.o.kata = sandbox_record(s, a.kata_root);
+  } else {
+    a.o.qmp_socket = resolve_qmp(a.o.qmp_socket, a.sandbox, a.kata_root); // the usage error
+  }
+
+
   a.o.mode = a.mode == "live" ? SaveMode::live : a.mode == "stop" ? SaveMode::stop : SaveMode::automatic;
   a.o.after = a.after == "pause" ? AfterSave::pause : a.after == "quit" ? AfterSave::quit : AfterSave::resume;
   a.o.quiesce = a.quiesce == "required" ? QuiescePolicy::required

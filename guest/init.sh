@@ -85,7 +85,18 @@ devices)
       mountpoint -q /data || { mkdir -p /data; mount -t ext4 /dev/vda /data; }
       disk=$(cat /data/hello.txt 2>/dev/null || echo unreadable)
     fi
-    echo "ksnap: devices $i cpus=$(grep -c ^processor /proc/cpuinfo) mem=$(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo) disk=$disk"
+    # NICs: ethN gets 10.91.N.2/24 (the host side of its tap is 10.91.N.1).
+    net=none
+    for n in /sys/class/net/eth*; do
+      [ -e "$n" ] || continue
+      dev=${n##*/}
+      ip -4 addr show dev "$dev" | grep -q inet || {
+        ip addr add "10.91.${dev#eth}.2/24" dev "$dev"; ip link set "$dev" up; }
+      net="${net#none}${net:+,}$dev@$(cat "$n/address")"
+    done
+    net=${net#,}
+    echo "ksnap: devices $i cpus=$(grep -c ^processor /proc/cpuinfo) mem=$(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo) disk=$disk net=$net"
+
     sleep 0.5
   done
   ;;

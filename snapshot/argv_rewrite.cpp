@@ -1,6 +1,7 @@
 #include "snapshot/argv_rewrite.hpp"
 
 #include "util/error.hpp"
+#include "util/strings.hpp"
 
 #include <set>
 #include <unistd.h>
@@ -74,8 +75,31 @@ RewriteResult rewrite_for_restore(const QemuArgv& recorded, const RewriteOptions
       continue;
     }
 
+    if (o.name == "netdev" && (v.get("") == "tap" || v.get("type") == "tap") && v.get("id") &&
+        ro.tap_fds.count(*v.get("id"))) {
+      // Kata's tap, passed as fds=/vhostfds=: re-created by load and inherited as new fds;
+      // vhost-net, if used, is opened by QEMU itself.
+      bool vhost = v.get("vhost") == "on" || v.get("vhost") == "true" || v.get("vhostfds") || v.get("vhostfd");
+      for (const char* key : {"fd", "fds", "vhostfd", "vhostfds", "vhost"}) {
+        v.erase(key);
+      }
+      std::vector<std::string> numbers;
+      for (int fd : ro.tap_fds.at(*v.get("id"))) {
+        numbers.push_back(std::to_string(fd));
+      }
+      v.set("fds", join(numbers, ":"));
+      if (vhost && !ro.vhost_net) {
+        result.warnings.push_back("netdev " + *v.get("id") +
+                                  " used vhost-net, which this host lacks (/dev/vhost-net): it runs without");
+      }
+      v.set("vhost", vhost && ro.vhost_net ? "on" : "off");
+      out.push_back({o.name, v.str()});
+      continue;
+    }
+
     check_no_inherited_fds(o, v);
     out.push_back(o);
+
   }
   out.push_back({"qmp", "unix:" + ro.qmp_socket + ",server=on,wait=off"});
   out.push_back({"pidfile", ro.run_dir + "/qemu.pid"});

@@ -14,12 +14,17 @@ struct RewriteOptions {
   std::string run_dir;
   std::string qmp_socket;                           // where the new QMP socket goes
   std::map<std::string, std::string> chardev_paths; // chardev id -> forced socket path
+  // Tap netdevs re-created by load: netdev id -> the fds (one per queue) the new QEMU inherits.
+  std::map<std::string, std::vector<int>> tap_fds;
+  bool vhost_net = false; // this host has a usable /dev/vhost-net
 };
 
 struct RewriteResult {
   QemuArgv argv;
   std::map<std::string, std::string> sockets; // chardev id -> new socket path
+  std::vector<std::string> warnings;          // changes the guest may notice or the operator should know
 };
+
 
 RewriteResult rewrite_for_restore(const QemuArgv& recorded, const RewriteOptions& options);
 

@@ -1,6 +1,7 @@
 #include "snapshot/devices.hpp"
 
 #include "util/error.hpp"
+#include "util/strings.hpp"
 
 #include <cstdio>
 #include <set>
@@ -99,9 +100,45 @@ Json cpu_commands(qmp::Client& qmp, const std::string& id) {
   throw Error("hot-plugged vCPU " + id + " is not in query-hotpluggable-cpus");
 }
 
+// Kata's hot-plugged NIC: getfd per tap queue (each marked with the tap to re-create),
+// netdev_add of the tap, device_add virtio-net-pci with the same MAC, bus and address.
+Json nic_commands(qmp::Client& qmp, const std::string& id, const std::string& type, const std::string& path,
+                  const NetworkInfo& net) {
+  std::string netdev = qom(qmp, path, "netdev");
+  const TapNetdev* tap = net.find(netdev);
+  if (tap == nullptr) {
+    throw Error("hot-plugged network device " + id + " uses netdev " + netdev +
+                  ", which is not a tap passed as file descriptors",
+                ExitCode::failed, "kata-snapshot re-creates hot-plugged NICs on taps, as Kata adds them");
+  }
+  Json commands = Json::array();
+  std::vector<std::string> names;
+  for (size_t q = 0; q < tap->ifnames.size(); ++q) {
+    names.push_back("ksnap-" + netdev + "-" + std::to_string(q));
+    commands.push_back(
+      {{"execute", "getfd"},
+       {"arguments", {{"fdname", names.back()}}},
+       {"tap", {{"netdev", netdev}, {"ifname", tap->ifnames[q]}, {"queue", q}}}});
+
+  }
+  commands.push_back({{"execute", "netdev_add"},
+                      {"arguments", {{"type", "tap"}, {"id", netdev}, {"fds", join(names, ":")}, {"vhost", net.vhost}}}});
+  Json dev = {{"driver", type}, {"id", id}, {"netdev", netdev}, {"mac", qom(qmp, path, "mac")}};
+  // Properties that change the device's PCI layout, so the migration stream must see them as-is.
+  for (const char* prop : {"romfile", "disable-modern", "disable-legacy", "mq", "vectors"}) {
+    try {
+      dev[prop] = qom(qmp, path, prop);
+    } catch (const qmp::CommandError&) {
+    }
+  }
+  add_pci_location(qmp, path, dev);
+  commands.push_back({{"execute", "device_add"}, {"arguments", dev}});
+  return commands;
+}
+
 } // namespace
 
-Json discover_added_devices(qmp::Client& qmp, const QemuArgv& argv) {
+Json discover_added_devices(qmp::Client& qmp, const QemuArgv& argv, const NetworkInfo& net) {
   std::set<std::string> boot_ids = argv_ids(argv, "device");
   Json commands = Json::array();
   for (const auto& child : qmp.execute("qom-list", {{"path", "/machine/peripheral"}})) {
@@ -119,13 +156,14 @@ Json discover_added_devices(qmp::Client& qmp, const QemuArgv& argv) {
       more = dimm_commands(qmp, id);
     } else if (type.ends_with("-cpu")) {
       more = cpu_commands(qmp, id);
+    } else if (type == "virtio-net-pci") {
+      more = nic_commands(qmp, id, type, path, net);
     } else {
       throw Error("the VM has a device added after boot that kata-snapshot cannot re-create yet: " + id +
                     " (" + type + ")",
-                  ExitCode::failed,
-                  type == "virtio-net-pci" ? "hot-plugged network devices (taps) are not supported yet"
-                                           : "supported: virtio-blk-pci, scsi-hd, pc-dimm, vCPUs");
+                  ExitCode::failed, "supported: virtio-blk-pci, scsi-hd, pc-dimm, vCPUs, virtio-net-pci on a tap");
     }
+
     commands.insert(commands.end(), more.begin(), more.end());
   }
   return commands;

@@ -4,12 +4,15 @@
 #pragma once
 
 #include "qmp/qmp_client.hpp"
+#include "snapshot/network.hpp"
 #include "snapshot/qemu_argv.hpp"
 
 namespace ks {
 
 // Returns [{"execute", "arguments"}...] in replay order (backends before devices). Throws, before
-// anything is paused, for a hot-plugged device kata-snapshot cannot re-create.
-qmp::Json discover_added_devices(qmp::Client& qmp, const QemuArgv& argv);
+// anything is paused, for a hot-plugged device kata-snapshot cannot re-create. A NIC's getfd
+// commands carry a "tap" member: the tap (from NET) that load re-creates and passes with it.
+qmp::Json discover_added_devices(qmp::Client& qmp, const QemuArgv& argv, const NetworkInfo& net);
+
 
 } // namespace ks

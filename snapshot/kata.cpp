@@ -8,6 +8,7 @@
 #include "util/fd.hpp"
 #include "util/strings.hpp"
 
+#include <cstdio>
 #include <filesystem>
 
 namespace ks {
@@ -109,7 +110,59 @@ Sandbox find_sandbox(const std::string& id, const std::string& kata_root) {
   return s;
 }
 
-std::string resolve_qmp(const std::string& qmp, const std::string& sandbox, const std::string& kata_root) {
+namespace {
+
+// One endpoint of persist.json's Network.Endpoints: {"Type": "virtual", "Veth": {"NetPair": {...}}}
+// and the like; the pair (or tap) carries the tap and the interface it is connected to.
+nlohmann::json endpoint_record(const nlohmann::json& e) {
+  nlohmann::json out = {{"type", e.value("Type", "")}};
+  for (const auto& [key, body] : e.items()) {
+    if (!body.is_object()) {
+      continue;
+    }
+    const nlohmann::json& pair =
+      body.contains("NetPair") ? body["NetPair"] : body.value("TapInterface", body.value("TuntapInterface", body));
+    if (pair.contains("TAPIface")) {
+      out["tap"] = pair["TAPIface"].value("Name", "");
+    }
+    if (pair.contains("VirtIface")) {
+      out["interface"] = pair["VirtIface"].value("Name", "");
+      out["mac"] = pair["VirtIface"].value("HardAddr", "");
+    }
+    if (pair.contains("NetInterworkingModel")) {
+      out["interworking_model"] = pair["NetInterworkingModel"];
+    }
+  }
+  return out;
+}
+
+} // namespace
+
+nlohmann::json sandbox_record(const Sandbox& s, const std::string& kata_root) {
+  nlohmann::json record = {{"id", s.id}, {"runtime", s.runtime}};
+  std::string path = under(kata_root, "/run/vc/sbs/" + s.id + "/persist.json");
+  if (s.runtime != "go" || !fs::exists(path)) {
+    return record;
+  }
+  try {
+    nlohmann::json state = nlohmann::json::parse(read_file(path));
+    const nlohmann::json& net = state.value("Network", nlohmann::json::object());
+    nlohmann::json endpoints = nlohmann::json::array();
+    for (const auto& e : net.value("Endpoints", nlohmann::json::array())) {
+      endpoints.push_back(endpoint_record(e));
+    }
+    record["persist"] = {{"file", path},
+                         {"state", state.value("State", "")},
+                         {"netns", net.value("NetworkID", "")},
+                         {"endpoints", endpoints}};
+  } catch (const std::exception& e) { // persist.json is informative: a bad one does not stop a save
+    std::fprintf(stderr, "kata-snapshot: warning: ignoring %s: %s\n", path.c_str(), e.what());
+  }
+  return record;
+}
+
+std::string resolve_qmp(
+const std::string& qmp, const std::string& sandbox, const std::string& kata_root) {
   if (qmp.empty() == sandbox.empty()) {
     throw Error("give exactly one of --qmp SOCKET and --sandbox ID", ExitCode::usage);
   }

@@ -24,7 +24,12 @@ struct Sandbox {
 // configuration hint when neither answers.
 Sandbox find_sandbox(const std::string& id, const std::string& kata_root);
 
+// What the manifest records about sandbox S: id, runtime, and from the Go runtime's
+// /run/vc/sbs/<id>/persist.json (when present) its network namespace and network endpoints.
+nlohmann::json sandbox_record(const Sandbox& s, const std::string& kata_root);
+
 // The QEMU process whose command line has -name sandbox-ID (or -1).
+
 pid_t find_sandbox_qemu(const std::string& id);
 
 // The QMP socket for a command given exactly one of --qmp SOCKET or --sandbox ID.

@@ -7,6 +7,7 @@
 #include "snapshot/argv_rewrite.hpp"
 #include "snapshot/guest_refresh.hpp"
 #include "snapshot/host_check.hpp"
+#include "snapshot/network.hpp"
 #include "snapshot/progress.hpp"
 #include "snapshot/shares.hpp"
 #include "snapshot/step_timer.hpp"
@@ -55,6 +56,7 @@ public:
     require_loadable(m_host);
   }
   void prepare_run_dir();
+  void prepare_network();
   void restore_shares();
   void start_daemons() { m_shares.start_daemons(m_run_dir); }
   void start_qemu();
@@ -74,6 +76,9 @@ private:
   std::string m_run_dir;
   std::string m_qmp_path;
   ShareRestore m_shares;
+  NetworkInfo m_network;
+  std::optional<NetNamespace> m_netns;
+  std::map<std::string, std::vector<Fd>> m_taps; // netdev id -> queue fds, re-created in m_netns
   ChildProcess m_qemu;
   std::optional<qmp::Client> m_qmp;
   nlohmann::json m_guest;
@@ -93,7 +98,41 @@ void LoadSession::open_archive() {
   }
   m_reader.emplace(m_in.get(), m_o.archive == "-" ? "the archive on stdin" : m_o.archive);
   m_shares = ShareRestore(m_reader->manifest(), m_o.share_dirs, m_o.virtiofsd, m_o.force);
+  m_network = NetworkInfo::from_json(m_reader->manifest().value("network", nlohmann::json()));
 }
+
+void LoadSession::prepare_network() {
+  if (!m_o.netns.empty()) {
+    m_netns = NetNamespace::open(m_o.netns);
+  }
+  if (m_network.taps.empty()) {
+    return;
+  }
+  if (!m_netns) {
+    std::vector<std::string> names;
+    for (const auto& t : m_network.taps) {
+      names.push_back(t.ifnames.at(0));
+    }
+    std::string source_ns = m_network.netns;
+    if (source_ns.empty()) { // Kata's persist.json names the pod's namespace
+      const auto& kata = m_reader->manifest().value("kata", nlohmann::json());
+      if (kata.is_object() && kata.contains("persist")) {
+        source_ns = kata["persist"].value("netns", "");
+      }
+    }
+
+    throw Error("the snapshot has tap network devices (" + join(names, ", ") +
+                  ") that QEMU received as file descriptors; load re-creates them in a network namespace",
+                ExitCode::usage,
+                "pass --netns NAME|PATH" +
+                  (source_ns.empty() ? std::string() : " (the source VM ran in " + source_ns + ")"));
+
+  }
+  for (const auto& t : m_network.taps) {
+    m_taps[t.id] = m_netns->open_tap(t.ifnames.at(0), t.ifnames.size());
+  }
+}
+
 
 void LoadSession::restore_shares() {
   m_shares.restore(*m_reader);
@@ -120,8 +159,24 @@ void LoadSession::prepare_run_dir() {
 
 void LoadSession::start_qemu() {
   QemuArgv recorded(m_reader->manifest()["qemu"]["argv"].get<std::vector<std::string>>());
-  RewriteOptions ro{m_run_dir, m_qmp_path, m_shares.chardev_paths()};
+  RewriteOptions ro{m_run_dir, m_qmp_path, m_shares.chardev_paths(), {}, vhost_net_usable()};
+  // Taps of -netdev options become inherited fds 3, 4, ... of the new QEMU.
+  std::vector<std::pair<int, int>> inherit;
+  for (const auto& netdev : recorded.all("netdev")) {
+    auto tap = m_taps.find(netdev.get("id").value_or(""));
+    if (tap == m_taps.end()) {
+      continue;
+    }
+    for (const Fd& fd : tap->second) {
+      int target = 3 + static_cast<int>(inherit.size());
+      inherit.emplace_back(fd.get(), target);
+      ro.tap_fds[tap->first].push_back(target);
+    }
+  }
   RewriteResult rw = rewrite_for_restore(recorded, ro);
+  for (const auto& w : rw.warnings) {
+    std::fprintf(stderr, "kata-snapshot: warning: %s\n", w.c_str());
+  }
   // Pin the exact machine type the stream was made with (an alias like "q35" may mean a
   // newer, incompatible type on a newer QEMU).
   std::string machine = m_reader->manifest()["qemu"].value("machine", "");
@@ -158,6 +213,8 @@ void LoadSession::start_qemu() {
   so.argv = argv;
   so.stdout_path = so.stderr_path = log_path();
   so.detach = Detach::yes;
+  so.inherit = inherit;
+  so.netns_fd = m_netns ? m_netns->fd() : -1; // as under Kata: QEMU runs in the pod's namespace
   m_qemu = ChildProcess::spawn(so);
   Deadline deadline(std::chrono::seconds(60));
   while (!fs::exists(m_qmp_path)) {
@@ -174,9 +231,27 @@ void LoadSession::start_qemu() {
 
 void LoadSession::replay_devices() {
   for (const auto& cmd : m_reader->manifest().value("devices_added", Json::array())) {
+    Json args = cmd.value("arguments", Json::object());
     try {
-      m_qmp->execute(cmd.at("execute").get<std::string>(), cmd.value("arguments", Json::object()));
+      if (cmd.contains("tap")) { // getfd of a re-created tap queue
+        const Json& tap = cmd["tap"];
+        auto fds = m_taps.find(tap.at("netdev").get<std::string>());
+        size_t queue = tap.at("queue");
+        if (fds == m_taps.end() || queue >= fds->second.size()) {
+          throw Error("the snapshot's devices_added names tap " + tap.dump() + " missing from its network section",
+                      ExitCode::archive_invalid);
+        }
+        m_qmp->execute_with_fd("getfd", args, fds->second[queue].get());
+        continue;
+      }
+      if (cmd.at("execute") == "netdev_add" && args.value("vhost", false) && !vhost_net_usable()) {
+        std::fprintf(stderr, "kata-snapshot: warning: netdev %s used vhost-net, which this host lacks: it runs without\n",
+                     args.value("id", "").c_str());
+        args["vhost"] = false;
+      }
+      m_qmp->execute(cmd.at("execute").get<std::string>(), args);
     } catch (const qmp::CommandError& e) {
+
       throw Error("failed to re-create a device added after boot (" + cmd.dump() + "): " + e.desc(),
                   ExitCode::archive_invalid);
     }
@@ -309,6 +384,8 @@ LoadResult load(const LoadOptions& options) {
   s.check_host(); // QEMU binary, version and machine type
   log.done("host check");
   s.prepare_run_dir(); // sockets, pid file and logs of the new VM
+  s.prepare_network(); // taps re-created by name in --netns
+
   s.restore_shares();  // shares/ members (they precede the vmstate) into their directories
   log.done("shares");
   s.start_daemons(); // virtiofsd per share, listening before QEMU connects

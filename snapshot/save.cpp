@@ -76,6 +76,7 @@ private:
   Json m_version;
   std::string m_qemu_version;
   std::vector<ShareInfo> m_shares;
+  NetworkInfo m_network;
   Json m_devices = Json::array();
   std::string m_machine;
   uint64_t m_ram = 0;
@@ -95,7 +96,8 @@ void SaveSession::discover() {
   m_qemu_version = std::to_string(q.value("major", 0)) + "." + std::to_string(q.value("minor", 0)) + "." +
                    std::to_string(q.value("micro", 0));
   m_shares = discover_shares(m_vm->argv, m_vm->pid, m_o.share_policy);
-  m_devices = discover_added_devices(m_vm->qmp, m_vm->argv);
+  m_network = discover_network(m_vm->qmp, m_vm->pid);
+  m_devices = discover_added_devices(m_vm->qmp, m_vm->argv, m_network);
   m_was_running = m_vm->qmp.execute("query-status").value("status", "") == "running";
   std::string type = m_vm->qmp.execute("qom-get", {{"path", "/machine"}, {"property", "type"}});
   const std::string suffix = "-machine";
@@ -210,6 +212,10 @@ Json SaveSession::build_manifest() const {
       {"argv", m_vm->argv.to_argv()}}},
     {"vm", {{"ram_bytes", m_ram}, {"run_state", m_was_running ? "running" : "paused"}}},
     {"devices_added", m_devices},
+    {"network", m_network.to_json()},
+    {"kata", m_o.kata},
+
+
     {"shares", shares},
 
     {"quiesce", m_quiescer.describe()},

@@ -27,7 +27,9 @@ struct SaveOptions {
   Overwrite overwrite = Overwrite::no;
   bool progress = false; // a progress line on stderr
   bool verbose = false;  // step timings on stderr
+  nlohmann::json kata;   // --sandbox: what sandbox_record() says about it (null otherwise)
 };
+
 
 struct SaveResult {
   std::string output;

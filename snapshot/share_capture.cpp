@@ -35,14 +35,18 @@ nlohmann::json ShareInfo::to_json() const {
 
 namespace {
 
-// Inodes of UNIX sockets bound to PATH: the listener and connections accepted from it.
-std::vector<std::string> socket_inodes(const std::string& path) {
+// Inodes of UNIX sockets bound to PATH: the listener and connections accepted from it. A
+// socket is listed in the network namespace it was made in, so both ours and QEMU's are read
+// (under Kata, QEMU runs in the pod's namespace and virtiofsd may not).
+std::vector<std::string> socket_inodes(const std::string& path, pid_t qemu_pid) {
   std::vector<std::string> out;
-  for (const auto& line : split(read_file("/proc/net/unix"), '\n')) {
-    auto cols = split(trim(line), ' ');
-    std::erase(cols, "");
-    if (cols.size() >= 8 && cols[7] == path) {
-      out.push_back(cols[6]);
+  for (const std::string& table : {std::string("/proc/self/net/unix"), "/proc/" + std::to_string(qemu_pid) + "/net/unix"}) {
+    for (const auto& line : split(read_file(table), '\n')) {
+      auto cols = split(trim(line), ' ');
+      std::erase(cols, "");
+      if (cols.size() >= 8 && cols[7] == path) {
+        out.push_back(cols[6]);
+      }
     }
   }
   return out;
@@ -156,7 +160,8 @@ std::vector<ShareInfo> discover_shares(const QemuArgv& argv, pid_t qemu_pid,
       throw Error("virtio-fs share " + s.tag + ": chardev " + s.chardev +
                   " is not a UNIX socket with a path");
     }
-    s.virtiofsd_pid = socket_owner(socket_inodes(s.socket), qemu_pid);
+    s.virtiofsd_pid = socket_owner(socket_inodes(s.socket, qemu_pid), qemu_pid);
+
     if (s.virtiofsd_pid <= 0) {
       throw Error("virtio-fs share " + s.tag + ": no process serves its socket " + s.socket, ExitCode::failed,
                   "is virtiofsd running for this VM?");

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -32,7 +33,12 @@ namespace {
   } else {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   }
+  // Before the fds are shuffled: the namespace fd may be one of the dup2 targets below.
+  if (o.netns_fd >= 0 && ::setns(o.netns_fd, CLONE_NEWNET) != 0) {
+    fail(4);
+  }
   // Move inherited fds out of the way first so that a later dup2 cannot clobber them.
+
   int moved[64];
   size_t n = o.inherit.size() < 64 ? o.inherit.size() : 64;
   for (size_t i = 0; i < n; ++i) {
@@ -110,8 +116,12 @@ ChildProcess ChildProcess::spawn(const SpawnOptions& options) {
   ChildProcess child(pid);
   if (got == sizeof payload) {
     child.wait(Deadline(Millis(5000)));
-    static const char* steps[] = {"", "pass file descriptors to", "redirect output of", "execute"};
-    throw Error(std::string("failed to ") + steps[payload[0] & 3] + " " + options.argv[0] + ": " +
+    static const char* steps[] = {"", "pass file descriptors to", "redirect output of", "execute",
+                                "enter the network namespace of"};
+
+    int step = payload[0] >= 0 && payload[0] <= 4 ? payload[0] : 0;
+    throw Error(std::string("failed to ") + steps[step] + " " + options.argv[0] + ": " +
+
                 std::strerror(payload[1]));
   }
   return child;

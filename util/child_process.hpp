@@ -24,7 +24,10 @@ struct SpawnOptions {
   // Detach::yes: the child gets a new session and outlives us; otherwise it is killed
   // (SIGKILL) when the spawning thread's process dies.
   Detach detach = Detach::no;
+  // A network namespace (an open nsfs fd) the child runs in, or -1 for ours.
+  int netns_fd = -1;
 };
+
 
 class ChildProcess {
 public:

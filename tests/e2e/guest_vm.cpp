@@ -1,5 +1,6 @@
 #include "tests/e2e/guest_vm.hpp"
 
+#include "snapshot/network.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/strings.hpp"
@@ -21,7 +22,33 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The Go runtime's state file, with what kata-snapshot reads from it: the pod's network
+// namespace and its endpoint (tap0_kata connected to eth0 by tc redirect).
+void write_persist_json(const std::string& dir, const std::string& netns) {
+  nlohmann::json endpoints = nlohmann::json::array();
+  if (!netns.empty()) {
+    endpoints.push_back({{"Type", "virtual"},
+                         {"Veth",
+                          {{"NetPair",
+                            {{"ID", "uuid-0"},
+                             {"Name", "br0_kata"},
+                             {"TAPIface", {{"Name", "tap0_kata"}}},
+                             {"VirtIface", {{"Name", "eth0"}, {"HardAddr", "02:42:ac:11:00:02"}}},
+                             {"NetInterworkingModel", 2}}}}}});
+  }
+  fs::create_directories(dir);
+  std::ofstream(dir + "/persist.json")
+    << nlohmann::json{{"PersistVersion", 2},
+                      {"State", "running"},
+                      {"Network",
+                       {{"NetworkID", netns.empty() ? "" : "/run/netns/" + netns},
+                        {"Endpoints", endpoints},
+                        {"NetworkCreated", !netns.empty()}}}}
+         .dump();
+}
+
 constexpr size_t k_max_reaped = 64;
+
 volatile sig_atomic_t g_reaped[k_max_reaped];
 volatile sig_atomic_t g_reaped_count = 0;
 
@@ -186,13 +213,28 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
       "-device",  "vhost-user-fs-pci,chardev=char-vfs,tag=kataShared,queue-size=1024"};
     m_argv.insert(m_argv.end(), more.begin(), more.end());
   }
-  m_argv.insert(m_argv.end(), m_options.extra_qemu_args.begin(), m_options.extra_qemu_args.end());
   SpawnOptions qo;
+  std::vector<Fd> tap; // closed once QEMU has it: the tap lives exactly as long as the VM
+  if (!m_options.netns.empty()) {
+    m_netns = NetNamespace::open(m_options.netns);
+    tap = m_netns->open_tap("tap0_kata", 1);
+    qo.inherit.emplace_back(tap.at(0).get(), 4);
+    qo.netns_fd = m_netns->fd(); // QEMU runs in the pod's namespace, as under Kata
+
+    m_argv.insert(m_argv.end(),
+                  {"-netdev", "tap,id=network-0,vhost=off,fds=4", "-device",
+                   "driver=virtio-net-pci,netdev=network-0,mac=02:42:ac:11:00:02,disable-modern=false"});
+  }
+  if (!sandbox.empty()) {
+    write_persist_json(kata_root() + "/run/vc/sbs/" + sandbox, m_options.netns);
+  }
+  m_argv.insert(m_argv.end(), m_options.extra_qemu_args.begin(), m_options.extra_qemu_args.end());
   qo.argv = m_argv;
   qo.stdout_path = qo.stderr_path = m_dir / "qemu.log";
   if (qmp_listen) {
-    qo.inherit = {{qmp_listen.get(), 3}};
+    qo.inherit.emplace_back(qmp_listen.get(), 3);
   }
+
   m_qemu = ChildProcess::spawn(qo);
   if (qmp_listen) {
     m_shim = qmp::Client::connect(m_vm_dir + "/qmp.sock"); // the shim's one connection

@@ -3,6 +3,8 @@
 #pragma once
 
 #include "qmp/qmp_client.hpp"
+#include "snapshot/network.hpp"
+
 #include "tests/support/fake_qmp.hpp"
 #include "util/child_process.hpp"
 
@@ -33,7 +35,12 @@ struct GuestOptions {
   // handed over as -qmp unix:fd=3 and held by a pretend shim, extra-monitor.sock, virtiofsd
   // started with --fd=3, -name sandbox-ID.
   std::string sandbox_id;
+  // kata profile: a network namespace (an `ip netns` name). As Kata's Go runtime does, the VM
+  // gets a virtio-net on tap0_kata created in it and passed as -netdev tap,fds=, and the
+  // sandbox's persist.json names the namespace.
+  std::string netns;
 };
+
 
 // Paths of the tools and the guest image; calls skip() when something is missing.
 struct TestEnv {
@@ -107,6 +114,7 @@ private:
   std::string m_vm_dir;
   std::string m_share_dir;
   std::optional<qmp::Client> m_shim;
+  std::optional<NetNamespace> m_netns;
   std::vector<std::string> m_argv;
   ChildProcess m_virtiofsd;
   ChildProcess m_qemu;

@@ -1,5 +1,9 @@
-// Devices added after boot over QMP, as the Kata runtime adds them: a virtio-blk disk with a
-// file system, a pc-dimm and a vCPU. After save, kill and load the guest still has them.
+// A Kata sandbox (Go-runtime layout, Kata's q35 argv, QMP as -qmp unix:fd=3, virtiofsd --fd=3,
+// the pod's NIC on a tap passed as -netdev tap,fds=) gets devices hot-plugged over QMP as the
+// Kata runtime adds them: a virtio-blk disk with a file system, a pc-dimm, a vCPU and a
+// virtio-net on a second tap. After save --sandbox, kill and load --netns the guest still has
+// all of them, and both NICs carry packets.
+#include "snapshot/network.hpp"
 #include "tests/e2e/snapshot_steps.hpp"
 #include "util/fd.hpp"
 
@@ -7,6 +11,9 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <sys/stat.h>
+
+#include <unistd.h>
 
 using namespace ks;
 using namespace ks::test;
@@ -16,11 +23,11 @@ namespace {
 
 struct Seen {
   long n = -1;
-  std::string what; // "cpus=2 mem=... disk=..."
+  std::string what; // "cpus=2 mem=... disk=... net=..."
 };
 
 Seen last_devices(const std::string& text) {
-  static const std::regex re(R"(ksnap: devices (\d+) (cpus=\d+ mem=\d+ disk=\S+))");
+  static const std::regex re(R"(ksnap: devices (\d+) (cpus=\d+ mem=\d+ disk=\S+ net=\S+))");
   Seen s;
   for (auto it = std::sregex_iterator(text.begin(), text.end(), re); it != std::sregex_iterator(); ++it) {
     s = {std::stol((*it)[1]), (*it)[2]};
@@ -28,14 +35,53 @@ Seen last_devices(const std::string& text) {
   return s;
 }
 
-void hot_plug(qmp::Client& qmp, const std::string& image) {
+// A network namespace of the test's own (`ip netns add`), deleted at the end.
+class TestNetns {
+public:
+  TestNetns() : m_name("ksnap-" + std::to_string(::getpid())) {
+    run_command({"ip", "netns", "del", m_name});
+    CommandResult r = run_command({"ip", "netns", "add", m_name});
+    if (r.status != 0) {
+      skip("cannot create a network namespace: " + r.error_output);
+    }
+  }
+  ~TestNetns() { run_command({"ip", "netns", "del", m_name}); }
+  const std::string& name() const { return m_name; }
+  CommandResult exec(const std::vector<std::string>& argv) const {
+    std::vector<std::string> all = {"ip", "netns", "exec", m_name};
+    all.insert(all.end(), argv.begin(), argv.end());
+    return run_command(all);
+  }
+
+private:
+  std::string m_name;
+};
+
+void hot_plug(qmp::Client& qmp, const std::string& image, const std::string& netns) {
   qmp.execute(
     "blockdev-add",
     {{"driver", "raw"}, {"node-name", "disk1"}, {"file", {{"driver", "file"}, {"filename", image}}}});
   qmp.execute("device_add",
               {{"driver", "virtio-blk-pci"}, {"id", "blk1"}, {"drive", "disk1"}, {"bus", "rp1"}});
-  qmp.execute("object-add", {{"qom-type", "memory-backend-ram"}, {"id", "mem1"}, {"size", 128 << 20}});
+  // Kata's memory hot-plug: a file backend on /dev/shm, shared, and a pc-dimm.
+  qmp.execute("object-add", {{"qom-type", "memory-backend-file"},
+                             {"id", "mem1"},
+                             {"size", 128 << 20},
+                             {"mem-path", "/dev/shm"},
+                             {"share", true}});
   qmp.execute("device_add", {{"driver", "pc-dimm"}, {"id", "dimm1"}, {"memdev", "mem1"}});
+  // Kata's NIC hot-plug: getfd of the tap, netdev_add tap with fds, device_add virtio-net-pci.
+  {
+    std::vector<Fd> tap = NetNamespace::open(netns).open_tap("tap1_kata", 1);
+    qmp.execute_with_fd("getfd", {{"fdname", "fdtap1"}}, tap.at(0).get());
+  }
+  qmp.execute("netdev_add", {{"type", "tap"}, {"id", "network-1"}, {"fds", "fdtap1"}, {"vhost", false}});
+  qmp.execute("device_add", {{"driver", "virtio-net-pci"},
+                             {"id", "virtio-network-1"},
+                             {"netdev", "network-1"},
+                             {"mac", "02:42:ac:11:00:03"},
+                             {"bus", "rp2"},
+                             {"romfile", ""}});
   for (const auto& cpu : qmp.execute("query-hotpluggable-cpus")) {
     if (!cpu.contains("qom-path")) {
       Json args = cpu["props"];
@@ -49,11 +95,40 @@ void hot_plug(qmp::Client& qmp, const std::string& image) {
   FAIL("no free vCPU slot");
 }
 
+Json ps(const std::string& kata_root) {
+  CommandResult r = run_cli({"ps", "--kata-root", kata_root, "--json"});
+  INFO(r.error_output);
+  REQUIRE(r.status == 0);
+  for (const auto& v : Json::parse(r.output)) {
+    if (v.value("sandbox", "").rfind("ksnapdev", 0) == 0) {
+      return v;
+    }
+  }
+  return nullptr;
+}
+
+// Pings the guest's NIC N (10.91.N.2) from the namespace, through tapN_kata (10.91.N.1).
+void require_ping(const TestNetns& ns, int n) {
+  std::string tap = "tap" + std::to_string(n) + "_kata";
+  std::string net = "10.91." + std::to_string(n);
+  ns.exec({"ip", "addr", "add", net + ".1/24", "dev", tap});
+  CommandResult r = ns.exec({"busybox", "ping", "-c", "1", "-W", "10", net + ".2"});
+  INFO("ping " << net << ".2 through " << tap << ": " << r.output << r.error_output);
+  CHECK(r.status == 0);
+}
+
 } // namespace
 
-TEST_CASE("devices added after boot (disk, memory, vCPU) are there after save, kill, load") {
-  GuestVm vm({.workload = "devices",
-              .extra_qemu_args = {"-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1"}});
+TEST_CASE("kata: hot-plugged disk, memory, vCPU and NIC, and the pod's tap, come back after save --sandbox, "
+          "kill, load --netns") {
+  TestNetns ns;
+  const std::string id = "ksnapdev" + std::to_string(::getpid());
+  GuestVm vm({.profile = Profile::kata,
+              .workload = "devices",
+              .extra_qemu_args = {"-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1", "-device",
+                                  "pcie-root-port,id=rp2,bus=pcie.0,chassis=2,slot=2"},
+              .sandbox_id = id,
+              .netns = ns.name()});
   TempDir files;
   std::filesystem::create_directories(files / "fs");
   std::ofstream(files / "fs/hello.txt") << "hello-from-the-disk\n";
@@ -62,26 +137,61 @@ TEST_CASE("devices added after boot (disk, memory, vCPU) are there after save, k
   Seen boot = last_devices(vm.wait_console("ksnap: devices 1 "));
   {
     qmp::Client qmp = vm.qmp();
-    hot_plug(qmp, image);
+    hot_plug(qmp, image, ns.name());
   }
   vm.wait_console("disk=hello-from-the-disk", Millis(120000));
   vm.wait_console("cpus=2", Millis(120000));
-  std::string archive = vm.dir() + "/vm.ksnap";
-  save_paused(vm.qmp_path(), archive);
+  vm.wait_console(",eth1@02:42:ac:11:00:03", Millis(120000));
+  Json before_ps = ps(vm.kata_root());
+  REQUIRE(before_ps.is_object());
+  CHECK(before_ps["pid"] == vm.qemu_pid());
+
+  std::string archive = vm.dir() + "/sandbox.ksnap";
+  CommandResult saved = run_cli(
+    {"save", "--sandbox", id, "--kata-root", vm.kata_root(), "-o", archive, "--after", "pause", "--json"});
+  INFO(saved.error_output);
+  REQUIRE(saved.status == 0);
   Seen before = last_devices(vm.console());
   INFO("at boot: " << boot.what << "; at save: " << before.what);
   CHECK(before.what.find("cpus=2") != std::string::npos);
+  CHECK(before.what.find("net=eth0@02:42:ac:11:00:02,eth1@02:42:ac:11:00:03") != std::string::npos);
   CHECK(before.what != boot.what);
   Json manifest = Json::parse(run_cli({"inspect", archive, "--json"}).output);
   std::string added = manifest["devices_added"].dump();
-  for (const char* expect : {"blockdev-add", "\"blk1\"", "\"rp1\"", "object-add", "\"dimm1\"", "\"cpu1\""}) {
+  for (const char* expect : {"blockdev-add", "\"blk1\"", "\"rp1\"", "object-add", "\"dimm1\"", "\"cpu1\"",
+                             "netdev_add", "\"virtio-network-1\"", "\"rp2\"", "tap1_kata"}) {
     CHECK(added.find(expect) != std::string::npos);
   }
+  CHECK(manifest["network"]["taps"].dump().find("tap0_kata") != std::string::npos);
+  CHECK(manifest["network"]["netns"] == "/run/netns/" + ns.name()); // where the source QEMU ran
+  CHECK(manifest["kata"]["persist"]["netns"] == "/run/netns/" + ns.name());
+  CHECK(manifest["kata"]["persist"]["endpoints"][0]["tap"] == "tap0_kata");
+
   size_t offset = vm.console().size();
   vm.kill();
-  RestoredVm restored = load_ok(archive, vm.dir() + "/run");
+  for (const auto& e : std::filesystem::directory_iterator(vm.share_dir())) {
+    std::filesystem::remove_all(e.path()); // the runtime cleans up the shared directory
+  }
+  // Without a namespace for the taps, load refuses before starting anything.
+  CommandResult no_ns = run_cli({"load", archive, "--run-dir", vm.dir() + "/refused"});
+  CHECK(no_ns.status == 2);
+  CHECK(no_ns.error_output.find("--netns") != std::string::npos);
+  CHECK(no_ns.error_output.find("/run/netns/" + ns.name()) != std::string::npos);
+
+  RestoredVm restored = load_ok(archive, vm.dir() + "/restored",
+                                {"--sandbox", id, "--netns", ns.name(), "--virtiofsd", test_env().virtiofsd});
   vm.wait_console("ksnap: devices " + std::to_string(before.n + 3) + " ", Millis(60000), offset);
   Seen after = last_devices(vm.console().substr(offset));
-  CHECK(after.what == before.what); // same CPUs, same memory, same disk and file system
+  CHECK(after.what == before.what); // same CPUs, memory, disk and file system, and NICs
   CHECK(vm.console().substr(offset).find("ksnap: boot") == std::string::npos);
+  struct stat in_ns {};
+  struct stat named {};
+  REQUIRE(::stat(("/proc/" + std::to_string(restored.pid()) + "/ns/net").c_str(), &in_ns) == 0);
+  REQUIRE(::stat(("/run/netns/" + ns.name()).c_str(), &named) == 0);
+  CHECK(in_ns.st_ino == named.st_ino); // the restored QEMU runs in the pod's namespace
+  require_ping(ns, 0); // the pod's NIC, from -netdev tap,fds=
+  require_ping(ns, 1); // the hot-plugged NIC
+  Json after_ps = ps(vm.kata_root());
+  REQUIRE(after_ps.is_object());
+  CHECK(after_ps["pid"] == restored.pid());
 }

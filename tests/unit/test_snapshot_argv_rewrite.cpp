@@ -57,7 +57,23 @@ TEST_CASE("rewrite: Kata's QMP fd, pid file and daemonize are replaced, server s
   CHECK(joined.find("-machine q35,accel=kvm,nvdimm=on") != std::string::npos);
 }
 
+TEST_CASE("rewrite: a re-created tap's new fds replace fds= and vhostfds=, vhost kept only where available") {
+  auto argv = kata_argv({"-netdev", "tap,id=network-0,vhost=on,vhostfds=4:5,fds=6:7", "-device",
+                         "driver=virtio-net-pci,netdev=network-0,mac=d6:96:23:1b:02:05,mq=on,vectors=6"});
+  for (bool vhost_net : {true, false}) {
+    RewriteOptions ro{"/run/new", "/run/new/qmp.sock", {}, {{"network-0", {3, 4}}}, vhost_net};
+    RewriteResult r = rewrite_for_restore(QemuArgv(argv), ro);
+    auto netdevs = r.argv.all("netdev");
+    REQUIRE(netdevs.size() == 1);
+    CHECK(netdevs[0].str() == std::string("tap,id=network-0,fds=3:4,vhost=") + (vhost_net ? "on" : "off"));
+    CHECK(r.warnings.size() == (vhost_net ? 0u : 1u));
+    CHECK(r.argv.all("device").back().str() ==
+          "driver=virtio-net-pci,netdev=network-0,mac=d6:96:23:1b:02:05,mq=on,vectors=6");
+  }
+}
+
 TEST_CASE("rewrite: taps passed as inherited fds are refused with the reason") {
+
   auto argv = kata_argv({"-netdev", "tap,id=network-0,vhost=on,vhostfds=4,fds=5", "-device",
                          "driver=virtio-net-pci,netdev=network-0,mac=d6:96:23:1b:02:05"});
   try {

@@ -36,3 +36,23 @@ TEST_CASE("kata: an unknown sandbox and a bad id are told apart") {
   }
   CHECK_THROWS_WITH(resolve_qmp("/a.sock", "abc", root.path()), Catch::Contains("exactly one of"));
 }
+
+TEST_CASE("kata: a runtime-rs sandbox is found under /run/kata/ID with its ro shared directory") {
+  TempDir root;
+  std::string vm_dir = root / "run/kata/rs1";
+  std::filesystem::create_directories(vm_dir);
+  FakeQmpServer monitor(vm_dir + "/qmp.sock", [](FakeQmpServer& s, int c) {
+    FakeQmpServer::send_line(c, FakeQmpServer::greeting());
+    auto request = nlohmann::json::parse(s.read_line(c)); // qmp_capabilities
+    FakeQmpServer::send_line(c, nlohmann::json{{"return", nlohmann::json::object()}, {"id", request["id"]}}.dump());
+
+  });
+  Sandbox s = find_sandbox("rs1", root.path());
+  CHECK(s.runtime == "rs");
+  CHECK(s.vm_dir == vm_dir);
+  CHECK(s.qmp == vm_dir + "/qmp.sock");
+  CHECK(s.shared_dir == root / "run/kata-containers/shared/sandboxes/rs1/ro");
+  nlohmann::json record = sandbox_record(s, root.path());
+  CHECK(record["runtime"] == "rs");
+  CHECK_FALSE(record.contains("persist")); // runtime-rs keeps no persist.json
+}

@@ -2,6 +2,7 @@
 // on the same guest, alternating candidate and baseline, reporting medians and ratios.
 //   save baseline: stop, max-bandwidth lifted, migrate to "exec:zstd -1 -T<cores> > file"
 //   load baseline: -incoming defer, migrate-incoming "exec:zstd -dc file", cont
+// plus reference points: save to stdout (no fsync), and QEMU alone (no compression at all).
 #include "qmp/qmp_client.hpp"
 #include "tests/e2e/guest_vm.hpp"
 #include "util/strings.hpp"
@@ -64,12 +65,13 @@ struct Run {
   long rss_kib;
 };
 
-Run timed_cli(const std::vector<std::string>& args, const std::string& log) {
+Run timed_cli(const std::vector<std::string>& args, const std::string& log,
+              const std::string& out = "/dev/null") {
   SpawnOptions so;
   so.argv = {test_env().cli};
   so.argv.insert(so.argv.end(), args.begin(), args.end());
   so.argv.push_back("-v"); // step timings on stderr
-  so.stdout_path = "/dev/null";
+  so.stdout_path = out;
   so.stderr_path = log;
   auto start = Clock::now();
   ChildProcess p = ChildProcess::spawn(so);
@@ -80,8 +82,8 @@ Run timed_cli(const std::vector<std::string>& args, const std::string& log) {
   return {seconds_since(start), p.max_rss_kib()};
 }
 
-double baseline_load(const std::vector<std::string>& source_argv, const std::string& file,
-                     const std::string& dir) {
+// QEMU started with -incoming defer, then migrate-incoming URI and cont: the seconds to running.
+double qemu_load(const std::vector<std::string>& source_argv, const std::string& uri, const std::string& dir) {
   std::vector<std::string> argv = source_argv;
   argv.insert(argv.end(), {"-incoming", "defer"});
   for (auto& a : argv) { // the source's QMP socket and pid file live elsewhere this time
@@ -98,7 +100,7 @@ double baseline_load(const std::vector<std::string>& source_argv, const std::str
     std::this_thread::sleep_for(Millis(2));
   }
   qmp::Client qmp = qmp::Client::connect(dir + "/base-qmp.sock");
-  qmp.execute("migrate-incoming", {{"uri", "exec:zstd -dc " + file}});
+  qmp.execute("migrate-incoming", {{"uri", uri}});
   wait_migration(qmp, "baseline load");
   qmp.execute("cont");
   double t = seconds_since(start);
@@ -126,6 +128,10 @@ int main(int argc, char** argv) {
     qmp.execute("cont");
   }
   std::vector<double> base_save, cand_save, base_load, cand_load;
+  // Reference points in the same run: QEMU's own speed with nothing to compress or decompress
+  // (save to /dev/null, load from the raw stream through cat), and save to stdout, which
+  // like the baseline ends without an fsync.
+  std::vector<double> floor_save, floor_load, cand_stdout;
   long cand_rss = 0;
   uint64_t base_size = 0, cand_size = 0;
   for (int i = 0; i < rounds; ++i) {
@@ -144,6 +150,18 @@ int main(int argc, char** argv) {
                       dir + "/save.log");
     cand_save.push_back(r.seconds);
     cand_rss = std::max(cand_rss, r.rss_kib);
+    fs::remove(dir + "/stdout.ksnap", ec);
+    Run piped = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", "-", "--quiesce", "off"},
+                          dir + "/save-stdout.log", dir + "/stdout.ksnap");
+    cand_stdout.push_back(piped.seconds);
+    {
+      qmp::Client qmp = vm.qmp();
+      auto start = Clock::now();
+      qmp.execute("stop");
+      migrate_out(qmp, i == 0 ? "exec:cat > " + dir + "/raw.stream" : std::string("exec:cat > /dev/null"));
+      floor_save.push_back(seconds_since(start));
+      qmp.execute("cont");
+    }
   }
   base_size = fs::file_size(dir + "/base.zst");
   cand_size = fs::file_size(dir + "/cand.ksnap");
@@ -151,7 +169,8 @@ int main(int argc, char** argv) {
   vm.kill();
   std::error_code ec;
   for (int i = 0; i < rounds; ++i) {
-    base_load.push_back(baseline_load(source_argv, dir + "/base.zst", dir));
+    base_load.push_back(qemu_load(source_argv, "exec:zstd -dc " + dir + "/base.zst", dir));
+    floor_load.push_back(qemu_load(source_argv, "exec:cat " + dir + "/raw.stream", dir));
     std::string run = dir + "/run" + std::to_string(i);
     fs::remove(dir + "/load.log", ec);
     Run r = timed_cli({"load", dir + "/cand.ksnap", "--run-dir", run}, dir + "/load.log");
@@ -169,10 +188,17 @@ int main(int argc, char** argv) {
   std::printf("%-28s %11.2fs %11.2fs %7.2fx %s\n", "load to running (median)", bl, cl, cl / bl, "<= 0.60x");
   std::printf("%-28s %12s %12s %8s %s\n", "tool peak RSS", "-", human_size(uint64_t(cand_rss) * 1024).c_str(),
               "", "<= 200 MB");
+  double ps = median(cand_stdout), fs_ = median(floor_save), fl = median(floor_load);
+  std::printf("\nreference points (same run, medians, ratio to the baseline):\n");
+  std::printf("%-46s %7.2fs %7.2fx\n", "save -o - > file (no fsync, like the baseline)", ps, ps / bs);
+  std::printf("%-46s %7.2fs %7.2fx\n", "QEMU save floor: migrate to exec:cat>/dev/null", fs_, fs_ / bs);
+  std::printf("%-46s %7.2fs %7.2fx\n", "QEMU load floor: raw stream through exec:cat", fl, fl / bl);
   std::printf("steps of the last save: %s\nsteps of the last load: %s\n",
               log_tail(dir + "/save.log", 8).c_str(), log_tail(dir + "/load.log", 8).c_str());
-  std::printf("raw seconds: save base %s | candidate %s; load base %s | candidate %s\n",
-              list(base_save).c_str(), list(cand_save).c_str(), list(base_load).c_str(),
-              list(cand_load).c_str());
+  std::printf("raw seconds: save base %s | candidate %s | stdout %s | floor %s\n", list(base_save).c_str(),
+              list(cand_save).c_str(), list(cand_stdout).c_str(), list(floor_save).c_str());
+  std::printf("raw seconds: load base %s | candidate %s | floor %s\n", list(base_load).c_str(),
+              list(cand_load).c_str(), list(floor_load).c_str());
+
   return 0;
 }

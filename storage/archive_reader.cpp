@@ -1,5 +1,7 @@
 #include "storage/archive_reader.hpp"
 
+#include "storage/buffer_pool.hpp"
+
 #include "util/error.hpp"
 #include "util/sha256.hpp"
 
@@ -38,8 +40,9 @@ Bytes ArchiveReader::read_data(const TarReader::Entry& e) {
   if (e.size > k_max_member) {
     damaged(m_what, "member " + e.name + " is implausibly large (" + std::to_string(e.size) + " bytes)");
   }
-  Bytes data(e.size);
+  Bytes data = m_buffers != nullptr ? m_buffers->get(e.size) : Bytes(e.size);
   size_t got = 0;
+
   while (got < data.size()) {
     size_t n = m_tar.read(std::span(data).subspan(got));
     if (n == 0) {

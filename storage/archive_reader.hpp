@@ -12,6 +12,8 @@
 
 namespace ks {
 
+class BufferPool;
+
 class ArchiveReader {
 public:
   // Reads and validates manifest.json, which must be the first member.
@@ -19,6 +21,9 @@ public:
 
   const Json& manifest() const { return m_manifest; }
   const std::string& what() const { return m_what; }
+
+  // Members' data buffers come from POOL (nullptr: fresh ones), for the chunk pipeline.
+  void use_buffers(BufferPool* pool) { m_buffers = pool; }
 
   struct Member {
     std::string name;
@@ -52,6 +57,8 @@ private:
   Bytes read_data(const TarReader::Entry& entry);
 
   std::optional<Member> m_pending;
+  BufferPool* m_buffers = nullptr;
+
   bool m_index_done = false;
   std::optional<TarReader::Entry> m_open; // header read by next_if(), data not yet
   TarReader m_tar;

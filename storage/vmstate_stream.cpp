@@ -1,5 +1,6 @@
 #include "storage/vmstate_stream.hpp"
 
+#include "storage/buffer_pool.hpp"
 #include "storage/ordered_pool.hpp"
 #include "util/cancel.hpp"
 #include "util/error.hpp"
@@ -25,17 +26,19 @@ size_t pool_capacity(unsigned threads) {
 } // namespace
 
 StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions& o) {
+  BufferPool buffers(zstd_frame_bound(o.chunk_size)); // first: it outlives the workers using it
   OrderedPool<Compressed> pool(o.threads, pool_capacity(o.threads));
   StreamStats stats;
   auto write_next = [&] {
     Compressed c = pool.take_next();
     writer.add_member(vmstate_member_name(stats.chunks++), c.frame, c.sha256);
+    buffers.put(std::move(c.frame));
     if (stats.chunks % 4 == 0) {
       writer.start_writeback();
     }
   };
   for (;;) {
-    auto chunk = std::make_shared<Bytes>(o.chunk_size);
+    auto chunk = std::make_shared<Bytes>(buffers.get(o.chunk_size));
     size_t n = read_full(in_fd, *chunk, "the migration stream");
     if (n == 0) {
       break;
@@ -49,8 +52,10 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
       write_next();
     }
     int level = o.level;
-    pool.submit([chunk, level] {
-      Compressed c{zstd_compress(*chunk, level), {}};
+    pool.submit([chunk, level, &buffers] {
+      Compressed c{buffers.get(0), {}};
+      zstd_compress(*chunk, level, c.frame);
+      buffers.put(std::move(*chunk));
       c.sha256 = sha256_hex(c.frame);
       return c;
     });
@@ -66,6 +71,14 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
 
 StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions& o, const OtherMember& other,
                          const std::function<void(std::span<const std::byte>)>& on_first_chunk) {
+  BufferPool buffers(zstd_frame_bound(o.chunk_size)); // first: it outlives the workers using it
+  reader.use_buffers(&buffers);
+
+  struct Unhook {
+    ArchiveReader& reader;
+    ~Unhook() { reader.use_buffers(nullptr); }
+  } unhook{reader};
+
   OrderedPool<Bytes> pool(o.threads, pool_capacity(o.threads));
   StreamStats stats;
   std::optional<Bytes> held; // the newest decompressed chunk, written once the next arrives
@@ -76,6 +89,9 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
     ++stats.chunks;
     if (held && out_fd >= 0) {
       write_all(out_fd, *held, "the migration stream to QEMU");
+    }
+    if (held) {
+      buffers.put(std::move(*held));
     }
     stats.raw_bytes += data.size();
     if (o.progress) {
@@ -97,10 +113,14 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
       emit(pool.take_next());
     }
     auto m = std::make_shared<ArchiveReader::Member>(std::move(*member));
-    pool.submit([&reader, m, max_chunk] {
+    pool.submit([&reader, &buffers, m, max_chunk] {
       reader.check_member(*m); // no byte reaches QEMU before its hash matched
-      return zstd_decompress(m->data, max_chunk);
+      Bytes out = buffers.get(0);
+      zstd_decompress(m->data, max_chunk, out);
+      buffers.put(std::move(m->data));
+      return out;
     });
+
   }
   while (!pool.empty()) {
     emit(pool.take_next());

@@ -40,33 +40,35 @@ void check(size_t r, const char* what) {
 
 } // namespace
 
-Bytes zstd_compress(std::span<const std::byte> data, int level) {
+void zstd_compress(std::span<const std::byte> data, int level, Bytes& out) {
   ZSTD_CCtx* c = thread_cctx();
   ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters);
   check(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level), "zstd level");
   check(ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1), "zstd checksum");
   check(ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1), "zstd content size");
-  Bytes out(ZSTD_compressBound(data.size()));
+  out.resize(ZSTD_compressBound(data.size()));
   size_t n = ZSTD_compress2(c, out.data(), out.size(), data.data(), data.size());
   check(n, "zstd compression failed");
   out.resize(n);
-  return out;
 }
 
-Bytes zstd_decompress(std::span<const std::byte> frame, size_t max_size) {
+size_t zstd_frame_bound(size_t size) { return ZSTD_compressBound(size); }
+
+void zstd_decompress(
+std::span<const std::byte> frame, size_t max_size, Bytes& out) {
   unsigned long long size = ZSTD_getFrameContentSize(frame.data(), frame.size());
   if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > max_size) {
     throw Error("not a valid zstd chunk (bad frame header)", ExitCode::archive_invalid);
   }
-  Bytes out(size);
+  out.resize(size);
   size_t n = ZSTD_decompressDCtx(thread_dctx(), out.data(), out.size(), frame.data(), frame.size());
   if (ZSTD_isError(n) || n != size) {
     throw Error(std::string("corrupt zstd chunk: ") +
                   (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "short frame"),
                 ExitCode::archive_invalid);
   }
-  return out;
 }
+
 
 struct ZstdStream::Impl {
   Cctx ctx{ZSTD_createCCtx()};

@@ -2,18 +2,48 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace ks {
 
-using Bytes = std::vector<std::byte>;
+// std::allocator that leaves new elements uninitialized: a chunk buffer is always filled
+// before it is read, and zero-filling megabytes per chunk is measurable on the load path.
+template <class T>
+struct UninitAllocator : std::allocator<T> {
+  template <class U>
+  struct rebind {
+    using other = UninitAllocator<U>;
+  };
+  UninitAllocator() = default;
+  template <class U>
+  UninitAllocator(const UninitAllocator<U>&) noexcept {}
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    if constexpr (sizeof...(Args) == 0) {
+      ::new (static_cast<void*>(p)) U;
+    } else {
+      ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+  }
+};
 
-// One independent zstd frame with the content size and zstd's content checksum.
-Bytes zstd_compress(std::span<const std::byte> data, int level);
+using Bytes = std::vector<std::byte, UninitAllocator<std::byte>>;
 
-// Decompresses one frame of at most MAX_SIZE bytes; throws on a corrupt frame.
-Bytes zstd_decompress(std::span<const std::byte> frame, size_t max_size);
+
+// One independent zstd frame with the content size and zstd's content checksum, into OUT
+// (resized to fit; pass a reused buffer to avoid fresh allocations).
+void zstd_compress(std::span<const std::byte> data, int level, Bytes& out);
+
+// The largest frame zstd_compress can make of SIZE bytes.
+size_t zstd_frame_bound(size_t size);
+
+// Decompresses one frame of at most MAX_SIZE bytes into OUT (resized to the content size);
+// throws on a corrupt frame.
+void zstd_decompress(std::span<const std::byte> frame, size_t max_size, Bytes& out);
+
 
 // Streaming compression into a sink (for share trees of unknown size).
 class ZstdStream {

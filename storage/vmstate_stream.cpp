@@ -19,6 +19,15 @@ struct Compressed {
   std::string sha256;
 };
 
+// A checked vmstate chunk on its way out: decompressed whole, or still a frame.
+struct Ready {
+  bool whole = false;
+  Bytes data;
+  Bytes frame;
+};
+
+constexpr size_t k_piece_size = 128u << 10; // fits in L2 next to what QEMU reads
+
 size_t pool_capacity(unsigned threads) {
   return 2 * static_cast<size_t>(threads) + 1;
 }
@@ -79,27 +88,44 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
     ~Unhook() { reader.use_buffers(nullptr); }
   } unhook{reader};
 
-  OrderedPool<Bytes> pool(o.threads, pool_capacity(o.threads));
+  // With one worker (2 cores: QEMU needs the other) a checked chunk is decompressed by the
+  // writer itself, in small pieces that go to OUT_FD while still in cache, as `zstd -dc`
+  // does; with more, workers decompress whole chunks in parallel. The first chunk is always
+  // decompressed whole, for ON_FIRST_CHUNK.
+  const bool pieces = o.threads <= 1;
+  OrderedPool<Ready> pool(o.threads, pool_capacity(o.threads));
   StreamStats stats;
-  std::optional<Bytes> held; // the newest decompressed chunk, written once the next arrives
-  auto emit = [&](Bytes data) {
-    if (stats.chunks == 0 && on_first_chunk) {
-      on_first_chunk(data);
-    }
-    ++stats.chunks;
-    if (held && out_fd >= 0) {
-      write_all(out_fd, *held, "the migration stream to QEMU");
-    }
-    if (held) {
-      buffers.put(std::move(*held));
+  Bytes piece = buffers.get(k_piece_size);
+  auto write = [&](std::span<const std::byte> data) {
+    if (out_fd >= 0) {
+      write_all(out_fd, data, "the migration stream to QEMU");
     }
     stats.raw_bytes += data.size();
     if (o.progress) {
       o.progress->store(stats.raw_bytes);
     }
-    held = std::move(data);
   };
   size_t max_chunk = std::max<size_t>(o.chunk_size, 256u << 20);
+  auto write_ready = [&](Ready& r) {
+    if (r.whole) {
+      write(r.data);
+      buffers.put(std::move(r.data));
+    } else {
+      zstd_decompress_pieces(r.frame, max_chunk, piece, write);
+      buffers.put(std::move(r.frame));
+    }
+  };
+  std::optional<Ready> held; // the newest checked chunk, written once the next one is ready
+  auto emit = [&](Ready r) {
+    if (stats.chunks++ == 0 && on_first_chunk) {
+      on_first_chunk(r.data);
+    }
+    if (held) {
+      write_ready(*held);
+    }
+    held = std::move(r);
+  };
+  uint64_t submitted = 0;
   while (auto member = reader.next()) {
     throw_if_cancelled();
     if (member->name.rfind(k_vmstate_prefix, 0) != 0) {
@@ -113,21 +139,26 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
       emit(pool.take_next());
     }
     auto m = std::make_shared<ArchiveReader::Member>(std::move(*member));
-    pool.submit([&reader, &buffers, m, max_chunk] {
+    bool whole = !pieces || submitted++ == 0;
+    pool.submit([&reader, &buffers, m, max_chunk, whole] {
       reader.check_member(*m); // no byte reaches QEMU before its hash matched
-      Bytes out = buffers.get(0);
-      zstd_decompress(m->data, max_chunk, out);
-      buffers.put(std::move(m->data));
-      return out;
+      Ready r{.whole = whole};
+      if (whole) {
+        r.data = buffers.get(0);
+        zstd_decompress(m->data, max_chunk, r.data);
+        buffers.put(std::move(m->data));
+      } else {
+        r.frame = std::move(m->data);
+      }
+      return r;
     });
-
   }
   while (!pool.empty()) {
     emit(pool.take_next());
   }
   // index.json checked (reader.next() returned nullopt): release the last chunk.
-  if (held && out_fd >= 0) {
-    write_all(out_fd, *held, "the migration stream to QEMU");
+  if (held) {
+    write_ready(*held);
   }
   if (stats.chunks == 0) {
     throw Error(reader.what() + " holds no vmstate chunks", ExitCode::archive_invalid);

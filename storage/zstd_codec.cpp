@@ -70,7 +70,41 @@ std::span<const std::byte> frame, size_t max_size, Bytes& out) {
 }
 
 
+size_t zstd_decompress_pieces(std::span<const std::byte> frame, size_t max_size, Bytes& piece,
+                              const std::function<void(std::span<const std::byte>)>& sink) {
+  unsigned long long size = ZSTD_getFrameContentSize(frame.data(), frame.size());
+  if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > max_size) {
+    throw Error("not a valid zstd chunk (bad frame header)", ExitCode::archive_invalid);
+  }
+  ZSTD_DCtx* d = thread_dctx();
+  ZSTD_DCtx_reset(d, ZSTD_reset_session_only);
+  ZSTD_inBuffer in{frame.data(), frame.size(), 0};
+  size_t total = 0;
+  size_t left = 1;
+  while (left != 0) {
+    ZSTD_outBuffer out{piece.data(), piece.size(), 0};
+    left = ZSTD_decompressStream(d, &out, &in);
+    if (ZSTD_isError(left)) {
+      throw Error(std::string("corrupt zstd chunk: ") + ZSTD_getErrorName(left), ExitCode::archive_invalid);
+    }
+    total += out.pos;
+    if (total > size) {
+      break;
+    }
+    if (out.pos > 0) {
+      sink(std::span(piece.data(), out.pos));
+    } else if (in.pos == in.size) {
+      break; // no progress and no input left: the frame is cut short
+    }
+  }
+  if (left != 0 || total != size || in.pos != in.size) {
+    throw Error("corrupt zstd chunk: its content does not match its header", ExitCode::archive_invalid);
+  }
+  return total;
+}
+
 struct ZstdStream::Impl {
+
   Cctx ctx{ZSTD_createCCtx()};
   Sink sink;
   void* sink_ctx;

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
+
 #include <memory>
 #include <span>
 #include <utility>
@@ -43,6 +45,12 @@ size_t zstd_frame_bound(size_t size);
 // Decompresses one frame of at most MAX_SIZE bytes into OUT (resized to the content size);
 // throws on a corrupt frame.
 void zstd_decompress(std::span<const std::byte> frame, size_t max_size, Bytes& out);
+
+// Decompresses one frame of at most MAX_SIZE bytes in pieces of PIECE.size() bytes, handing
+// each to SINK as soon as it is ready (the piece stays in cache on its way to a consumer);
+// throws on a corrupt frame. Returns the content size.
+size_t zstd_decompress_pieces(std::span<const std::byte> frame, size_t max_size, Bytes& piece,
+                              const std::function<void(std::span<const std::byte>)>& sink);
 
 
 // Streaming compression into a sink (for share trees of unknown size).

@@ -57,13 +57,14 @@ std::string write_archive_file(const TempDir& dir, const Bytes& stream,
   return path;
 }
 
-Bytes read_back(const std::string& path) {
+// THREADS 1: the writer decompresses in pieces; more: workers decompress whole chunks.
+Bytes read_back(const std::string& path, unsigned threads = 3) {
   Fd in = open_file(path, O_RDONLY);
   ArchiveReader r(in.get(), path);
   std::string out_path = path + ".out";
   Fd out = open_file(out_path, O_WRONLY | O_CREAT | O_TRUNC);
   read_vmstate(
-    r, out.get(), {.chunk_size = 65536, .threads = 3}, [](ArchiveReader::Member&&) {},
+    r, out.get(), {.chunk_size = 65536, .threads = threads}, [](ArchiveReader::Member&&) {},
     check_qemu_stream_header);
   std::string data = read_file(out_path);
   return Bytes(reinterpret_cast<const std::byte*>(data.data()),
@@ -90,8 +91,30 @@ TEST_CASE("archive: round trip through parallel chunks keeps the stream byte for
   TempDir dir;
   Bytes stream = fake_stream(1'000'003);
   std::string path = write_archive_file(dir, stream);
-  CHECK(read_back(path) == stream);
+  CHECK(read_back(path, 3) == stream);
+  CHECK(read_back(path, 1) == stream); // decompressed in pieces by the writer
 }
+
+TEST_CASE("zstd: a frame decompressed in pieces equals the whole, and a cut or damaged frame is refused") {
+  Bytes data = fake_stream(700'001);
+  Bytes frame;
+  zstd_compress(data, 1, frame);
+  Bytes piece(4096);
+  Bytes joined;
+  size_t n = zstd_decompress_pieces(frame, 1 << 20, piece, [&](std::span<const std::byte> s) {
+    joined.insert(joined.end(), s.begin(), s.end());
+  });
+  CHECK(n == data.size());
+  CHECK(joined == data);
+  auto discard = [](std::span<const std::byte>) {};
+  Bytes cut(frame.begin(), frame.end() - 100);
+  CHECK_THROWS_WITH(zstd_decompress_pieces(cut, 1 << 20, piece, discard), Catch::Contains("corrupt zstd chunk"));
+  Bytes damaged = frame;
+  damaged[damaged.size() / 2] ^= std::byte{0x55};
+  CHECK_THROWS_AS(zstd_decompress_pieces(damaged, 1 << 20, piece, discard), Error);
+  CHECK_THROWS_WITH(zstd_decompress_pieces(frame, 1000, piece, discard), Catch::Contains("bad frame header"));
+}
+
 
 TEST_CASE("archive: GNU tar lists it with manifest first and index last, files 0600") {
   TempDir dir;

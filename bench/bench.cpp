@@ -83,7 +83,8 @@ Run timed_cli(const std::vector<std::string>& args, const std::string& log,
 }
 
 // QEMU started with -incoming defer, then migrate-incoming URI and cont: the seconds to running.
-double qemu_load(const std::vector<std::string>& source_argv, const std::string& uri, const std::string& dir) {
+double qemu_load(const std::vector<std::string>& source_argv, const std::string& uri,
+                 const std::string& dir) {
   std::vector<std::string> argv = source_argv;
   argv.insert(argv.end(), {"-incoming", "defer"});
   for (auto& a : argv) { // the source's QMP socket and pid file live elsewhere this time
@@ -181,10 +182,10 @@ int main(int argc, char** argv) {
     ::kill(pid, SIGKILL);
     // Not our child (load detaches it): wait until it is gone, so that its teardown (freeing
     // 1 GiB) does not slow down the next measurement.
-    while (::kill(pid, 0) == 0 && read_file("/proc/" + std::to_string(pid) + "/stat").find(") Z") == std::string::npos) {
+    while (::kill(pid, 0) == 0 &&
+           read_file("/proc/" + std::to_string(pid) + "/stat").find(") Z") == std::string::npos) {
       std::this_thread::sleep_for(Millis(5));
     }
-
   }
   double bs = median(base_save), cs = median(cand_save), bl = median(base_load), cl = median(cand_load);
   std::printf("\n%-28s %12s %12s %8s %s\n", "", "baseline", "kata-snap", "ratio", "target");

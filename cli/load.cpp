@@ -41,8 +41,7 @@ void add_load(CLI::App& app, Registry& reg) {
   cmd->add_option("--sandbox", a->o.name, "Name the restored VM as Kata sandbox ID (-name sandbox-ID)");
   cmd->add_option("--netns", a->o.netns,
                   "Network namespace (name or path) to re-create taps in and run QEMU in");
-  cmd->add_option("--qemu", a->o.qemu,
- "QEMU binary (default: the recorded one, or qemu-system-x86_64)");
+  cmd->add_option("--qemu", a->o.qemu, "QEMU binary (default: the recorded one, or qemu-system-x86_64)");
   cmd->add_option("--virtiofsd", a->o.virtiofsd, "virtiofsd binary (default: the recorded one)");
   cmd->add_option("--threads", a->o.threads, "Decompression workers (default: every core but one)");
   cmd->add_flag("--force", a->o.force, "Restore shares into non-empty directories");

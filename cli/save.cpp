@@ -31,7 +31,6 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
     a.o.qmp_socket = resolve_qmp(a.o.qmp_socket, a.sandbox, a.kata_root); // the usage error
   }
 
-
   a.o.mode = a.mode == "live" ? SaveMode::live : a.mode == "stop" ? SaveMode::stop : SaveMode::automatic;
   a.o.after = a.after == "pause" ? AfterSave::pause : a.after == "quit" ? AfterSave::quit : AfterSave::resume;
   a.o.quiesce = a.quiesce == "required" ? QuiescePolicy::required

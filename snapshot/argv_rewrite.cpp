@@ -79,7 +79,8 @@ RewriteResult rewrite_for_restore(const QemuArgv& recorded, const RewriteOptions
         ro.tap_fds.count(*v.get("id"))) {
       // Kata's tap, passed as fds=/vhostfds=: re-created by load and inherited as new fds;
       // vhost-net, if used, is opened by QEMU itself.
-      bool vhost = v.get("vhost") == "on" || v.get("vhost") == "true" || v.get("vhostfds") || v.get("vhostfd");
+      bool vhost =
+        v.get("vhost") == "on" || v.get("vhost") == "true" || v.get("vhostfds") || v.get("vhostfd");
       for (const char* key : {"fd", "fds", "vhostfd", "vhostfds", "vhost"}) {
         v.erase(key);
       }
@@ -99,7 +100,6 @@ RewriteResult rewrite_for_restore(const QemuArgv& recorded, const RewriteOptions
 
     check_no_inherited_fds(o, v);
     out.push_back(o);
-
   }
   out.push_back({"qmp", "unix:" + ro.qmp_socket + ",server=on,wait=off"});
   out.push_back({"pidfile", ro.run_dir + "/qemu.pid"});

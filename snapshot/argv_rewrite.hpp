@@ -25,7 +25,6 @@ struct RewriteResult {
   std::vector<std::string> warnings;          // changes the guest may notice or the operator should know
 };
 
-
 RewriteResult rewrite_for_restore(const QemuArgv& recorded, const RewriteOptions& options);
 
 } // namespace ks

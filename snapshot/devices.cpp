@@ -115,14 +115,13 @@ Json nic_commands(qmp::Client& qmp, const std::string& id, const std::string& ty
   std::vector<std::string> names;
   for (size_t q = 0; q < tap->ifnames.size(); ++q) {
     names.push_back("ksnap-" + netdev + "-" + std::to_string(q));
-    commands.push_back(
-      {{"execute", "getfd"},
-       {"arguments", {{"fdname", names.back()}}},
-       {"tap", {{"netdev", netdev}, {"ifname", tap->ifnames[q]}, {"queue", q}}}});
-
+    commands.push_back({{"execute", "getfd"},
+                        {"arguments", {{"fdname", names.back()}}},
+                        {"tap", {{"netdev", netdev}, {"ifname", tap->ifnames[q]}, {"queue", q}}}});
   }
-  commands.push_back({{"execute", "netdev_add"},
-                      {"arguments", {{"type", "tap"}, {"id", netdev}, {"fds", join(names, ":")}, {"vhost", net.vhost}}}});
+  commands.push_back(
+    {{"execute", "netdev_add"},
+     {"arguments", {{"type", "tap"}, {"id", netdev}, {"fds", join(names, ":")}, {"vhost", net.vhost}}}});
   Json dev = {{"driver", type}, {"id", id}, {"netdev", netdev}, {"mac", qom(qmp, path, "mac")}};
   // Properties that change the device's PCI layout, so the migration stream must see them as-is.
   for (const char* prop : {"romfile", "disable-modern", "disable-legacy", "mq", "vectors"}) {
@@ -161,7 +160,8 @@ Json discover_added_devices(qmp::Client& qmp, const QemuArgv& argv, const Networ
     } else {
       throw Error("the VM has a device added after boot that kata-snapshot cannot re-create yet: " + id +
                     " (" + type + ")",
-                  ExitCode::failed, "supported: virtio-blk-pci, scsi-hd, pc-dimm, vCPUs, virtio-net-pci on a tap");
+                  ExitCode::failed,
+                  "supported: virtio-blk-pci, scsi-hd, pc-dimm, vCPUs, virtio-net-pci on a tap");
     }
 
     commands.insert(commands.end(), more.begin(), more.end());

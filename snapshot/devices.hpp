@@ -14,5 +14,4 @@ namespace ks {
 // commands carry a "tap" member: the tap (from NET) that load re-creates and passes with it.
 qmp::Json discover_added_devices(qmp::Client& qmp, const QemuArgv& argv, const NetworkInfo& net);
 
-
 } // namespace ks

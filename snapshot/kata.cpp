@@ -120,8 +120,9 @@ nlohmann::json endpoint_record(const nlohmann::json& e) {
     if (!body.is_object()) {
       continue;
     }
-    const nlohmann::json& pair =
-      body.contains("NetPair") ? body["NetPair"] : body.value("TapInterface", body.value("TuntapInterface", body));
+    const nlohmann::json& pair = body.contains("NetPair")
+                                   ? body["NetPair"]
+                                   : body.value("TapInterface", body.value("TuntapInterface", body));
     if (pair.contains("TAPIface")) {
       out["tap"] = pair["TAPIface"].value("Name", "");
     }
@@ -161,8 +162,7 @@ nlohmann::json sandbox_record(const Sandbox& s, const std::string& kata_root) {
   return record;
 }
 
-std::string resolve_qmp(
-const std::string& qmp, const std::string& sandbox, const std::string& kata_root) {
+std::string resolve_qmp(const std::string& qmp, const std::string& sandbox, const std::string& kata_root) {
   if (qmp.empty() == sandbox.empty()) {
     throw Error("give exactly one of --qmp SOCKET and --sandbox ID", ExitCode::usage);
   }

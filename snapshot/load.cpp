@@ -126,13 +126,11 @@ void LoadSession::prepare_network() {
                 ExitCode::usage,
                 "pass --netns NAME|PATH" +
                   (source_ns.empty() ? std::string() : " (the source VM ran in " + source_ns + ")"));
-
   }
   for (const auto& t : m_network.taps) {
     m_taps[t.id] = m_netns->open_tap(t.ifnames.at(0), t.ifnames.size());
   }
 }
-
 
 void LoadSession::restore_shares() {
   m_shares.restore(*m_reader);
@@ -238,15 +236,18 @@ void LoadSession::replay_devices() {
         auto fds = m_taps.find(tap.at("netdev").get<std::string>());
         size_t queue = tap.at("queue");
         if (fds == m_taps.end() || queue >= fds->second.size()) {
-          throw Error("the snapshot's devices_added names tap " + tap.dump() + " missing from its network section",
+          throw Error("the snapshot's devices_added names tap " + tap.dump() +
+                        " missing from its network section",
                       ExitCode::archive_invalid);
         }
         m_qmp->execute_with_fd("getfd", args, fds->second[queue].get());
         continue;
       }
       if (cmd.at("execute") == "netdev_add" && args.value("vhost", false) && !vhost_net_usable()) {
-        std::fprintf(stderr, "kata-snapshot: warning: netdev %s used vhost-net, which this host lacks: it runs without\n",
-                     args.value("id", "").c_str());
+        std::fprintf(
+          stderr,
+          "kata-snapshot: warning: netdev %s used vhost-net, which this host lacks: it runs without\n",
+          args.value("id", "").c_str());
         args["vhost"] = false;
       }
       m_qmp->execute(cmd.at("execute").get<std::string>(), args);
@@ -386,7 +387,7 @@ LoadResult load(const LoadOptions& options) {
   s.prepare_run_dir(); // sockets, pid file and logs of the new VM
   s.prepare_network(); // taps re-created by name in --netns
 
-  s.restore_shares();  // shares/ members (they precede the vmstate) into their directories
+  s.restore_shares(); // shares/ members (they precede the vmstate) into their directories
   log.done("shares");
   s.start_daemons(); // virtiofsd per share, listening before QEMU connects
   s.start_qemu();    // recorded argv rewritten, -S -incoming defer, QMP ready

@@ -24,7 +24,9 @@ namespace ks {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
-Json TapNetdev::to_json() const { return {{"netdev", id}, {"ifnames", ifnames}}; }
+Json TapNetdev::to_json() const {
+  return {{"netdev", id}, {"ifnames", ifnames}};
+}
 
 TapNetdev TapNetdev::from_json(const Json& j) {
   return {j.at("netdev").get<std::string>(), j.at("ifnames").get<std::vector<std::string>>()};
@@ -129,7 +131,8 @@ NetworkInfo discover_network(qmp::Client& qmp, pid_t qemu_pid) {
       std::string name = tap_ifname(qemu_pid, fd);
       if (name.empty()) {
         throw Error("netdev " + id + ": QEMU's fd " + std::to_string(fd) + " is not a tap device",
-                    ExitCode::failed, "kata-snapshot re-creates taps only; other fd-passed netdevs cannot be saved");
+                    ExitCode::failed,
+                    "kata-snapshot re-creates taps only; other fd-passed netdevs cannot be saved");
       }
       tap.ifnames.push_back(name);
     }
@@ -142,7 +145,9 @@ NetworkInfo discover_network(qmp::Client& qmp, pid_t qemu_pid) {
   return info;
 }
 
-bool vhost_net_usable() { return ::access("/dev/vhost-net", R_OK | W_OK) == 0; }
+bool vhost_net_usable() {
+  return ::access("/dev/vhost-net", R_OK | W_OK) == 0;
+}
 
 NetNamespace NetNamespace::open(const std::string& name_or_path) {
   NetNamespace ns;
@@ -171,7 +176,8 @@ Fd attach_tap(const std::string& ifname, bool multi_queue, int& err) {
   }
   struct ifreq ifr {};
   std::strncpy(ifr.ifr_name, ifname.c_str(), IFNAMSIZ - 1);
-  ifr.ifr_flags = static_cast<short>(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (multi_queue ? IFF_MULTI_QUEUE : 0));
+  ifr.ifr_flags =
+    static_cast<short>(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (multi_queue ? IFF_MULTI_QUEUE : 0));
   if (::ioctl(fd.get(), TUNSETIFF, &ifr) != 0) {
     err = errno;
     return Fd();

@@ -215,7 +215,6 @@ Json SaveSession::build_manifest() const {
     {"network", m_network.to_json()},
     {"kata", m_o.kata},
 
-
     {"shares", shares},
 
     {"quiesce", m_quiescer.describe()},

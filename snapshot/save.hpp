@@ -30,7 +30,6 @@ struct SaveOptions {
   nlohmann::json kata;   // --sandbox: what sandbox_record() says about it (null otherwise)
 };
 
-
 struct SaveResult {
   std::string output;
   uint64_t archive_bytes = 0;

@@ -40,7 +40,8 @@ namespace {
 // (under Kata, QEMU runs in the pod's namespace and virtiofsd may not).
 std::vector<std::string> socket_inodes(const std::string& path, pid_t qemu_pid) {
   std::vector<std::string> out;
-  for (const std::string& table : {std::string("/proc/self/net/unix"), "/proc/" + std::to_string(qemu_pid) + "/net/unix"}) {
+  for (const std::string& table :
+       {std::string("/proc/self/net/unix"), "/proc/" + std::to_string(qemu_pid) + "/net/unix"}) {
     for (const auto& line : split(read_file(table), '\n')) {
       auto cols = split(trim(line), ' ');
       std::erase(cols, "");

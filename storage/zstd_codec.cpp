@@ -52,10 +52,11 @@ void zstd_compress(std::span<const std::byte> data, int level, Bytes& out) {
   out.resize(n);
 }
 
-size_t zstd_frame_bound(size_t size) { return ZSTD_compressBound(size); }
+size_t zstd_frame_bound(size_t size) {
+  return ZSTD_compressBound(size);
+}
 
-void zstd_decompress(
-std::span<const std::byte> frame, size_t max_size, Bytes& out) {
+void zstd_decompress(std::span<const std::byte> frame, size_t max_size, Bytes& out) {
   unsigned long long size = ZSTD_getFrameContentSize(frame.data(), frame.size());
   if (size == ZSTD_CONTENTSIZE_ERROR || size == ZSTD_CONTENTSIZE_UNKNOWN || size > max_size) {
     throw Error("not a valid zstd chunk (bad frame header)", ExitCode::archive_invalid);
@@ -68,7 +69,6 @@ std::span<const std::byte> frame, size_t max_size, Bytes& out) {
                 ExitCode::archive_invalid);
   }
 }
-
 
 size_t zstd_decompress_pieces(std::span<const std::byte> frame, size_t max_size, Bytes& piece,
                               const std::function<void(std::span<const std::byte>)>& sink) {

@@ -34,7 +34,6 @@ struct UninitAllocator : std::allocator<T> {
 
 using Bytes = std::vector<std::byte, UninitAllocator<std::byte>>;
 
-
 // One independent zstd frame with the content size and zstd's content checksum, into OUT
 // (resized to fit; pass a reused buffer to avoid fresh allocations).
 void zstd_compress(std::span<const std::byte> data, int level, Bytes& out);
@@ -51,7 +50,6 @@ void zstd_decompress(std::span<const std::byte> frame, size_t max_size, Bytes& o
 // throws on a corrupt frame. Returns the content size.
 size_t zstd_decompress_pieces(std::span<const std::byte> frame, size_t max_size, Bytes& piece,
                               const std::function<void(std::span<const std::byte>)>& sink);
-
 
 // Streaming compression into a sink (for share trees of unknown size).
 class ZstdStream {

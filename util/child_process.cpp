@@ -117,7 +117,7 @@ ChildProcess ChildProcess::spawn(const SpawnOptions& options) {
   if (got == sizeof payload) {
     child.wait(Deadline(Millis(5000)));
     static const char* steps[] = {"", "pass file descriptors to", "redirect output of", "execute",
-                                "enter the network namespace of"};
+                                  "enter the network namespace of"};
 
     int step = payload[0] >= 0 && payload[0] <= 4 ? payload[0] : 0;
     throw Error(std::string("failed to ") + steps[step] + " " + options.argv[0] + ": " +

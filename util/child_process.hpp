@@ -28,7 +28,6 @@ struct SpawnOptions {
   int netns_fd = -1;
 };
 
-
 class ChildProcess {
 public:
   ChildProcess() = default;

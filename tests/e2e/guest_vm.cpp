@@ -37,14 +37,13 @@ void write_persist_json(const std::string& dir, const std::string& netns) {
                              {"NetInterworkingModel", 2}}}}}});
   }
   fs::create_directories(dir);
-  std::ofstream(dir + "/persist.json")
-    << nlohmann::json{{"PersistVersion", 2},
-                      {"State", "running"},
-                      {"Network",
-                       {{"NetworkID", netns.empty() ? "" : "/run/netns/" + netns},
-                        {"Endpoints", endpoints},
-                        {"NetworkCreated", !netns.empty()}}}}
-         .dump();
+  std::ofstream(dir + "/persist.json") << nlohmann::json{
+    {"PersistVersion", 2},
+    {"State", "running"},
+    {"Network",
+     {{"NetworkID", netns.empty() ? "" : "/run/netns/" + netns},
+      {"Endpoints", endpoints},
+      {"NetworkCreated", !netns.empty()}}}}.dump();
 }
 
 constexpr size_t k_max_reaped = 64;

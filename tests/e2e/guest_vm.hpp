@@ -41,7 +41,6 @@ struct GuestOptions {
   std::string netns;
 };
 
-
 // Paths of the tools and the guest image; calls skip() when something is missing.
 struct TestEnv {
   std::string qemu;

@@ -189,8 +189,8 @@ TEST_CASE("kata: hot-plugged disk, memory, vCPU and NIC, and the pod's tap, come
   REQUIRE(::stat(("/proc/" + std::to_string(restored.pid()) + "/ns/net").c_str(), &in_ns) == 0);
   REQUIRE(::stat(("/run/netns/" + ns.name()).c_str(), &named) == 0);
   CHECK(in_ns.st_ino == named.st_ino); // the restored QEMU runs in the pod's namespace
-  require_ping(ns, 0); // the pod's NIC, from -netdev tap,fds=
-  require_ping(ns, 1); // the hot-plugged NIC
+  require_ping(ns, 0);                 // the pod's NIC, from -netdev tap,fds=
+  require_ping(ns, 1);                 // the hot-plugged NIC
   Json after_ps = ps(vm.kata_root());
   REQUIRE(after_ps.is_object());
   CHECK(after_ps["pid"] == restored.pid());

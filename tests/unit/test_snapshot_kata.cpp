@@ -44,8 +44,8 @@ TEST_CASE("kata: a runtime-rs sandbox is found under /run/kata/ID with its ro sh
   FakeQmpServer monitor(vm_dir + "/qmp.sock", [](FakeQmpServer& s, int c) {
     FakeQmpServer::send_line(c, FakeQmpServer::greeting());
     auto request = nlohmann::json::parse(s.read_line(c)); // qmp_capabilities
-    FakeQmpServer::send_line(c, nlohmann::json{{"return", nlohmann::json::object()}, {"id", request["id"]}}.dump());
-
+    FakeQmpServer::send_line(
+      c, nlohmann::json{{"return", nlohmann::json::object()}, {"id", request["id"]}}.dump());
   });
   Sandbox s = find_sandbox("rs1", root.path());
   CHECK(s.runtime == "rs");

@@ -108,13 +108,13 @@ TEST_CASE("zstd: a frame decompressed in pieces equals the whole, and a cut or d
   CHECK(joined == data);
   auto discard = [](std::span<const std::byte>) {};
   Bytes cut(frame.begin(), frame.end() - 100);
-  CHECK_THROWS_WITH(zstd_decompress_pieces(cut, 1 << 20, piece, discard), Catch::Contains("corrupt zstd chunk"));
+  CHECK_THROWS_WITH(zstd_decompress_pieces(cut, 1 << 20, piece, discard),
+                    Catch::Contains("corrupt zstd chunk"));
   Bytes damaged = frame;
   damaged[damaged.size() / 2] ^= std::byte{0x55};
   CHECK_THROWS_AS(zstd_decompress_pieces(damaged, 1 << 20, piece, discard), Error);
   CHECK_THROWS_WITH(zstd_decompress_pieces(frame, 1000, piece, discard), Catch::Contains("bad frame header"));
 }
-
 
 TEST_CASE("archive: GNU tar lists it with manifest first and index last, files 0600") {
   TempDir dir;

@@ -85,13 +85,16 @@ devices)
       mountpoint -q /data || { mkdir -p /data; mount -t ext4 /dev/vda /data; }
       disk=$(cat /data/hello.txt 2>/dev/null || echo unreadable)
     fi
-    # NICs: ethN gets 10.91.N.2/24 (the host side of its tap is 10.91.N.1).
+    # NICs: one with a MAC ending in :XX gets 10.91.XX.2/24 (XX in decimal; the host side of
+    # its tap is 10.91.XX.1), whatever order the hot-plugged ones were probed in.
     net=none
     for n in /sys/class/net/eth*; do
       [ -e "$n" ] || continue
       dev=${n##*/}
+      mac=$(cat "$n/address")
       ip -4 addr show dev "$dev" | grep -q inet || {
-        ip addr add "10.91.${dev#eth}.2/24" dev "$dev"; ip link set "$dev" up; }
+        ip addr add "10.91.$((0x${mac##*:})).2/24" dev "$dev"; ip link set "$dev" up; }
+
       net="${net#none}${net:+,}$dev@$(cat "$n/address")"
     done
     net=${net#,}

@@ -103,25 +103,27 @@ Json cpu_commands(qmp::Client& qmp, const std::string& id) {
 // Kata's hot-plugged NIC: getfd per tap queue (each marked with the tap to re-create),
 // netdev_add of the tap, device_add virtio-net-pci with the same MAC, bus and address.
 Json nic_commands(qmp::Client& qmp, const std::string& id, const std::string& type, const std::string& path,
-                  const NetworkInfo& net) {
+                  const NetworkInfo& net, const std::set<std::string>& boot_netdevs) {
   std::string netdev = qom(qmp, path, "netdev");
   const TapNetdev* tap = net.find(netdev);
-  if (tap == nullptr) {
-    throw Error("hot-plugged network device " + id + " uses netdev " + netdev +
-                  ", which is not a tap passed as file descriptors",
-                ExitCode::failed, "kata-snapshot re-creates hot-plugged NICs on taps, as Kata adds them");
-  }
   Json commands = Json::array();
-  std::vector<std::string> names;
-  for (size_t q = 0; q < tap->ifnames.size(); ++q) {
-    names.push_back("ksnap-" + netdev + "-" + std::to_string(q));
-    commands.push_back({{"execute", "getfd"},
-                        {"arguments", {{"fdname", names.back()}}},
-                        {"tap", {{"netdev", netdev}, {"ifname", tap->ifnames[q]}, {"queue", q}}}});
+  if (boot_netdevs.count(netdev) == 0) { // a backend of its own, added with the device
+    if (tap == nullptr) {
+      throw Error("hot-plugged network device " + id + " uses netdev " + netdev +
+                    ", which is not a tap passed as file descriptors",
+                  ExitCode::failed, "kata-snapshot re-creates hot-plugged NICs on taps, as Kata adds them");
+    }
+    std::vector<std::string> names;
+    for (size_t q = 0; q < tap->ifnames.size(); ++q) {
+      names.push_back("ksnap-" + netdev + "-" + std::to_string(q));
+      commands.push_back({{"execute", "getfd"},
+                          {"arguments", {{"fdname", names.back()}}},
+                          {"tap", {{"netdev", netdev}, {"ifname", tap->ifnames[q]}, {"queue", q}}}});
+    }
+    commands.push_back(
+      {{"execute", "netdev_add"},
+       {"arguments", {{"type", "tap"}, {"id", netdev}, {"fds", join(names, ":")}, {"vhost", net.vhost}}}});
   }
-  commands.push_back(
-    {{"execute", "netdev_add"},
-     {"arguments", {{"type", "tap"}, {"id", netdev}, {"fds", join(names, ":")}, {"vhost", net.vhost}}}});
   Json dev = {{"driver", type}, {"id", id}, {"netdev", netdev}, {"mac", qom(qmp, path, "mac")}};
   // Properties that change the device's PCI layout, so the migration stream must see them as-is.
   for (const char* prop : {"romfile", "disable-modern", "disable-legacy", "mq", "vectors"}) {
@@ -139,6 +141,7 @@ Json nic_commands(qmp::Client& qmp, const std::string& id, const std::string& ty
 
 Json discover_added_devices(qmp::Client& qmp, const QemuArgv& argv, const NetworkInfo& net) {
   std::set<std::string> boot_ids = argv_ids(argv, "device");
+  std::set<std::string> boot_netdevs = argv_ids(argv, "netdev"); // recreated from the argv itself
   Json commands = Json::array();
   for (const auto& child : qmp.execute("qom-list", {{"path", "/machine/peripheral"}})) {
     std::string id = child.value("name", "");
@@ -156,7 +159,7 @@ Json discover_added_devices(qmp::Client& qmp, const QemuArgv& argv, const Networ
     } else if (type.ends_with("-cpu")) {
       more = cpu_commands(qmp, id);
     } else if (type == "virtio-net-pci") {
-      more = nic_commands(qmp, id, type, path, net);
+      more = nic_commands(qmp, id, type, path, net, boot_netdevs);
     } else {
       throw Error("the VM has a device added after boot that kata-snapshot cannot re-create yet: " + id +
                     " (" + type + ")",

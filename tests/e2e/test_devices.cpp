@@ -1,8 +1,9 @@
 // A Kata sandbox (Go-runtime layout, Kata's q35 argv, QMP as -qmp unix:fd=3, virtiofsd --fd=3,
 // the pod's NIC on a tap passed as -netdev tap,fds=) gets devices hot-plugged over QMP as the
 // Kata runtime adds them: a virtio-blk disk with a file system, a pc-dimm, a vCPU and a
-// virtio-net on a second tap. After save --sandbox, kill and load --netns the guest still has
-// all of them, and both NICs carry packets.
+// virtio-net on a second tap (plus one NIC on a backend from the command line). After save
+// --sandbox, kill and load --netns the guest still has all of them, and both taps carry packets.
+
 #include "snapshot/network.hpp"
 #include "tests/e2e/snapshot_steps.hpp"
 #include "util/fd.hpp"
@@ -82,6 +83,12 @@ void hot_plug(qmp::Client& qmp, const std::string& image, const std::string& net
                              {"mac", "02:42:ac:11:00:03"},
                              {"bus", "rp2"},
                              {"romfile", ""}});
+  // A NIC hot-plugged onto a backend from the command line: only the device is re-created.
+  qmp.execute("device_add", {{"driver", "virtio-net-pci"},
+                             {"id", "nic-user"},
+                             {"netdev", "user0"},
+                             {"mac", "02:42:ac:11:00:04"},
+                             {"bus", "rp3"}});
   for (const auto& cpu : qmp.execute("query-hotpluggable-cpus")) {
     if (!cpu.contains("qom-path")) {
       Json args = cpu["props"];
@@ -107,10 +114,11 @@ Json ps(const std::string& kata_root) {
   return nullptr;
 }
 
-// Pings the guest's NIC N (10.91.N.2) from the namespace, through tapN_kata (10.91.N.1).
-void require_ping(const TestNetns& ns, int n) {
+// Pings the guest's NIC whose MAC ends in :0M (10.91.M.2) from the namespace, through
+// tapN_kata (10.91.M.1).
+void require_ping(const TestNetns& ns, int n, int mac_last) {
   std::string tap = "tap" + std::to_string(n) + "_kata";
-  std::string net = "10.91." + std::to_string(n);
+  std::string net = "10.91." + std::to_string(mac_last);
   ns.exec({"ip", "addr", "add", net + ".1/24", "dev", tap});
   CommandResult r = ns.exec({"busybox", "ping", "-c", "1", "-W", "10", net + ".2"});
   INFO("ping " << net << ".2 through " << tap << ": " << r.output << r.error_output);
@@ -123,12 +131,14 @@ TEST_CASE("kata: hot-plugged disk, memory, vCPU and NIC, and the pod's tap, come
           "kill, load --netns") {
   TestNetns ns;
   const std::string id = "ksnapdev" + std::to_string(::getpid());
-  GuestVm vm({.profile = Profile::kata,
-              .workload = "devices",
-              .extra_qemu_args = {"-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1", "-device",
-                                  "pcie-root-port,id=rp2,bus=pcie.0,chassis=2,slot=2"},
-              .sandbox_id = id,
-              .netns = ns.name()});
+  GuestVm vm(
+    {.profile = Profile::kata,
+     .workload = "devices",
+     .extra_qemu_args = {"-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1", "-device",
+                         "pcie-root-port,id=rp2,bus=pcie.0,chassis=2,slot=2", "-device",
+                         "pcie-root-port,id=rp3,bus=pcie.0,chassis=3,slot=3", "-netdev", "user,id=user0"},
+     .sandbox_id = id,
+     .netns = ns.name()});
   TempDir files;
   std::filesystem::create_directories(files / "fs");
   std::ofstream(files / "fs/hello.txt") << "hello-from-the-disk\n";
@@ -141,7 +151,7 @@ TEST_CASE("kata: hot-plugged disk, memory, vCPU and NIC, and the pod's tap, come
   }
   vm.wait_console("disk=hello-from-the-disk", Millis(120000));
   vm.wait_console("cpus=2", Millis(120000));
-  vm.wait_console(",eth1@02:42:ac:11:00:03", Millis(120000));
+  vm.wait_console("@02:42:ac:11:00:04", Millis(120000));
   Json before_ps = ps(vm.kata_root());
   REQUIRE(before_ps.is_object());
   CHECK(before_ps["pid"] == vm.qemu_pid());
@@ -154,14 +164,19 @@ TEST_CASE("kata: hot-plugged disk, memory, vCPU and NIC, and the pod's tap, come
   Seen before = last_devices(vm.console());
   INFO("at boot: " << boot.what << "; at save: " << before.what);
   CHECK(before.what.find("cpus=2") != std::string::npos);
-  CHECK(before.what.find("net=eth0@02:42:ac:11:00:02,eth1@02:42:ac:11:00:03") != std::string::npos);
+  CHECK(before.what.find("net=eth0@02:42:ac:11:00:02,") != std::string::npos);
+  for (const char* mac : {"@02:42:ac:11:00:03", "@02:42:ac:11:00:04"}) { // probed in either order
+    CHECK(before.what.find(mac) != std::string::npos);
+  }
   CHECK(before.what != boot.what);
   Json manifest = Json::parse(run_cli({"inspect", archive, "--json"}).output);
   std::string added = manifest["devices_added"].dump();
   for (const char* expect : {"blockdev-add", "\"blk1\"", "\"rp1\"", "object-add", "\"dimm1\"", "\"cpu1\"",
-                             "netdev_add", "\"virtio-network-1\"", "\"rp2\"", "tap1_kata"}) {
+                             "netdev_add", "\"virtio-network-1\"", "\"rp2\"", "tap1_kata", "\"nic-user\""}) {
     CHECK(added.find(expect) != std::string::npos);
   }
+  CHECK(added.find("\"id\":\"user0\"") == std::string::npos); // user0 comes from the argv
+
   CHECK(manifest["network"]["taps"].dump().find("tap0_kata") != std::string::npos);
   CHECK(manifest["network"]["netns"] == "/run/netns/" + ns.name()); // where the source QEMU ran
   CHECK(manifest["kata"]["persist"]["netns"] == "/run/netns/" + ns.name());
@@ -189,8 +204,9 @@ TEST_CASE("kata: hot-plugged disk, memory, vCPU and NIC, and the pod's tap, come
   REQUIRE(::stat(("/proc/" + std::to_string(restored.pid()) + "/ns/net").c_str(), &in_ns) == 0);
   REQUIRE(::stat(("/run/netns/" + ns.name()).c_str(), &named) == 0);
   CHECK(in_ns.st_ino == named.st_ino); // the restored QEMU runs in the pod's namespace
-  require_ping(ns, 0);                 // the pod's NIC, from -netdev tap,fds=
-  require_ping(ns, 1);                 // the hot-plugged NIC
+  require_ping(ns, 0, 2);              // the pod's NIC, from -netdev tap,fds=
+  require_ping(ns, 1, 3);              // the hot-plugged NIC
+
   Json after_ps = ps(vm.kata_root());
   REQUIRE(after_ps.is_object());
   CHECK(after_ps["pid"] == restored.pid());

@@ -19,6 +19,7 @@
 #include "util/strings.hpp"
 #include "util/unix_socket.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <fcntl.h>
 #include <filesystem>
@@ -129,6 +130,25 @@ void LoadSession::prepare_network() {
   }
   for (const auto& t : m_network.taps) {
     m_taps[t.id] = m_netns->open_tap(t.ifnames.at(0), t.ifnames.size());
+  }
+  // Kata's tcfilter endpoints (from persist.json): the pod's interface redirects to the tap.
+  const auto& kata = m_reader->manifest().value("kata", nlohmann::json());
+  if (!kata.is_object() || !kata.contains("persist")) {
+    return;
+  }
+  for (const auto& e : kata["persist"].value("endpoints", nlohmann::json::array())) {
+    std::string tap = e.value("tap", "");
+    std::string iface = e.value("interface", "");
+    bool recreated = std::any_of(m_network.taps.begin(), m_network.taps.end(),
+                                 [&](const TapNetdev& t) { return t.ifnames.at(0) == tap; });
+    if (e.value("interworking_model", -1) != k_kata_tcfilter_model || !recreated || iface.empty()) {
+      continue;
+    }
+    try {
+      m_netns->connect_tc_redirect(iface, tap);
+    } catch (const Error& err) { // the VM itself is fine: say what to fix
+      std::fprintf(stderr, "kata-snapshot: warning: %s (hint: %s)\n", err.what(), err.hint().c_str());
+    }
   }
 }
 

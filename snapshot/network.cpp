@@ -1,5 +1,6 @@
 #include "snapshot/network.hpp"
 
+#include "util/child_process.hpp"
 #include "util/error.hpp"
 #include "util/strings.hpp"
 
@@ -199,6 +200,28 @@ void set_up(const std::string& ifname) {
 }
 
 } // namespace
+
+void NetNamespace::connect_tc_redirect(const std::string& iface, const std::string& tap) const {
+  auto tc = [&](std::vector<std::string> args, bool must) {
+    args.insert(args.begin(), "tc");
+    CommandResult r = run_command(args, Millis(10000), m_fd.get());
+    if (must && r.status != 0) {
+      throw Error("cannot connect tap " + tap + " to " + iface + " in " + m_path + ": `" + join(args, " ") +
+                    "` failed: " + trim(r.error_output),
+                  ExitCode::failed, "the pod's interface must exist in --netns, as the CNI plugin made it");
+    }
+  };
+  auto redirect = [&](const std::string& from, const std::string& to) {
+    tc({"filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32", "match", "u8", "0", "0",
+        "action", "mirred", "egress", "redirect", "dev", to},
+       true);
+  };
+  tc({"qdisc", "del", "dev", iface, "ingress"}, false); // with the filter to the old tap
+  tc({"qdisc", "add", "dev", iface, "ingress"}, true);
+  redirect(iface, tap);
+  tc({"qdisc", "add", "dev", tap, "ingress"}, true);
+  redirect(tap, iface);
+}
 
 std::vector<Fd> NetNamespace::open_tap(const std::string& ifname, size_t queues) const {
   if (ifname.empty() || ifname.size() >= IFNAMSIZ) {

@@ -39,7 +39,11 @@ NetworkInfo discover_network(qmp::Client& qmp, pid_t qemu_pid);
 // Parses "info network" output: netdev id -> the fds of its tap queues, in order.
 std::vector<std::pair<std::string, std::vector<int>>> parse_info_network(const std::string& text);
 
+// Kata's NetInterworkingModel for tc redirection between the pod's interface and the tap.
+constexpr int k_kata_tcfilter_model = 2;
+
 // Whether this host can give a restored QEMU vhost-net.
+
 bool vhost_net_usable();
 
 // A network namespace to re-create taps in and to run the restored QEMU in.
@@ -55,6 +59,11 @@ public:
   // Creates tap IFNAME in the namespace (or attaches to an existing persistent one), sets
   // it up, and returns one fd per queue.
   std::vector<Fd> open_tap(const std::string& ifname, size_t queues) const;
+
+  // Kata's tcfilter interworking: the pod's interface IFACE and TAP each redirect their
+  // ingress to the other's egress (tc u32 + mirred). The pod interface's old filter points
+  // at the tap that died with the source VM, so it is replaced. Throws with tc's message.
+  void connect_tc_redirect(const std::string& iface, const std::string& tap) const;
 
 private:
   Fd m_fd;

@@ -187,11 +187,13 @@ pid_t ChildProcess::release() {
   return std::exchange(m_pid, -1);
 }
 
-CommandResult run_command(const std::vector<std::string>& argv, Millis timeout) {
+CommandResult run_command(const std::vector<std::string>& argv, Millis timeout, int netns_fd) {
   Pipe out = make_pipe();
   Pipe err = make_pipe();
   SpawnOptions o;
   o.argv = argv;
+  o.netns_fd = netns_fd;
+
   o.inherit = {{out.write.get(), 1}, {err.write.get(), 2}}; // dup'ed over /dev/null
   ChildProcess child = ChildProcess::spawn(o);
   out.write.reset();

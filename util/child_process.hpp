@@ -71,6 +71,8 @@ struct CommandResult {
   std::string output;
   std::string error_output;
 };
-CommandResult run_command(const std::vector<std::string>& argv, Millis timeout = Millis(30000));
+// NETNS_FD: run it in that network namespace (an open nsfs fd), or -1 for ours.
+CommandResult run_command(const std::vector<std::string>& argv, Millis timeout = Millis(30000),
+                          int netns_fd = -1);
 
 } // namespace ks

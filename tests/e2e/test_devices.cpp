@@ -7,6 +7,7 @@
 #include "snapshot/network.hpp"
 #include "tests/e2e/snapshot_steps.hpp"
 #include "util/fd.hpp"
+#include "util/strings.hpp"
 
 #include <catch2/catch.hpp>
 #include <filesystem>
@@ -39,7 +40,8 @@ Seen last_devices(const std::string& text) {
 // A network namespace of the test's own (`ip netns add`), deleted at the end.
 class TestNetns {
 public:
-  TestNetns() : m_name("ksnap-" + std::to_string(::getpid())) {
+  explicit TestNetns(const std::string& suffix = "")
+    : m_name("ksnap-" + std::to_string(::getpid()) + suffix) {
     run_command({"ip", "netns", "del", m_name});
     CommandResult r = run_command({"ip", "netns", "add", m_name});
     if (r.status != 0) {
@@ -48,6 +50,14 @@ public:
   }
   ~TestNetns() { run_command({"ip", "netns", "del", m_name}); }
   const std::string& name() const { return m_name; }
+  // Runs `ip -n NAME ARGS...` and requires success.
+  void ip(const std::vector<std::string>& args) const {
+    std::vector<std::string> all = {"ip", "-n", m_name};
+    all.insert(all.end(), args.begin(), args.end());
+    CommandResult r = run_command(all);
+    INFO(join(all, " ") << ": " << r.error_output);
+    REQUIRE(r.status == 0);
+  }
   CommandResult exec(const std::vector<std::string>& argv) const {
     std::vector<std::string> all = {"ip", "netns", "exec", m_name};
     all.insert(all.end(), argv.begin(), argv.end());
@@ -125,11 +135,35 @@ void require_ping(const TestNetns& ns, int n, int mac_last) {
   CHECK(r.status == 0);
 }
 
+// The pod's network as Kata's Go runtime wires it: a veth eth0 in the pod's namespace (its
+// peer, 10.91.2.1, in PEER's namespace, standing for the rest of the network) and tc
+// redirection between eth0 and tap0_kata. The guest's NIC with MAC :02 is 10.91.2.2.
+void wire_pod_network(const TestNetns& pod, const TestNetns& peer) {
+  std::string v = "ksv" + std::to_string(::getpid());
+  std::string p = "ksp" + std::to_string(::getpid());
+  REQUIRE(run_command({"ip", "link", "add", v, "type", "veth", "peer", "name", p}).status == 0);
+  REQUIRE(run_command({"ip", "link", "set", v, "netns", pod.name()}).status == 0);
+  REQUIRE(run_command({"ip", "link", "set", p, "netns", peer.name()}).status == 0);
+  pod.ip({"link", "set", v, "name", "eth0"});
+  pod.ip({"link", "set", "eth0", "up"});
+  peer.ip({"addr", "add", "10.91.2.1/24", "dev", p});
+  peer.ip({"link", "set", p, "up"});
+  NetNamespace::open(pod.name()).connect_tc_redirect("eth0", "tap0_kata");
+}
+
+// Pings the guest's pod NIC (10.91.2.2) from the peer namespace, through eth0 and tap0_kata.
+void require_pod_ping(const TestNetns& peer) {
+  CommandResult r = peer.exec({"busybox", "ping", "-c", "1", "-W", "10", "10.91.2.2"});
+  INFO("ping 10.91.2.2 from the pod network's peer: " << r.output << r.error_output);
+  CHECK(r.status == 0);
+}
+
 } // namespace
 
 TEST_CASE("kata: hot-plugged disk, memory, vCPU and NIC, and the pod's tap, come back after save --sandbox, "
           "kill, load --netns") {
   TestNetns ns;
+  TestNetns peer("-peer");
   const std::string id = "ksnapdev" + std::to_string(::getpid());
   GuestVm vm(
     {.profile = Profile::kata,
@@ -152,6 +186,8 @@ TEST_CASE("kata: hot-plugged disk, memory, vCPU and NIC, and the pod's tap, come
   vm.wait_console("disk=hello-from-the-disk", Millis(120000));
   vm.wait_console("cpus=2", Millis(120000));
   vm.wait_console("@02:42:ac:11:00:04", Millis(120000));
+  wire_pod_network(ns, peer);
+  require_pod_ping(peer);
   Json before_ps = ps(vm.kata_root());
   REQUIRE(before_ps.is_object());
   CHECK(before_ps["pid"] == vm.qemu_pid());
@@ -204,8 +240,9 @@ TEST_CASE("kata: hot-plugged disk, memory, vCPU and NIC, and the pod's tap, come
   REQUIRE(::stat(("/proc/" + std::to_string(restored.pid()) + "/ns/net").c_str(), &in_ns) == 0);
   REQUIRE(::stat(("/run/netns/" + ns.name()).c_str(), &named) == 0);
   CHECK(in_ns.st_ino == named.st_ino); // the restored QEMU runs in the pod's namespace
-  require_ping(ns, 0, 2);              // the pod's NIC, from -netdev tap,fds=
-  require_ping(ns, 1, 3);              // the hot-plugged NIC
+  require_pod_ping(peer);              // the pod's NIC (-netdev tap,fds=), through load's new tc redirect
+
+  require_ping(ns, 1, 3); // the hot-plugged NIC
 
   Json after_ps = ps(vm.kata_root());
   REQUIRE(after_ps.is_object());

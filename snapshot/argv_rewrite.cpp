@@ -1,5 +1,7 @@
 #include "snapshot/argv_rewrite.hpp"
 
+#include "snapshot/network.hpp"
+
 #include "util/error.hpp"
 #include "util/strings.hpp"
 
@@ -90,8 +92,7 @@ RewriteResult rewrite_for_restore(const QemuArgv& recorded, const RewriteOptions
       }
       v.set("fds", join(numbers, ":"));
       if (vhost && !ro.vhost_net) {
-        result.warnings.push_back("netdev " + *v.get("id") +
-                                  " used vhost-net, which this host lacks (/dev/vhost-net): it runs without");
+        result.warnings.push_back(vhost_net_dropped(*v.get("id")));
       }
       v.set("vhost", vhost && ro.vhost_net ? "on" : "off");
       out.push_back({o.name, v.str()});

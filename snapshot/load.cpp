@@ -264,10 +264,8 @@ void LoadSession::replay_devices() {
         continue;
       }
       if (cmd.at("execute") == "netdev_add" && args.value("vhost", false) && !vhost_net_usable()) {
-        std::fprintf(
-          stderr,
-          "kata-snapshot: warning: netdev %s used vhost-net, which this host lacks: it runs without\n",
-          args.value("id", "").c_str());
+        std::fprintf(stderr, "kata-snapshot: warning: %s\n", vhost_net_dropped(args.value("id", "")).c_str());
+
         args["vhost"] = false;
       }
       m_qmp->execute(cmd.at("execute").get<std::string>(), args);

@@ -150,20 +150,25 @@ bool vhost_net_usable() {
   return ::access("/dev/vhost-net", R_OK | W_OK) == 0;
 }
 
+std::string vhost_net_dropped(const std::string& netdev) {
+  return "netdev " + netdev + " used vhost-net, which this host lacks (/dev/vhost-net): it runs without";
+}
+
 NetNamespace NetNamespace::open(const std::string& name_or_path) {
   NetNamespace ns;
   ns.m_path = name_or_path.find('/') == std::string::npos ? "/run/netns/" + name_or_path : name_or_path;
   int fd = ::open(ns.m_path.c_str(), O_RDONLY | O_CLOEXEC);
+  const char* hint = "give a name from `ip netns list` or a path such as /proc/PID/ns/net";
   if (fd < 0) {
     int err = errno;
     throw Error("cannot open network namespace " + ns.m_path + ": " + std::strerror(err), ExitCode::usage,
-                "give a name from `ip netns list` or a path such as /proc/PID/ns/net");
+                hint);
   }
   ns.m_fd = Fd(fd);
   if (::ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET) {
-    throw Error(ns.m_path + " is not a network namespace", ExitCode::usage,
-                "give a name from `ip netns list` or a path such as /proc/PID/ns/net");
+    throw Error(ns.m_path + " is not a network namespace", ExitCode::usage, hint);
   }
+
   return ns;
 }
 

@@ -43,8 +43,11 @@ std::vector<std::pair<std::string, std::vector<int>>> parse_info_network(const s
 constexpr int k_kata_tcfilter_model = 2;
 
 // Whether this host can give a restored QEMU vhost-net.
-
 bool vhost_net_usable();
+
+// The warning when NETDEV used vhost-net and this host has none: the NIC runs without it
+// (vhost-net is a host-side accelerator; the guest does not see the difference).
+std::string vhost_net_dropped(const std::string& netdev);
 
 // A network namespace to re-create taps in and to run the restored QEMU in.
 class NetNamespace {

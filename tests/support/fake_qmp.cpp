@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -50,7 +51,17 @@ const char* FakeQmpServer::greeting() {
   return R"({"QMP": {"version": {"qemu": {"micro": 0, "minor": 0, "major": 10}, "package": "fake"}, "capabilities": []}})";
 }
 
+FakeQmpServer::Script FakeQmpServer::after_handshake(Script rest) {
+  return [rest = std::move(rest)](FakeQmpServer& s, int c) {
+    send_line(c, greeting());
+    nlohmann::json request = nlohmann::json::parse(s.read_line(c));
+    send_line(c, nlohmann::json{{"return", nlohmann::json::object()}, {"id", request["id"]}}.dump());
+    rest(s, c);
+  };
+}
+
 TempDir::TempDir() {
+
   std::string tmpl = std::filesystem::temp_directory_path().string() + "/ksnap-test-XXXXXX";
   if (!::mkdtemp(tmpl.data())) {
     throw std::runtime_error("mkdtemp failed");

@@ -23,6 +23,8 @@ public:
   // Reads one line (without '\n'); empty string when the peer closed.
   std::string read_line(int client);
   static const char* greeting();
+  // A script that greets, accepts qmp_capabilities as QEMU does, then runs REST.
+  static Script after_handshake(Script rest);
 
 private:
   Fd m_listen;

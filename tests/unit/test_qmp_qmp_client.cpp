@@ -14,24 +14,10 @@ using ks::test::FakeQmpServer;
 using ks::test::TempDir;
 using Json = nlohmann::json;
 
-namespace {
-
-// Greets, accepts qmp_capabilities, then runs REST.
-FakeQmpServer::Script after_handshake(const std::function<void(FakeQmpServer&, int)>& rest) {
-  return [rest](FakeQmpServer& s, int c) {
-    FakeQmpServer::send_line(c, FakeQmpServer::greeting());
-    Json req = Json::parse(s.read_line(c));
-    FakeQmpServer::send_line(c, Json{{"return", Json::object()}, {"id", req["id"]}}.dump());
-    rest(s, c);
-  };
-}
-
-} // namespace
-
 TEST_CASE("qmp: command result and events received while waiting") {
   TempDir dir;
   FakeQmpServer server(
-    dir / "qmp.sock", after_handshake([](FakeQmpServer& s, int c) {
+    dir / "qmp.sock", FakeQmpServer::after_handshake([](FakeQmpServer& s, int c) {
       Json req = Json::parse(s.read_line(c));
       FakeQmpServer::send_line(
         c, R"({"event": "STOP", "data": {}, "timestamp": {"seconds": 1, "microseconds": 2}})");
@@ -50,7 +36,7 @@ TEST_CASE("qmp: command result and events received while waiting") {
 TEST_CASE("qmp: an error reply carries QEMU's class and description") {
   TempDir dir;
   FakeQmpServer server(
-    dir / "qmp.sock", after_handshake([](FakeQmpServer& s, int c) {
+    dir / "qmp.sock", FakeQmpServer::after_handshake([](FakeQmpServer& s, int c) {
       Json req = Json::parse(s.read_line(c));
       FakeQmpServer::send_line(
         c, Json{{"error", {{"class", "DeviceNotFound"}, {"desc", "Device 'x' not found"}}}, {"id", req["id"]}}
@@ -91,7 +77,7 @@ TEST_CASE("qmp: a peer that does not speak QMP") {
 
 TEST_CASE("qmp: a garbled line") {
   TempDir dir;
-  FakeQmpServer server(dir / "qmp.sock", after_handshake([](FakeQmpServer& s, int c) {
+  FakeQmpServer server(dir / "qmp.sock", FakeQmpServer::after_handshake([](FakeQmpServer& s, int c) {
                          s.read_line(c);
                          FakeQmpServer::send_line(c, "{\"return\": {\"status\": ");
                          s.read_line(c);
@@ -102,7 +88,7 @@ TEST_CASE("qmp: a garbled line") {
 
 TEST_CASE("qmp: an oversized line") {
   TempDir dir;
-  FakeQmpServer server(dir / "qmp.sock", after_handshake([](FakeQmpServer& s, int c) {
+  FakeQmpServer server(dir / "qmp.sock", FakeQmpServer::after_handshake([](FakeQmpServer& s, int c) {
                          s.read_line(c);
                          std::string big(Client::k_max_line + 1024, 'x');
                          (void)::send(c, big.data(), big.size(), MSG_NOSIGNAL);
@@ -114,14 +100,15 @@ TEST_CASE("qmp: an oversized line") {
 
 TEST_CASE("qmp: the server closes the connection mid-command") {
   TempDir dir;
-  FakeQmpServer server(dir / "qmp.sock", after_handshake([](FakeQmpServer& s, int c) { s.read_line(c); }));
+  FakeQmpServer server(dir / "qmp.sock",
+                       FakeQmpServer::after_handshake([](FakeQmpServer& s, int c) { s.read_line(c); }));
   Client qmp = Client::connect(dir / "qmp.sock");
   CHECK_THROWS_WITH(qmp.execute("query-status"), Catch::Contains("closed by QEMU"));
 }
 
 TEST_CASE("qmp: a command that gets no answer hits its deadline") {
   TempDir dir;
-  FakeQmpServer server(dir / "qmp.sock", after_handshake([](FakeQmpServer& s, int c) {
+  FakeQmpServer server(dir / "qmp.sock", FakeQmpServer::after_handshake([](FakeQmpServer& s, int c) {
                          s.read_line(c);
                          s.read_line(c);
                        }));

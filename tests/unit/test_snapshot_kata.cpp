@@ -41,12 +41,7 @@ TEST_CASE("kata: a runtime-rs sandbox is found under /run/kata/ID with its ro sh
   TempDir root;
   std::string vm_dir = root / "run/kata/rs1";
   std::filesystem::create_directories(vm_dir);
-  FakeQmpServer monitor(vm_dir + "/qmp.sock", [](FakeQmpServer& s, int c) {
-    FakeQmpServer::send_line(c, FakeQmpServer::greeting());
-    auto request = nlohmann::json::parse(s.read_line(c)); // qmp_capabilities
-    FakeQmpServer::send_line(
-      c, nlohmann::json{{"return", nlohmann::json::object()}, {"id", request["id"]}}.dump());
-  });
+  FakeQmpServer monitor(vm_dir + "/qmp.sock", FakeQmpServer::after_handshake([](FakeQmpServer&, int) {}));
   Sandbox s = find_sandbox("rs1", root.path());
   CHECK(s.runtime == "rs");
   CHECK(s.vm_dir == vm_dir);

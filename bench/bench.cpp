@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
   // (save to /dev/null, load of the raw stream that QEMU reads itself), and save to stdout, which
 
   // like the baseline ends without an fsync.
-  std::vector<double> floor_save, floor_load, cand_stdout;
+  std::vector<double> floor_save, floor_load, cand_stdout, mapped_save, mapped_load;
   long cand_rss = 0;
   uint64_t base_size = 0, cand_size = 0;
   for (int i = 0; i < rounds; ++i) {
@@ -156,6 +156,11 @@ int main(int argc, char** argv) {
     Run piped = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", "-", "--quiesce", "off"},
                           dir + "/save-stdout.log", dir + "/stdout.ksnap");
     cand_stdout.push_back(piped.seconds);
+    fs::remove(dir + "/mapped.ksnap", ec);
+    Run mapped = timed_cli(
+      {"save", "--qmp", vm.qmp_path(), "-o", dir + "/mapped.ksnap", "--quiesce", "off", "--vmstate", "mapped-ram"},
+      dir + "/save-mapped.log");
+    mapped_save.push_back(mapped.seconds);
     {
       qmp::Client qmp = vm.qmp();
       auto start = Clock::now();
@@ -167,17 +172,13 @@ int main(int argc, char** argv) {
   }
   base_size = fs::file_size(dir + "/base.zst");
   cand_size = fs::file_size(dir + "/cand.ksnap");
+  uint64_t mapped_size = fs::file_size(dir + "/mapped.ksnap");
   std::vector<std::string> source_argv = vm.argv();
   vm.kill();
   std::error_code ec;
-  for (int i = 0; i < rounds; ++i) {
-    base_load.push_back(qemu_load(source_argv, "exec:zstd -dc " + dir + "/base.zst", dir));
-    floor_load.push_back(qemu_load(source_argv, "file:" + dir + "/raw.stream", dir));
-    std::string run = dir + "/run" + std::to_string(i);
-    fs::remove(dir + "/load.log", ec);
-    Run r = timed_cli({"load", dir + "/cand.ksnap", "--run-dir", run}, dir + "/load.log");
-    cand_load.push_back(r.seconds);
-    cand_rss = std::max(cand_rss, r.rss_kib);
+  // Loads one archive into RUN and waits until the restored QEMU is gone again.
+  auto load = [&](const std::string& archive, const std::string& run) {
+    Run r = timed_cli({"load", archive, "--run-dir", run}, dir + "/load.log");
     int pid = std::stoi(trim(read_file(run + "/qemu.pid")));
     ::kill(pid, SIGKILL);
     // Not our child (load detaches it): wait until it is gone, so that its teardown (freeing
@@ -186,6 +187,17 @@ int main(int argc, char** argv) {
            read_file("/proc/" + std::to_string(pid) + "/stat").find(") Z") == std::string::npos) {
       std::this_thread::sleep_for(Millis(5));
     }
+    return r;
+  };
+  for (int i = 0; i < rounds; ++i) {
+    base_load.push_back(qemu_load(source_argv, "exec:zstd -dc " + dir + "/base.zst", dir));
+    floor_load.push_back(qemu_load(source_argv, "file:" + dir + "/raw.stream", dir));
+    std::string run = dir + "/run" + std::to_string(i);
+    mapped_load.push_back(load(dir + "/mapped.ksnap", run + "-mapped").seconds);
+    fs::remove(dir + "/load.log", ec);
+    Run r = load(dir + "/cand.ksnap", run);
+    cand_load.push_back(r.seconds);
+    cand_rss = std::max(cand_rss, r.rss_kib);
   }
   double bs = median(base_save), cs = median(cand_save), bl = median(base_load), cl = median(cand_load);
   std::printf("\n%-28s %12s %12s %8s %s\n", "", "baseline", "kata-snap", "ratio", "target");
@@ -199,6 +211,12 @@ int main(int argc, char** argv) {
   double ps = median(cand_stdout), fs_ = median(floor_save), fl = median(floor_load);
   std::printf("\nreference points (same run, medians, ratio to the baseline):\n");
   std::printf("%-46s %7.2fs %7.2fx\n", "save -o - > file (no fsync, like the baseline)", ps, ps / bs);
+  double ms = median(mapped_save), ml = median(mapped_load);
+  std::printf("%-46s %7.2fs %7.2fx\n", "save --vmstate mapped-ram", ms, ms / bs);
+  std::printf("%-46s %7.2fs %7.2fx\n", "load of that mapped-ram archive", ml, ml / bl);
+  std::printf("%-46s %8s %7.2fx\n", "size of that mapped-ram archive", human_size(mapped_size).c_str(),
+              static_cast<double>(mapped_size) / static_cast<double>(base_size));
+
   std::printf("%-46s %7.2fs %7.2fx\n", "QEMU save floor: migrate to exec:cat>/dev/null", fs_, fs_ / bs);
   std::printf("%-46s %7.2fs %7.2fx\n", "QEMU load floor: raw stream read from file:", fl, fl / bl);
   std::printf("steps of the last save: %s\nsteps of the last load: %s\n",

@@ -12,6 +12,7 @@ namespace {
 struct SaveArgs {
   SaveOptions o;
   std::string mode = "auto";
+  std::string vmstate = "stream";
   std::string after = "resume";
   std::string quiesce = "auto";
   std::vector<std::string> shares;
@@ -32,6 +33,7 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
   }
 
   a.o.mode = a.mode == "live" ? SaveMode::live : a.mode == "stop" ? SaveMode::stop : SaveMode::automatic;
+  a.o.layout = a.vmstate == "mapped-ram" ? VmstateLayout::mapped_ram : VmstateLayout::stream;
   a.o.after = a.after == "pause" ? AfterSave::pause : a.after == "quit" ? AfterSave::quit : AfterSave::resume;
   a.o.quiesce = a.quiesce == "required" ? QuiescePolicy::required
                 : a.quiesce == "off"    ? QuiescePolicy::off
@@ -79,7 +81,12 @@ void add_save(CLI::App& app, Registry& reg) {
   cmd->add_option("-o,--output", a->o.output, "Archive to write, or - for stdout")->required();
   cmd->add_option("--mode", a->mode, "auto|stop|live (live is not supported yet)")
     ->check(CLI::IsMember({"auto", "stop", "live"}));
+  cmd->add_option("--vmstate", a->vmstate,
+                  "VM state layout: stream (default) or mapped-ram (shorter pause, staged in memory)")
+    ->check(CLI::IsMember({"stream", "mapped-ram"}));
+
   cmd->add_option("--after", a->after, "What the VM does after the save: resume|pause|quit")
+
     ->check(CLI::IsMember({"resume", "pause", "quit"}));
   cmd->add_option("--quiesce", a->quiesce, "Freeze guest filesystems via the helper: auto|required|off")
     ->check(CLI::IsMember({"auto", "required", "off"}));

@@ -7,6 +7,7 @@
 #include "snapshot/argv_rewrite.hpp"
 #include "snapshot/guest_refresh.hpp"
 #include "snapshot/host_check.hpp"
+#include "snapshot/mapped_ram.hpp"
 #include "snapshot/network.hpp"
 #include "snapshot/progress.hpp"
 #include "snapshot/shares.hpp"
@@ -50,6 +51,9 @@ std::string default_run_dir() {
 class LoadSession {
 public:
   explicit LoadSession(const LoadOptions& o) : m_o(o) {}
+  ~LoadSession() { stop_staging(); }
+  LoadSession(const LoadSession&) = delete;
+  LoadSession& operator=(const LoadSession&) = delete;
 
   void open_archive();
   void check_host() {
@@ -59,6 +63,7 @@ public:
   void prepare_run_dir();
   void prepare_network();
   void restore_shares();
+  void start_staging();
   void start_daemons() { m_shares.start_daemons(m_run_dir); }
   void start_qemu();
   void replay_devices();
@@ -67,12 +72,23 @@ public:
   LoadResult finish();
 
 private:
+  void stream_pipe();
+  void stream_mapped_ram();
+  void stop_staging() noexcept;
   [[noreturn]] void qemu_failed(const std::string& doing);
   std::string log_path() const { return m_run_dir + "/qemu.log"; }
 
   const LoadOptions& m_o;
   Fd m_in;
   std::optional<ArchiveReader> m_reader;
+  std::string m_layout;
+  // mapped-ram: the vmstate is staged into a file on a thread while QEMU starts.
+  Fd m_staging;
+  std::thread m_stager;
+  std::atomic<bool> m_staged{false};
+  std::atomic<bool> m_stage_abort{false};
+  std::atomic<uint64_t> m_stage_progress{0};
+  std::exception_ptr m_stage_error;
   HostCheck m_host;
   std::string m_run_dir;
   std::string m_qmp_path;
@@ -100,6 +116,7 @@ void LoadSession::open_archive() {
   m_reader.emplace(m_in.get(), m_o.archive == "-" ? "the archive on stdin" : m_o.archive);
   m_shares = ShareRestore(m_reader->manifest(), m_o.share_dirs, m_o.virtiofsd, m_o.force);
   m_network = NetworkInfo::from_json(m_reader->manifest().value("network", nlohmann::json()));
+  m_layout = m_reader->manifest()["vmstate"].value("layout", k_layout_stream);
 }
 
 void LoadSession::prepare_network() {
@@ -154,6 +171,45 @@ void LoadSession::prepare_network() {
 
 void LoadSession::restore_shares() {
   m_shares.restore(*m_reader);
+}
+
+// mapped-ram: the vmstate chunks that follow the shares are checked and written into a
+// staging file while virtiofsd and QEMU start; QEMU reads the file only once the whole
+// archive, index.json included, has been checked.
+void LoadSession::start_staging() {
+  if (m_layout != k_layout_mapped_ram) {
+    return;
+  }
+  const Json& vmstate = m_reader->manifest()["vmstate"];
+  m_staging = staging_file(m_run_dir, m_reader->manifest()["vm"].value("ram_bytes", 0ull));
+  unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
+  StreamOptions so{.chunk_size = vmstate.value("chunk_size", size_t{8} << 20),
+                   .level = vmstate.value("level", 1),
+                   .threads = threads,
+                   .progress = &m_stage_progress,
+                   .sparse = true,
+                   .abort = &m_stage_abort};
+  m_stager = std::thread([this, so] {
+    try {
+      read_vmstate(
+        *m_reader, m_staging.get(), so,
+        [&](ArchiveReader::Member&& m) {
+          throw Error(m_reader->what() + ": unexpected member " + m.name + " among the vmstate chunks",
+                      ExitCode::archive_invalid);
+        },
+        check_qemu_stream_header);
+    } catch (...) {
+      m_stage_error = std::current_exception();
+    }
+    m_staged = true;
+  });
+}
+
+void LoadSession::stop_staging() noexcept {
+  if (m_stager.joinable()) {
+    m_stage_abort = true;
+    m_stager.join();
+  }
 }
 
 void LoadSession::prepare_run_dir() {
@@ -287,6 +343,54 @@ void LoadSession::qemu_failed(const std::string& doing) {
 }
 
 void LoadSession::stream() {
+  if (m_layout == k_layout_mapped_ram) {
+    stream_mapped_ram();
+  } else {
+    stream_pipe();
+  }
+}
+
+void LoadSession::stream_mapped_ram() {
+  {
+    ProgressLine bar(m_o.progress, "loading", m_reader->manifest()["vm"].value("ram_bytes", 0ull));
+    while (!m_staged) {
+      throw_if_cancelled();
+      bar.update(m_stage_progress.load());
+      std::this_thread::sleep_for(Millis(5));
+    }
+  }
+  m_stager.join();
+  if (m_stage_error) {
+
+    std::rethrow_exception(m_stage_error);
+  }
+  MigrationCapability cap(*m_qmp, k_layout_mapped_ram, true);
+  QemuFdset source(*m_qmp, m_staging.get(), O_RDONLY);
+  m_qmp->execute("migrate-incoming", {{"uri", source.uri()}});
+  for (;;) {
+    if (!m_qemu.running()) {
+      qemu_failed("loading");
+    }
+    throw_if_cancelled();
+    std::string status;
+    try {
+      status = m_qmp->execute("query-migrate").value("status", "");
+    } catch (const Error&) {
+      continue; // QEMU went away: the loop head reports why
+    }
+    if (status == "completed") {
+      break;
+    }
+    if (status == "failed") {
+      qemu_failed("loading");
+    }
+    std::this_thread::sleep_for(Millis(2));
+  }
+  m_staging.reset(); // QEMU has it all: give the memory back
+
+}
+
+void LoadSession::stream_pipe() {
   Pipe pipe = make_pipe();
   grow_pipe(pipe.write.get(), 1 << 20);
   m_qmp->send_fd(k_fd_name, pipe.read.get());
@@ -407,6 +511,8 @@ LoadResult load(const LoadOptions& options) {
 
   s.restore_shares(); // shares/ members (they precede the vmstate) into their directories
   log.done("shares");
+  s.start_staging(); // mapped-ram: check and stage the vmstate meanwhile, on other threads
+
   s.start_daemons(); // virtiofsd per share, listening before QEMU connects
   s.start_qemu();    // recorded argv rewritten, -S -incoming defer, QMP ready
   log.done("start qemu");

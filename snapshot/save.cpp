@@ -5,6 +5,7 @@
 #include "snapshot/save.hpp"
 
 #include "snapshot/devices.hpp"
+#include "snapshot/mapped_ram.hpp"
 #include "snapshot/progress.hpp"
 #include "snapshot/step_timer.hpp"
 
@@ -22,6 +23,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <fcntl.h>
 #include <sys/statvfs.h>
 #include <thread>
 #include <unistd.h>
@@ -61,6 +63,12 @@ public:
 
 private:
   Json build_manifest() const;
+  std::string choose_layout();
+  std::string temp_dir() const;
+  void stream_pipe();
+  void stream_mapped_ram();
+  void cancel_migration() noexcept;
+  void release_vm();
   void wait_for_migration_end();
   void rollback() noexcept;
   void restore_vm() noexcept;
@@ -79,6 +87,7 @@ private:
   NetworkInfo m_network;
   Json m_devices = Json::array();
   std::string m_machine;
+  std::string m_layout = k_layout_stream;
   uint64_t m_ram = 0;
   bool m_was_running = false;
   bool m_paused = false;
@@ -137,6 +146,7 @@ void SaveSession::preflight() {
     }
     throw Error("QEMU cannot migrate this VM: " + join(reasons, "; "));
   }
+  m_layout = choose_layout();
   if (m_o.output == "-") {
     if (::isatty(STDOUT_FILENO)) {
       throw Error("refusing to write a binary archive to a terminal", ExitCode::usage,
@@ -159,6 +169,30 @@ void SaveSession::preflight() {
   }
 }
 
+// The plain stream flows through a pipe as QEMU makes it, compressed while QEMU runs.
+// mapped-ram goes to a staging file first: the VM is stopped only while QEMU writes it, and
+// QEMU loads it with large reads, but the compression no longer overlaps QEMU's work
+// (docs/kata-snapshot.1.md has the measured trade-off).
+std::string SaveSession::choose_layout() {
+  if (m_o.layout == VmstateLayout::stream) {
+    return k_layout_stream;
+  }
+  if (!qemu_has_mapped_ram(m_vm->qmp)) {
+    throw Error("QEMU " + m_qemu_version + " has no mapped-ram migration (it came with QEMU 9.0)",
+                ExitCode::usage, "use --vmstate stream");
+  }
+  return k_layout_mapped_ram;
+}
+
+
+std::string SaveSession::temp_dir() const {
+  if (m_o.output != "-") {
+    return dir_name(m_o.output);
+  }
+  const char* tmp = std::getenv("TMPDIR");
+  return tmp ? tmp : "/var/tmp";
+}
+
 void SaveSession::pause() {
   throw_if_cancelled();
   if (m_was_running) {
@@ -170,11 +204,9 @@ void SaveSession::pause() {
   m_vm->qmp.execute("migrate-set-parameters", {{"max-bandwidth", k_unlimited_bandwidth}});
   // The shares, captured while the vCPUs are stopped: the same instant as the memory.
   std::vector<ShareCapture> captures;
-  std::string temp_dir =
-    m_o.output == "-" ? (std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/var/tmp") : dir_name(m_o.output);
   for (const auto& share : m_shares) {
     if (share.capture == "full") {
-      captures.push_back(capture_share(share, temp_dir, m_o.compress_level));
+      captures.push_back(capture_share(share, temp_dir(), m_o.compress_level));
     }
   }
   m_writer.emplace(m_out_fd, m_o.output == "-" ? "stdout" : m_o.output, build_manifest());
@@ -198,9 +230,10 @@ Json SaveSession::build_manifest() const {
   for (const auto& share : m_shares) {
     shares.push_back(share.to_json());
   }
+  const bool mapped_ram = m_layout == k_layout_mapped_ram;
   return {
     {"format", k_format_name},
-    {"format_version", k_format_version},
+    {"format_version", mapped_ram ? k_format_version : k_format_version_stream},
     {"created", utc_now()},
     {"tool_version", KSNAP_VERSION},
     {"host", describe_host()},
@@ -220,10 +253,79 @@ Json SaveSession::build_manifest() const {
     {"quiesce", m_quiescer.describe()},
     {"mode", "stop"},
     {"labels", m_o.labels},
-    {"vmstate", {{"compression", "zstd"}, {"level", m_o.compress_level}, {"chunk_size", m_o.chunk_size}}}};
+    {"vmstate",
+     {{"layout", m_layout},
+      {"compression", "zstd"},
+      {"level", m_o.compress_level},
+      {"chunk_size", m_o.chunk_size}}}};
 }
 
 void SaveSession::stream() {
+  if (m_layout == k_layout_mapped_ram) {
+    stream_mapped_ram();
+  } else {
+    stream_pipe();
+  }
+}
+
+// mapped-ram: QEMU writes the whole state into a staging file, then the file is compressed
+// into the archive. With --after resume the VM runs again as soon as QEMU is done.
+void SaveSession::stream_mapped_ram() {
+  Fd file = staging_file(temp_dir(), m_ram);
+  try {
+    MigrationCapability cap(m_vm->qmp, k_layout_mapped_ram, true);
+    QemuFdset target(m_vm->qmp, file.get(), O_WRONLY);
+    ProgressLine bar(m_o.progress, "saving", m_ram);
+    m_vm->qmp.execute("migrate", {{"uri", target.uri()}});
+    m_migrating = true;
+    for (;;) {
+      throw_if_cancelled();
+      Json mig = m_vm->qmp.execute("query-migrate");
+      std::string status = mig.value("status", "");
+      if (status == "completed") {
+        break;
+      }
+      if (status == "failed" || status == "cancelled") {
+        throw Error("QEMU's migration " + status +
+                    (mig.contains("error-desc") ? ": " + mig["error-desc"].get<std::string>() : ""));
+      }
+      if (mig.contains("ram")) {
+        bar.update(mig["ram"].value("transferred", 0ull));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    m_migrating = false;
+  } catch (...) {
+    cancel_migration(); // before the capability goes back: QEMU refuses that mid-migration
+    throw;
+  }
+  if (m_o.after == AfterSave::resume) {
+    release_vm(); // the state is in the file: the guest need not wait for the compression
+  }
+
+  if (::lseek(file.get(), 0, SEEK_SET) != 0) {
+    throw Error("failed to rewind the vmstate staging file");
+  }
+  // QEMU is done with its part: every core compresses.
+  unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
+  m_stats = write_vmstate(file.get(), *m_writer,
+                          {.chunk_size = m_o.chunk_size, .level = m_o.compress_level, .threads = threads});
+}
+
+void SaveSession::cancel_migration() noexcept {
+  if (!m_migrating) {
+    return;
+  }
+  try {
+    m_vm->qmp.execute("migrate_cancel");
+    m_migrating = false;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kata-snapshot: warning: migrate_cancel failed: %s\n", e.what());
+  }
+}
+
+void SaveSession::stream_pipe() {
+
   Pipe pipe = make_pipe();
   grow_pipe(pipe.write.get(), 1 << 20); // fewer wake-ups between QEMU and the reader
   m_vm->qmp.send_fd(k_fd_name, pipe.write.get());
@@ -317,18 +419,8 @@ SaveResult SaveSession::finish() {
 
     state = "shut down";
   } else if (m_paused) {
-    // The helper can only thaw while the vCPUs run: resume first. With --after pause and a
-    // frozen guest, that means a moment of running before the VM is paused again.
-    bool stay_paused = m_o.after == AfterSave::pause;
-    if (!stay_paused || m_quiescer.frozen()) {
-      m_vm->qmp.execute("cont");
-      m_quiescer.thaw();
-      if (stay_paused) {
-        m_vm->qmp.execute("stop");
-      }
-    }
-    state = stay_paused ? "paused" : "running";
-    m_paused = stay_paused;
+    release_vm();
+    state = m_paused ? "paused" : "running";
   }
   SaveResult r;
   r.output = m_o.output;
@@ -339,6 +431,24 @@ SaveResult SaveSession::finish() {
   r.quiesce = m_quiescer.describe();
   r.vm_state = state;
   return r;
+}
+
+// The VM this save paused runs again and is thawed; with --after pause it ends paused.
+void SaveSession::release_vm() {
+  if (!m_paused) {
+    return;
+  }
+  // The helper can only thaw while the vCPUs run: resume first. With --after pause and a
+  // frozen guest, that means a moment of running before the VM is paused again.
+  bool stay_paused = m_o.after == AfterSave::pause;
+  if (!stay_paused || m_quiescer.frozen()) {
+    m_vm->qmp.execute("cont");
+    m_quiescer.thaw();
+    if (stay_paused) {
+      m_vm->qmp.execute("stop");
+    }
+  }
+  m_paused = stay_paused;
 }
 
 // Puts the migration parameters back as they were.
@@ -364,14 +474,9 @@ void SaveSession::rollback() noexcept {
   if (!m_vm) {
     return;
   }
-  try {
-    if (m_migrating) {
-      m_vm->qmp.execute("migrate_cancel");
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "kata-snapshot: warning: migrate_cancel failed: %s\n", e.what());
-  }
+  cancel_migration();
   restore_vm();
+
   try {
     if (m_paused) {
       m_vm->qmp.execute("cont");

@@ -12,11 +12,15 @@ namespace ks {
 enum class SaveMode { automatic, stop, live };
 enum class AfterSave { resume, pause, quit };
 enum class Overwrite { no, yes };
+enum class VmstateLayout { stream, mapped_ram };
 
 struct SaveOptions {
   std::string qmp_socket;
   std::string output; // a path, or "-" for stdout
   SaveMode mode = SaveMode::automatic;
+  VmstateLayout layout = VmstateLayout::stream;
+
+
   AfterSave after = AfterSave::resume;
   QuiescePolicy quiesce = QuiescePolicy::automatic;
   std::map<std::string, std::string> share_policy; // tag -> full|none

@@ -18,7 +18,7 @@ std::span<const std::byte> as_bytes(const std::string& s) {
 } // namespace
 
 ArchiveWriter::ArchiveWriter(int fd, std::string what, const Json& manifest)
-  : m_tar(fd, std::move(what)), m_fd(fd) {
+  : m_tar(fd, std::move(what)), m_fd(fd), m_format_version(manifest.value("format_version", k_format_version)) {
   std::string text = manifest.dump(2) + "\n";
   m_manifest_sha256 = sha256_hex(text);
   add_member(k_manifest_member, as_bytes(text), m_manifest_sha256);
@@ -55,7 +55,8 @@ void ArchiveWriter::start_writeback() {
 
 void ArchiveWriter::finish(const Json& extra_index_fields) {
   Json index = {{"format", k_format_name},
-                {"format_version", k_format_version},
+                {"format_version", m_format_version},
+
                 {"manifest_sha256", m_manifest_sha256},
                 {"members", m_members}};
   index.update(extra_index_fields);

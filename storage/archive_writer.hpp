@@ -31,6 +31,8 @@ private:
   int m_fd;
 
   std::string m_manifest_sha256;
+  int m_format_version;
+
   Json m_members = Json::array();
   uint64_t m_bytes = 0;
 };

@@ -33,9 +33,14 @@ public:
     return b;
   }
 
+  // Takes B back for reuse (a moved-from or small buffer is dropped).
   void put(Bytes&& b) {
+    if (b.capacity() < m_capacity) {
+      return;
+    }
     std::lock_guard lock(m_mutex);
     if (m_free.size() < k_max_free) {
+
       m_free.push_back(std::move(b));
     }
   }

@@ -41,6 +41,11 @@ void validate_manifest(const Json& m) {
   if (!m["qemu"].contains("argv") || !m["qemu"]["argv"].is_array() || m["qemu"]["argv"].empty()) {
     bad("qemu.argv is missing");
   }
+  std::string layout = m["vmstate"].value("layout", "stream");
+  if (layout != "stream" && layout != "mapped-ram") {
+    bad("unknown vmstate layout \"" + layout + "\"");
+  }
+
 }
 
 Json describe_host() {

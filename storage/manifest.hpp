@@ -9,7 +9,12 @@ namespace ks {
 using Json = nlohmann::json;
 
 inline constexpr const char* k_format_name = "kata-snapshot";
-inline constexpr int k_format_version = 1;
+// The newest format version this tool reads. Version 2 added the mapped-ram vmstate layout
+// (manifest vmstate.layout); archives holding the plain stream are still written as
+// version 1, so that older readers load them.
+inline constexpr int k_format_version = 2;
+inline constexpr int k_format_version_stream = 1;
+
 
 inline constexpr const char* k_manifest_member = "manifest.json";
 inline constexpr const char* k_index_member = "index.json";

@@ -7,8 +7,12 @@
 #include "util/fd.hpp"
 #include "util/sha256.hpp"
 
+#include <cerrno>
+#include <cstring>
 #include <optional>
+#include <sys/stat.h>
 #include <thread>
+#include <unistd.h>
 
 namespace ks {
 
@@ -19,17 +23,82 @@ struct Compressed {
   std::string sha256;
 };
 
-// A checked vmstate chunk on its way out: decompressed whole, or still a frame.
+// A checked vmstate chunk on its way out: decompressed whole, still a frame, or already in
+// place in a sparse output file.
+
 struct Ready {
   bool whole = false;
   Bytes data;
   Bytes frame;
+  size_t placed = 0; // bytes already in place in the output file (written, or a hole)
 };
 
+
 constexpr size_t k_piece_size = 128u << 10; // fits in L2 next to what QEMU reads
+constexpr size_t k_hole_grain = 64u << 10;  // the smallest run of zeros left as a hole
 
 size_t pool_capacity(unsigned threads) {
   return 2 * static_cast<size_t>(threads) + 1;
+}
+
+// SIZE zero bytes as a frame, compressed once per stream.
+Compressed zero_frame(size_t size, int level) {
+  Bytes zeros(size);
+  std::memset(zeros.data(), 0, size);
+  Compressed z;
+  zstd_compress(zeros, level, z.frame);
+  z.sha256 = sha256_hex(z.frame);
+  return z;
+}
+
+bool all_zero(std::span<const std::byte> d) {
+  return d.empty() || (d[0] == std::byte{0} && std::memcmp(d.data(), d.data() + 1, d.size() - 1) == 0);
+}
+
+// True when [OFFSET, OFFSET + SIZE) of regular file FD is a hole (holds no data). FD's
+// offset is OFFSET again afterwards.
+bool is_hole(int fd, off_t offset, size_t size) {
+  off_t data = ::lseek(fd, offset, SEEK_DATA);
+  bool hole = data < 0 ? errno == ENXIO : data >= offset + static_cast<off_t>(size);
+  if (::lseek(fd, offset, SEEK_SET) != offset) {
+    throw Error(std::string("failed to seek in the migration stream: ") + std::strerror(errno));
+  }
+  return hole;
+}
+
+
+void seek_forward(int fd, size_t bytes, const char* what) {
+  if (::lseek(fd, static_cast<off_t>(bytes), SEEK_CUR) < 0) {
+    throw Error(std::string("failed to seek in ") + what + ": " + std::strerror(errno));
+  }
+}
+
+void pwrite_all(int fd, std::span<const std::byte> data, uint64_t offset) {
+  while (!data.empty()) {
+    ssize_t n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      throw Error(std::string("failed to write the vmstate staging file: ") +
+                  (n < 0 ? std::strerror(errno) : "no space"));
+    }
+    data = data.subspan(static_cast<size_t>(n));
+    offset += static_cast<uint64_t>(n);
+  }
+}
+
+// Writes DATA at OFFSET of FD, leaving zero ranges of k_hole_grain as holes.
+void pwrite_sparse(int fd, std::span<const std::byte> data, uint64_t offset) {
+  size_t run = 0; // start of the data not yet written
+  for (size_t at = 0; at < data.size(); at += k_hole_grain) {
+    auto slice = data.subspan(at, std::min(k_hole_grain, data.size() - at));
+    if (all_zero(slice)) {
+      pwrite_all(fd, data.subspan(run, at - run), offset + run);
+      run = at + slice.size();
+    }
+  }
+  pwrite_all(fd, data.subspan(run), offset + run);
 }
 
 } // namespace
@@ -38,6 +107,10 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
   BufferPool buffers(zstd_frame_bound(o.chunk_size)); // first: it outlives the workers using it
   OrderedPool<Compressed> pool(o.threads, pool_capacity(o.threads));
   StreamStats stats;
+  struct stat st {};
+  off_t offset = ::lseek(in_fd, 0, SEEK_CUR);
+  const bool file = offset >= 0 && ::fstat(in_fd, &st) == 0 && S_ISREG(st.st_mode);
+  std::shared_ptr<const Compressed> zero; // a whole chunk of zeros, made on first use
   auto write_next = [&] {
     Compressed c = pool.take_next();
     writer.add_member(vmstate_member_name(stats.chunks++), c.frame, c.sha256);
@@ -47,8 +120,36 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
     }
   };
   for (;;) {
+    throw_if_cancelled();
+    size_t left = file && offset < st.st_size
+ ? static_cast<size_t>(st.st_size - offset) : 0;
+    if (left > 0 && is_hole(in_fd, offset, std::min(left, o.chunk_size))) {
+      size_t n = std::min(left, o.chunk_size);
+      if (!zero || n < o.chunk_size) {
+        zero = std::make_shared<const Compressed>(zero_frame(n, o.level));
+      }
+      offset += static_cast<off_t>(n);
+      seek_forward(in_fd, n, "the migration stream");
+      stats.raw_bytes += n;
+
+      if (o.progress) {
+        o.progress->store(stats.raw_bytes);
+      }
+      if (pool.full()) {
+        write_next();
+      }
+      pool.submit([&buffers, z = zero] {
+
+        Compressed c{buffers.get(0), z->sha256};
+        c.frame.assign(z->frame.begin(), z->frame.end());
+        return c;
+      });
+      continue;
+    }
     auto chunk = std::make_shared<Bytes>(buffers.get(o.chunk_size));
     size_t n = read_full(in_fd, *chunk, "the migration stream");
+    offset += static_cast<off_t>(n);
+
     if (n == 0) {
       break;
     }
@@ -92,24 +193,31 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
   // decompresses it in small pieces that go to OUT_FD while still in cache, as `zstd -dc`
   // does (measured: steadier than a separate worker, which made three busy threads on two
   // cores). With more, workers check and decompress whole chunks in parallel. The first
-  // chunk is always decompressed whole, for ON_FIRST_CHUNK.
-
-  const bool pieces = o.threads <= 1;
+  // chunk is always decompressed whole, for ON_FIRST_CHUNK. Into a sparse file, the workers
+  // also write each chunk in place (chunk N at N * chunk_size) and leave zeros as holes.
+  const bool in_place = o.sparse && out_fd >= 0;
+  const bool pieces = o.threads <= 1 && !in_place;
   OrderedPool<Ready> pool(o.threads, pool_capacity(o.threads));
   StreamStats stats;
   Bytes piece = buffers.get(k_piece_size);
-  auto write = [&](std::span<const std::byte> data) {
-    if (out_fd >= 0) {
-      write_all(out_fd, data, "the migration stream to QEMU");
-    }
-    stats.raw_bytes += data.size();
+  auto count = [&](size_t bytes) {
+    stats.raw_bytes += bytes;
     if (o.progress) {
       o.progress->store(stats.raw_bytes);
     }
   };
+  auto write = [&](std::span<const std::byte> data) {
+    if (out_fd >= 0) {
+      write_all(out_fd, data, "the migration stream to QEMU");
+    }
+    count(data.size());
+  };
   size_t max_chunk = std::max<size_t>(o.chunk_size, 256u << 20);
   auto write_ready = [&](Ready& r) {
-    if (r.whole) {
+    if (in_place) {
+      count(r.placed);
+      buffers.put(std::move(r.data));
+    } else if (r.whole) {
       write(r.data);
       buffers.put(std::move(r.data));
     } else {
@@ -118,7 +226,13 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
     }
   };
   std::optional<Ready> held; // the newest checked chunk, written once the next one is ready
+  bool short_chunk = false;  // in place, only the last chunk may be short of the chunk size
   auto emit = [&](Ready r) {
+    if (short_chunk) {
+      throw Error(reader.what() + ": a vmstate chunk other than the last is short of the chunk size",
+                  ExitCode::archive_invalid);
+    }
+    short_chunk = in_place && r.placed < o.chunk_size;
     if (stats.chunks++ == 0 && on_first_chunk) {
       on_first_chunk(r.data);
     }
@@ -127,21 +241,46 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
     }
     held = std::move(r);
   };
-  auto prepare = [&reader, &buffers, max_chunk](const std::shared_ptr<ArchiveReader::Member>& m, bool whole) {
+  // In place, a chunk that is the frame of zeros this stream's compressor makes is a hole:
+  // nothing to decompress or write (other frames of zeros are found when written).
+  std::shared_ptr<const Compressed> zero;
+  if (in_place) {
+    zero = std::make_shared<const Compressed>(zero_frame(o.chunk_size, o.level));
+  }
+  auto prepare = [&, zero, max_chunk](const std::shared_ptr<ArchiveReader::Member>& m, uint64_t index,
+                                      bool whole) {
     reader.check_member(*m); // no byte reaches QEMU before its hash matched
     Ready r{.whole = whole};
-    if (whole) {
+    if (zero && std::ranges::equal(m->data, zero->frame)) {
+      r.placed = o.chunk_size;
+    } else if (whole) {
       r.data = buffers.get(0);
       zstd_decompress(m->data, max_chunk, r.data);
-      buffers.put(std::move(m->data));
+      if (in_place) {
+        if (r.data.size() > o.chunk_size) {
+          throw Error(reader.what() + ": vmstate chunk " + std::to_string(index) +
+                        " is larger than the manifest's chunk size",
+                      ExitCode::archive_invalid);
+        }
+        pwrite_sparse(out_fd, r.data, index * o.chunk_size);
+        r.placed = r.data.size();
+        if (index > 0) {
+          buffers.put(std::move(r.data)); // only the first chunk is looked at again
+        }
+      }
     } else {
       r.frame = std::move(m->data);
+      return r;
     }
+    buffers.put(std::move(m->data));
     return r;
   };
   uint64_t submitted = 0;
   while (auto member = reader.next()) {
     throw_if_cancelled();
+    if (o.abort && o.abort->load()) {
+      throw Error("reading the vmstate was abandoned");
+    }
     if (member->name.rfind(k_vmstate_prefix, 0) != 0) {
       while (!pool.empty()) {
         emit(pool.take_next());
@@ -153,11 +292,12 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
       emit(pool.take_next());
     }
     auto m = std::make_shared<ArchiveReader::Member>(std::move(*member));
-    bool whole = !pieces || submitted++ == 0;
+    uint64_t index = submitted++;
+    bool whole = !pieces || index == 0;
     if (pieces) {
-      emit(prepare(m, whole)); // one thread for all: QEMU has the other core to itself
+      emit(prepare(m, index, whole)); // one thread for all: QEMU has the other core to itself
     } else {
-      pool.submit([&prepare, m, whole] { return prepare(m, whole); });
+      pool.submit([&prepare, m, index, whole] { return prepare(m, index, whole); });
     }
   }
   while (!pool.empty()) {
@@ -169,6 +309,9 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
   }
   if (stats.chunks == 0) {
     throw Error(reader.what() + " holds no vmstate chunks", ExitCode::archive_invalid);
+  }
+  if (in_place && ::ftruncate(out_fd, static_cast<off_t>(stats.raw_bytes)) != 0) {
+    throw Error(std::string("failed to size the vmstate staging file: ") + std::strerror(errno));
   }
   return stats;
 }

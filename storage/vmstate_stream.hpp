@@ -14,6 +14,10 @@ struct StreamOptions {
   int level = 1;
   unsigned threads = 2;
   std::atomic<uint64_t>* progress = nullptr; // raw stream bytes so far
+  // read_vmstate into a regular file: leave all-zero ranges as holes (a mapped-ram file is
+  // mostly the guest's untouched memory) and size the file at the end.
+  bool sparse = false;
+  const std::atomic<bool>* abort = nullptr; // read_vmstate stops (throws) when it turns true
 };
 
 struct StreamStats {
@@ -22,7 +26,10 @@ struct StreamStats {
 };
 
 // Reads the migration stream from IN_FD until end of file and writes it as vmstate chunks.
+// A regular file is read from its current offset and its holes are not read at all: a chunk
+// that lies in a hole is the same small, precomputed frame of zeros.
 StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions& options);
+
 
 // What to do with members that are not vmstate chunks (shares/...); called in archive order.
 using OtherMember = std::function<void(ArchiveReader::Member&&)>;

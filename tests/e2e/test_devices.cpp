@@ -193,8 +193,11 @@ TEST_CASE("kata: hot-plugged disk, memory, vCPU and NIC, and the pod's tap, come
   CHECK(before_ps["pid"] == vm.qemu_pid());
 
   std::string archive = vm.dir() + "/sandbox.ksnap";
-  CommandResult saved = run_cli(
-    {"save", "--sandbox", id, "--kata-root", vm.kata_root(), "-o", archive, "--after", "pause", "--json"});
+  // mapped-ram here (the other tests use the plain stream): virtiofsd's state, the
+  // hot-plugged DIMM's file-backed memory and the taps all go through QEMU's mapped-ram file.
+  CommandResult saved = run_cli({"save", "--sandbox", id, "--kata-root", vm.kata_root(), "-o", archive, "--after",
+                                 "pause", "--vmstate", "mapped-ram", "--json"});
+
   INFO(saved.error_output);
   REQUIRE(saved.status == 0);
   Seen before = last_devices(vm.console());

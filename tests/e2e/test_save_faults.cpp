@@ -94,14 +94,18 @@ TEST_CASE("an output directory that cannot be written fails before the VM is pau
   CHECK(qmp.execute("query-migrate").value("status", "none") == "none");
 }
 
-TEST_CASE("SIGTERM in the middle of a save leaves the VM running and no archive behind") {
-  GuestVm vm({});
-  vm.wait_console("ksnap: tick 2");
+namespace {
+
+// Starts a deliberately slow save of VM with ARGS, sends it SIGTERM once the temp archive
+// holds data, and checks that it failed cleanly: exit 1, no archive, no temp file, and the
+// VM running and counting. Returns the QMP client for more checks.
+qmp::Client interrupt_save(GuestVm& vm, const std::vector<std::string>& args) {
   std::string out = vm.dir() + "/vm.ksnap";
   // A slow compressor keeps the save busy long enough to interrupt it mid-stream.
   SpawnOptions so;
   so.argv = {test_env().cli,     "save", "--qmp",     vm.qmp_path(), "-o",           out,
              "--compress-level", "19",   "--threads", "1",           "--chunk-size", "1"};
+  so.argv.insert(so.argv.end(), args.begin(), args.end());
   so.stderr_path = vm.dir() + "/save.err";
   ChildProcess save = ChildProcess::spawn(so);
   Deadline d(Millis(60000));
@@ -129,9 +133,31 @@ TEST_CASE("SIGTERM in the middle of a save leaves the VM running and no archive 
   }
   qmp::Client qmp = vm.qmp();
   CHECK(qmp.execute("query-status")["status"] == "running");
-  CHECK(qmp.execute("query-migrate")["status"] == "cancelled");
   long t = vm.last_tick();
   vm.wait_console("ksnap: tick " + std::to_string(t + 2) + "\n");
+  return qmp;
+}
+
+} // namespace
+
+TEST_CASE("SIGTERM in the middle of a save leaves the VM running and no archive behind") {
+  GuestVm vm({});
+  vm.wait_console("ksnap: tick 2");
+  qmp::Client qmp = interrupt_save(vm, {});
+  CHECK(qmp.execute("query-migrate")["status"] == "cancelled");
+}
+
+TEST_CASE("SIGTERM while a mapped-ram save compresses: the paused VM runs again, QEMU as it was") {
+  GuestVm vm({});
+  vm.wait_console("ksnap: tick 2");
+  // --after pause keeps the VM stopped while the staged state is compressed.
+  qmp::Client qmp = interrupt_save(vm, {"--vmstate", "mapped-ram", "--after", "pause"});
+  CHECK(qmp.execute("query-fdsets").empty());
+  for (const auto& cap : qmp.execute("query-migrate-capabilities")) {
+    if (cap["capability"] == "mapped-ram") {
+      CHECK(cap["state"] == false);
+    }
+  }
 }
 
 TEST_CASE("a VM locked by another kata-snapshot is refused with exit 4") {

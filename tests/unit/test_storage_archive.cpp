@@ -7,12 +7,16 @@
 #include "util/child_process.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
+#include "util/sha256.hpp"
 
 #include <catch2/catch.hpp>
 #include <fcntl.h>
 #include <filesystem>
 #include <random>
+#include <sys/mman.h>
+#include <tuple>
 #include <unistd.h>
+
 
 using namespace ks;
 using ks::test::TempDir;
@@ -171,4 +175,91 @@ TEST_CASE("archive: the QEMU stream header is checked") {
   Bytes bad = good;
   bad[7] = std::byte(2);
   CHECK_THROWS_WITH(check_qemu_stream_header(bad), Catch::Contains("version 2"));
+}
+
+namespace {
+
+constexpr size_t k_sparse_chunk = 256u << 10;
+
+// A memfd laid out like a mapped-ram file: data, a long hole, a chunk that is mostly zeros,
+// another hole, and a short last chunk of data.
+Fd sparse_vmstate_file(Bytes& content) {
+  content.assign(5 * k_sparse_chunk + 100'000, std::byte{0});
+  Bytes data = fake_stream(content.size());
+  auto put = [&](size_t offset, size_t size) {
+    std::copy_n(data.begin() + static_cast<ptrdiff_t>(offset), size, content.begin() + static_cast<ptrdiff_t>(offset));
+  };
+  put(0, k_sparse_chunk);                          // chunk 0: data (with the QEVM header)
+  put(3 * k_sparse_chunk + 4096, 64u << 10);       // chunk 3: 64 KiB of data among zeros
+  put(5 * k_sparse_chunk, 100'000);                // chunk 5, short: data
+  Fd f(::memfd_create("sparse-test", MFD_CLOEXEC));
+  REQUIRE(::ftruncate(f.get(), static_cast<off_t>(content.size())) == 0);
+  for (size_t off : {size_t{0}, 3 * k_sparse_chunk, 5 * k_sparse_chunk}) {
+    size_t n = off == 5 * k_sparse_chunk ? 100'000 : k_sparse_chunk;
+    REQUIRE(::pwrite(f.get(), content.data() + off, n, static_cast<off_t>(off)) == static_cast<ssize_t>(n));
+  }
+  return f;
+}
+
+} // namespace
+
+TEST_CASE("archive: a sparse vmstate file keeps its holes through save and in-place load") {
+  TempDir dir;
+  Bytes content;
+  Fd source = sparse_vmstate_file(content);
+  Json manifest = test_manifest();
+  manifest["vmstate"] = {{"chunk_size", k_sparse_chunk}, {"layout", "mapped-ram"}};
+  std::string path = dir / "sparse.ksnap";
+  {
+    Fd out = open_file(path, O_WRONLY | O_CREAT | O_TRUNC);
+    ArchiveWriter w(out.get(), path, manifest);
+    StreamStats s = write_vmstate(source.get(), w, {.chunk_size = k_sparse_chunk, .level = 1, .threads = 2});
+    CHECK(s.raw_bytes == content.size());
+    CHECK(s.chunks == 6);
+    w.finish();
+  }
+  // Chunks 1, 2 and 4 lie in holes: one frame of zeros, stored three times.
+  Json index = Json::parse(run_command({"tar", "-xOf", path, "index.json"}).output);
+  auto sha = [&](size_t n) { return index["members"][n + 1]["sha256"].get<std::string>(); };
+  CHECK(sha(1) == sha(2));
+  CHECK(sha(2) == sha(4));
+  CHECK(sha(0) != sha(1));
+
+  for (unsigned threads : {1u, 3u}) {
+    Fd in = open_file(path, O_RDONLY);
+    ArchiveReader r(in.get(), path);
+    Fd staged(::memfd_create("staged-test", MFD_CLOEXEC));
+    StreamStats s = read_vmstate(
+      r, staged.get(), {.chunk_size = k_sparse_chunk, .level = 1, .threads = threads, .sparse = true},
+      [](ArchiveReader::Member&&) {}, check_qemu_stream_header);
+    CHECK(s.raw_bytes == content.size());
+    Bytes back(content.size());
+    REQUIRE(::pread(staged.get(), back.data(), back.size(), 0) == static_cast<ssize_t>(back.size()));
+    CHECK(back == content);
+    // The holes stayed holes: nothing allocated between chunk 0 and chunk 3's data.
+    CHECK(::lseek(staged.get(), static_cast<off_t>(k_sparse_chunk), SEEK_DATA) >=
+          static_cast<off_t>(3 * k_sparse_chunk));
+  }
+}
+
+TEST_CASE("archive: in place, only the last vmstate chunk may be short of the chunk size") {
+  TempDir dir;
+  std::string path = dir / "short.ksnap";
+  {
+    Fd out = open_file(path, O_WRONLY | O_CREAT | O_TRUNC);
+    ArchiveWriter w(out.get(), path, test_manifest());
+    Bytes stream = fake_stream(3 * 65536);
+    for (auto [n, off, size] : {std::tuple{0, 0, 65536}, {1, 65536, 1000}, {2, 131072, 65536}}) {
+      Bytes frame;
+      zstd_compress(std::span(stream).subspan(static_cast<size_t>(off), static_cast<size_t>(size)), 1, frame);
+      w.add_member(vmstate_member_name(static_cast<uint64_t>(n)), frame, sha256_hex(frame));
+    }
+    w.finish();
+  }
+  Fd in = open_file(path, O_RDONLY);
+  ArchiveReader r(in.get(), path);
+  Fd staged(::memfd_create("staged-test", MFD_CLOEXEC));
+  CHECK_THROWS_WITH(read_vmstate(r, staged.get(), {.chunk_size = 65536, .threads = 2, .sparse = true},
+                                 [](ArchiveReader::Member&&) {}),
+                    Catch::Contains("short of the chunk size"));
 }

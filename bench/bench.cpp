@@ -2,7 +2,8 @@
 // on the same guest, alternating candidate and baseline, reporting medians and ratios.
 //   save baseline: stop, max-bandwidth lifted, migrate to "exec:zstd -1 -T<cores> > file"
 //   load baseline: -incoming defer, migrate-incoming "exec:zstd -dc file", cont
-// plus reference points: save to stdout (no fsync), and QEMU alone (no compression at all).
+// plus reference points: save to stdout (no fsync), the mapped-ram layout (save and load),
+// and QEMU alone (no compression at all).
 #include "qmp/qmp_client.hpp"
 #include "tests/e2e/guest_vm.hpp"
 #include "util/strings.hpp"

@@ -48,6 +48,9 @@ TEST_CASE("damaged archives are refused with exit 3 and no QEMU is left running"
   vm.wait_console("ksnap: tick 2");
   std::string good = vm.dir() + "/good.ksnap";
   save_paused(vm.qmp_path(), good, {"--chunk-size", "1"});
+  std::string mapped = vm.dir() + "/mapped.ksnap";
+  vm.qmp().execute("cont");
+  save_paused(vm.qmp_path(), mapped, {"--chunk-size", "1", "--vmstate", "mapped-ram"});
   vm.kill();
   std::string data = read_file(good);
   auto write = [&](const std::string& name, const std::string& bytes) {
@@ -80,7 +83,22 @@ TEST_CASE("damaged archives are refused with exit 3 and no QEMU is left running"
   SECTION("zero-length") {
     expect_refused(write("empty.ksnap", ""), vm.dir() + "/run-empty", "is empty or not a tar archive");
   }
+  // mapped-ram: the state is staged while QEMU starts; QEMU must not outlive the refusal.
+  std::string mapped_data = read_file(mapped);
+  SECTION("mapped-ram: one byte flipped inside a vmstate chunk") {
+    std::string bad = mapped_data;
+    size_t header = bad.find("vmstate/000000.zst") / 512 * 512;
+    bad[header + 512 + 100] ^= 0x01;
+    expect_refused(write("mflip.ksnap", bad), vm.dir() + "/run-mflip", "does not match its SHA-256");
+  }
+  SECTION("mapped-ram: missing index") {
+    size_t index_header = mapped_data.rfind("PaxHeader/index.json");
+    REQUIRE(index_header != std::string::npos);
+    expect_refused(write("mnoindex.ksnap", mapped_data.substr(0, index_header / 512 * 512)),
+                   vm.dir() + "/run-mnoindex", "index.json is missing");
+  }
 }
+
 
 TEST_CASE("an output directory that cannot be written fails before the VM is paused") {
   GuestVm vm({.extra_qemu_args = {}});

@@ -158,9 +158,9 @@ int main(int argc, char** argv) {
                           dir + "/save-stdout.log", dir + "/stdout.ksnap");
     cand_stdout.push_back(piped.seconds);
     fs::remove(dir + "/mapped.ksnap", ec);
-    Run mapped = timed_cli(
-      {"save", "--qmp", vm.qmp_path(), "-o", dir + "/mapped.ksnap", "--quiesce", "off", "--vmstate", "mapped-ram"},
-      dir + "/save-mapped.log");
+    Run mapped = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/mapped.ksnap", "--quiesce", "off",
+                            "--vmstate", "mapped-ram"},
+                           dir + "/save-mapped.log");
     mapped_save.push_back(mapped.seconds);
     {
       qmp::Client qmp = vm.qmp();

@@ -81,11 +81,13 @@ void add_save(CLI::App& app, Registry& reg) {
   cmd->add_option("-o,--output", a->o.output, "Archive to write, or - for stdout")->required();
   cmd->add_option("--mode", a->mode, "auto|stop|live (live is not supported yet)")
     ->check(CLI::IsMember({"auto", "stop", "live"}));
-  cmd->add_option("--vmstate", a->vmstate,
-                  "VM state layout: stream (default) or mapped-ram (shorter pause, staged in memory)")
+  cmd
+    ->add_option("--vmstate", a->vmstate,
+                 "VM state layout: stream (default) or mapped-ram (shorter pause, staged in memory)")
     ->check(CLI::IsMember({"stream", "mapped-ram"}));
 
-  cmd->add_option("--after", a->after, "What the VM does after the save: resume|pause|quit")
+  cmd
+    ->add_option("--after", a->after, "What the VM does after the save: resume|pause|quit")
 
     ->check(CLI::IsMember({"resume", "pause", "quit"}));
   cmd->add_option("--quiesce", a->quiesce, "Freeze guest filesystems via the helper: auto|required|off")

@@ -387,7 +387,6 @@ void LoadSession::stream_mapped_ram() {
     std::this_thread::sleep_for(Millis(2));
   }
   m_staging.reset(); // QEMU has it all: give the memory back
-
 }
 
 void LoadSession::stream_pipe() {

@@ -120,7 +120,8 @@ void MigrationCapability::restore() noexcept {
   }
   try {
     wait_migration_idle(m_qmp);
-    m_qmp.execute("migrate-set-capabilities", {{"capabilities", {{{"capability", m_name}, {"state", *m_old}}}}});
+    m_qmp.execute("migrate-set-capabilities",
+                  {{"capabilities", {{{"capability", m_name}, {"state", *m_old}}}}});
   } catch (const std::exception& e) {
     warn("failed to restore the migration capability " + m_name, e);
   }

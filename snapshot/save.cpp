@@ -184,7 +184,6 @@ std::string SaveSession::choose_layout() {
   return k_layout_mapped_ram;
 }
 
-
 std::string SaveSession::temp_dir() const {
   if (m_o.output != "-") {
     return dir_name(m_o.output);
@@ -231,33 +230,32 @@ Json SaveSession::build_manifest() const {
     shares.push_back(share.to_json());
   }
   const bool mapped_ram = m_layout == k_layout_mapped_ram;
-  return {
-    {"format", k_format_name},
-    {"format_version", mapped_ram ? k_format_version : k_format_version_stream},
-    {"created", utc_now()},
-    {"tool_version", KSNAP_VERSION},
-    {"host", describe_host()},
-    {"qemu",
-     {{"version", m_qemu_version},
-      {"package", m_version.value("package", "")},
-      {"binary", binary},
-      {"machine", m_machine},
-      {"argv", m_vm->argv.to_argv()}}},
-    {"vm", {{"ram_bytes", m_ram}, {"run_state", m_was_running ? "running" : "paused"}}},
-    {"devices_added", m_devices},
-    {"network", m_network.to_json()},
-    {"kata", m_o.kata},
+  return {{"format", k_format_name},
+          {"format_version", mapped_ram ? k_format_version : k_format_version_stream},
+          {"created", utc_now()},
+          {"tool_version", KSNAP_VERSION},
+          {"host", describe_host()},
+          {"qemu",
+           {{"version", m_qemu_version},
+            {"package", m_version.value("package", "")},
+            {"binary", binary},
+            {"machine", m_machine},
+            {"argv", m_vm->argv.to_argv()}}},
+          {"vm", {{"ram_bytes", m_ram}, {"run_state", m_was_running ? "running" : "paused"}}},
+          {"devices_added", m_devices},
+          {"network", m_network.to_json()},
+          {"kata", m_o.kata},
 
-    {"shares", shares},
+          {"shares", shares},
 
-    {"quiesce", m_quiescer.describe()},
-    {"mode", "stop"},
-    {"labels", m_o.labels},
-    {"vmstate",
-     {{"layout", m_layout},
-      {"compression", "zstd"},
-      {"level", m_o.compress_level},
-      {"chunk_size", m_o.chunk_size}}}};
+          {"quiesce", m_quiescer.describe()},
+          {"mode", "stop"},
+          {"labels", m_o.labels},
+          {"vmstate",
+           {{"layout", m_layout},
+            {"compression", "zstd"},
+            {"level", m_o.compress_level},
+            {"chunk_size", m_o.chunk_size}}}};
 }
 
 void SaveSession::stream() {

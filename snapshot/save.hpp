@@ -20,7 +20,6 @@ struct SaveOptions {
   SaveMode mode = SaveMode::automatic;
   VmstateLayout layout = VmstateLayout::stream;
 
-
   AfterSave after = AfterSave::resume;
   QuiescePolicy quiesce = QuiescePolicy::automatic;
   std::map<std::string, std::string> share_policy; // tag -> full|none

@@ -18,7 +18,8 @@ std::span<const std::byte> as_bytes(const std::string& s) {
 } // namespace
 
 ArchiveWriter::ArchiveWriter(int fd, std::string what, const Json& manifest)
-  : m_tar(fd, std::move(what)), m_fd(fd), m_format_version(manifest.value("format_version", k_format_version)) {
+  : m_tar(fd, std::move(what)), m_fd(fd),
+    m_format_version(manifest.value("format_version", k_format_version)) {
   std::string text = manifest.dump(2) + "\n";
   m_manifest_sha256 = sha256_hex(text);
   add_member(k_manifest_member, as_bytes(text), m_manifest_sha256);

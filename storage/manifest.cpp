@@ -45,7 +45,6 @@ void validate_manifest(const Json& m) {
   if (layout != "stream" && layout != "mapped-ram") {
     bad("unknown vmstate layout \"" + layout + "\"");
   }
-
 }
 
 Json describe_host() {

@@ -15,7 +15,6 @@ inline constexpr const char* k_format_name = "kata-snapshot";
 inline constexpr int k_format_version = 2;
 inline constexpr int k_format_version_stream = 1;
 
-
 inline constexpr const char* k_manifest_member = "manifest.json";
 inline constexpr const char* k_index_member = "index.json";
 inline constexpr const char* k_vmstate_prefix = "vmstate/";

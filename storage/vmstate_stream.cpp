@@ -33,7 +33,6 @@ struct Ready {
   size_t placed = 0; // bytes already in place in the output file (written, or a hole)
 };
 
-
 constexpr size_t k_piece_size = 128u << 10; // fits in L2 next to what QEMU reads
 constexpr size_t k_hole_grain = 64u << 10;  // the smallest run of zeros left as a hole
 
@@ -65,7 +64,6 @@ bool is_hole(int fd, off_t offset, size_t size) {
   }
   return hole;
 }
-
 
 void seek_forward(int fd, size_t bytes, const char* what) {
   if (::lseek(fd, static_cast<off_t>(bytes), SEEK_CUR) < 0) {
@@ -121,8 +119,7 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
   };
   for (;;) {
     throw_if_cancelled();
-    size_t left = file && offset < st.st_size
- ? static_cast<size_t>(st.st_size - offset) : 0;
+    size_t left = file && offset < st.st_size ? static_cast<size_t>(st.st_size - offset) : 0;
     if (left > 0 && is_hole(in_fd, offset, std::min(left, o.chunk_size))) {
       size_t n = std::min(left, o.chunk_size);
       if (!zero || n < o.chunk_size) {
@@ -139,7 +136,6 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
         write_next();
       }
       pool.submit([&buffers, z = zero] {
-
         Compressed c{buffers.get(0), z->sha256};
         c.frame.assign(z->frame.begin(), z->frame.end());
         return c;

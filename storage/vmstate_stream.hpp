@@ -30,7 +30,6 @@ struct StreamStats {
 // that lies in a hole is the same small, precomputed frame of zeros.
 StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions& options);
 
-
 // What to do with members that are not vmstate chunks (shares/...); called in archive order.
 using OtherMember = std::function<void(ArchiveReader::Member&&)>;
 

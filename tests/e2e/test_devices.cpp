@@ -195,8 +195,8 @@ TEST_CASE("kata: hot-plugged disk, memory, vCPU and NIC, and the pod's tap, come
   std::string archive = vm.dir() + "/sandbox.ksnap";
   // mapped-ram here (the other tests use the plain stream): virtiofsd's state, the
   // hot-plugged DIMM's file-backed memory and the taps all go through QEMU's mapped-ram file.
-  CommandResult saved = run_cli({"save", "--sandbox", id, "--kata-root", vm.kata_root(), "-o", archive, "--after",
-                                 "pause", "--vmstate", "mapped-ram", "--json"});
+  CommandResult saved = run_cli({"save", "--sandbox", id, "--kata-root", vm.kata_root(), "-o", archive,
+                                 "--after", "pause", "--vmstate", "mapped-ram", "--json"});
 
   INFO(saved.error_output);
   REQUIRE(saved.status == 0);

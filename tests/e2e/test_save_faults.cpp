@@ -99,7 +99,6 @@ TEST_CASE("damaged archives are refused with exit 3 and no QEMU is left running"
   }
 }
 
-
 TEST_CASE("an output directory that cannot be written fails before the VM is paused") {
   GuestVm vm({.extra_qemu_args = {}});
   vm.wait_console("ksnap: tick 2");

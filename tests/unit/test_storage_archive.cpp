@@ -17,7 +17,6 @@
 #include <tuple>
 #include <unistd.h>
 
-
 using namespace ks;
 using ks::test::TempDir;
 
@@ -187,11 +186,12 @@ Fd sparse_vmstate_file(Bytes& content) {
   content.assign(5 * k_sparse_chunk + 100'000, std::byte{0});
   Bytes data = fake_stream(content.size());
   auto put = [&](size_t offset, size_t size) {
-    std::copy_n(data.begin() + static_cast<ptrdiff_t>(offset), size, content.begin() + static_cast<ptrdiff_t>(offset));
+    std::copy_n(data.begin() + static_cast<ptrdiff_t>(offset), size,
+                content.begin() + static_cast<ptrdiff_t>(offset));
   };
-  put(0, k_sparse_chunk);                          // chunk 0: data (with the QEVM header)
-  put(3 * k_sparse_chunk + 4096, 64u << 10);       // chunk 3: 64 KiB of data among zeros
-  put(5 * k_sparse_chunk, 100'000);                // chunk 5, short: data
+  put(0, k_sparse_chunk);                    // chunk 0: data (with the QEVM header)
+  put(3 * k_sparse_chunk + 4096, 64u << 10); // chunk 3: 64 KiB of data among zeros
+  put(5 * k_sparse_chunk, 100'000);          // chunk 5, short: data
   Fd f(::memfd_create("sparse-test", MFD_CLOEXEC));
   REQUIRE(::ftruncate(f.get(), static_cast<off_t>(content.size())) == 0);
   for (size_t off : {size_t{0}, 3 * k_sparse_chunk, 5 * k_sparse_chunk}) {
@@ -248,7 +248,7 @@ TEST_CASE("archive: in place, only the last vmstate chunk may be short of the ch
   {
     Fd out = open_file(path, O_WRONLY | O_CREAT | O_TRUNC);
     ArchiveWriter w(out.get(), path, test_manifest());
-    Bytes stream = fake_stream(3 * 65536);
+    Bytes stream = fake_stream(size_t{3} * 65536);
     for (auto [n, off, size] : {std::tuple{0, 0, 65536}, {1, 65536, 1000}, {2, 131072, 65536}}) {
       Bytes frame;
       zstd_compress(std::span(stream).subspan(static_cast<size_t>(off), static_cast<size_t>(size)), 1, frame);

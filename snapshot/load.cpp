@@ -75,6 +75,8 @@ private:
   void stream_pipe();
   void stream_mapped_ram();
   void stop_staging() noexcept;
+  void read_vmstate_into(int fd, const StreamOptions& so);
+  bool incoming_completed(std::string& status);
   [[noreturn]] void qemu_failed(const std::string& doing);
   std::string log_path() const { return m_run_dir + "/qemu.log"; }
 
@@ -191,18 +193,39 @@ void LoadSession::start_staging() {
                    .abort = &m_stage_abort};
   m_stager = std::thread([this, so] {
     try {
-      read_vmstate(
-        *m_reader, m_staging.get(), so,
-        [&](ArchiveReader::Member&& m) {
-          throw Error(m_reader->what() + ": unexpected member " + m.name + " among the vmstate chunks",
-                      ExitCode::archive_invalid);
-        },
-        check_qemu_stream_header);
+      read_vmstate_into(m_staging.get(), so);
     } catch (...) {
       m_stage_error = std::current_exception();
     }
     m_staged = true;
   });
+}
+
+// The rest of the archive: vmstate chunks, checked, into FD; the stream header checked.
+void LoadSession::read_vmstate_into(int fd, const StreamOptions& so) {
+  read_vmstate(
+    *m_reader, fd, so,
+    [&](ArchiveReader::Member&& m) {
+      throw Error(m_reader->what() + ": unexpected member " + m.name + " among the vmstate chunks",
+                  ExitCode::archive_invalid);
+    },
+    check_qemu_stream_header);
+}
+
+// One look at the incoming migration: true once it completed; a failure ends in
+// qemu_failed. STATUS is empty when QEMU did not answer (it went away: the caller's next
+// check of the process says why).
+bool LoadSession::incoming_completed(std::string& status) {
+  try {
+    status = m_qmp->execute("query-migrate").value("status", "");
+  } catch (const Error&) {
+    status.clear();
+    return false;
+  }
+  if (status == "failed") {
+    qemu_failed("loading");
+  }
+  return status == "completed";
 }
 
 void LoadSession::stop_staging() noexcept {
@@ -373,16 +396,8 @@ void LoadSession::stream_mapped_ram() {
     }
     throw_if_cancelled();
     std::string status;
-    try {
-      status = m_qmp->execute("query-migrate").value("status", "");
-    } catch (const Error&) {
-      continue; // QEMU went away: the loop head reports why
-    }
-    if (status == "completed") {
+    if (incoming_completed(status)) {
       break;
-    }
-    if (status == "failed") {
-      qemu_failed("loading");
     }
     std::this_thread::sleep_for(Millis(2));
   }
@@ -405,14 +420,7 @@ void LoadSession::stream_pipe() {
                    .progress = &progress};
   std::thread writer([&, out = std::move(pipe.write)]() mutable {
     try {
-      read_vmstate(
-        *m_reader, out.get(), so,
-        [&](ArchiveReader::Member&& m) {
-          throw Error(m_reader->what() + ": unexpected member " + m.name + " among the vmstate chunks",
-                      ExitCode::archive_invalid);
-        },
-
-        check_qemu_stream_header);
+      read_vmstate_into(out.get(), so);
     } catch (...) {
       error = std::current_exception();
     }
@@ -442,16 +450,8 @@ void LoadSession::stream_pipe() {
       if (done && error) {
         std::rethrow_exception(error);
       }
-      try {
-        status = m_qmp->execute("query-migrate").value("status", "");
-      } catch (const Error&) {
-        continue; // QEMU went away: the loop head reports why
-      }
-      if (status == "completed") {
+      if (incoming_completed(status)) {
         break;
-      }
-      if (status == "failed") {
-        qemu_failed("loading");
       }
       if (done && !after_eof) {
         after_eof.emplace(std::chrono::seconds(60));

@@ -62,18 +62,24 @@ TEST_CASE("damaged archives are refused with exit 3 and no QEMU is left running"
     expect_refused(write("cut.ksnap", data.substr(0, data.size() * 2 / 3)), vm.dir() + "/run-cut",
                    "is damaged");
   }
+  auto flipped = [](std::string bytes, const std::string& member, size_t at) {
+    size_t header = bytes.find(member) / 512 * 512;
+    bytes[header + 512 + at] ^= 0x01;
+    return bytes;
+  };
+  // Cut just before index.json's pax header: every chunk is intact, the index is gone.
+  auto without_index = [](const std::string& bytes) {
+    size_t index_header = bytes.rfind("PaxHeader/index.json");
+    REQUIRE(index_header != std::string::npos);
+    return bytes.substr(0, index_header / 512 * 512);
+  };
   SECTION("one byte flipped inside a vmstate chunk") {
-    std::string bad = data;
-    size_t header = bad.find("vmstate/000003.zst") / 512 * 512;
-    bad[header + 512 + 1000] ^= 0x01;
-    expect_refused(write("flip.ksnap", bad), vm.dir() + "/run-flip", "does not match its SHA-256");
+    expect_refused(write("flip.ksnap", flipped(data, "vmstate/000003.zst", 1000)), vm.dir() + "/run-flip",
+                   "does not match its SHA-256");
   }
   SECTION("missing index") {
-    // Cut just before index.json's pax header: every chunk is intact, the index is gone.
-    size_t index_header = data.rfind("PaxHeader/index.json");
-    REQUIRE(index_header != std::string::npos);
-    expect_refused(write("noindex.ksnap", data.substr(0, index_header / 512 * 512)),
-                   vm.dir() + "/run-noindex", "index.json is missing");
+    expect_refused(write("noindex.ksnap", without_index(data)), vm.dir() + "/run-noindex",
+                   "index.json is missing");
   }
   SECTION("manifest from a future format version") {
     std::string future = vm.dir() + "/future.ksnap";
@@ -86,16 +92,12 @@ TEST_CASE("damaged archives are refused with exit 3 and no QEMU is left running"
   // mapped-ram: the state is staged while QEMU starts; QEMU must not outlive the refusal.
   std::string mapped_data = read_file(mapped);
   SECTION("mapped-ram: one byte flipped inside a vmstate chunk") {
-    std::string bad = mapped_data;
-    size_t header = bad.find("vmstate/000000.zst") / 512 * 512;
-    bad[header + 512 + 100] ^= 0x01;
-    expect_refused(write("mflip.ksnap", bad), vm.dir() + "/run-mflip", "does not match its SHA-256");
+    expect_refused(write("mflip.ksnap", flipped(mapped_data, "vmstate/000000.zst", 100)),
+                   vm.dir() + "/run-mflip", "does not match its SHA-256");
   }
   SECTION("mapped-ram: missing index") {
-    size_t index_header = mapped_data.rfind("PaxHeader/index.json");
-    REQUIRE(index_header != std::string::npos);
-    expect_refused(write("mnoindex.ksnap", mapped_data.substr(0, index_header / 512 * 512)),
-                   vm.dir() + "/run-mnoindex", "index.json is missing");
+    expect_refused(write("mnoindex.ksnap", without_index(mapped_data)), vm.dir() + "/run-mnoindex",
+                   "index.json is missing");
   }
 }
 

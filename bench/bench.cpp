@@ -134,7 +134,12 @@ int main(int argc, char** argv) {
   // (save to /dev/null, load of the raw stream that QEMU reads itself), and save to stdout, which
 
   // like the baseline ends without an fsync.
-  std::vector<double> floor_save, floor_load, cand_stdout, mapped_save, mapped_load;
+  std::vector<double> floor_save, floor_load, cand_stdout, mapped_save, mapped_load, cand_paused,
+    mapped_paused;
+  // How long a save stopped the VM, from its --json result.
+  auto paused = [](const std::string& json_path) {
+    return qmp::Json::parse(read_file(json_path)).value("vm_paused_seconds", 0.0);
+  };
   long cand_rss = 0;
   uint64_t base_size = 0, cand_size = 0;
   for (int i = 0; i < rounds; ++i) {
@@ -149,9 +154,11 @@ int main(int argc, char** argv) {
     std::error_code ec;
     fs::remove(dir + "/cand.ksnap", ec);
     fs::remove(dir + "/save.log", ec);
-    Run r = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/cand.ksnap", "--quiesce", "off"},
-                      dir + "/save.log");
+    Run r =
+      timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/cand.ksnap", "--quiesce", "off", "--json"},
+                dir + "/save.log", dir + "/save.json");
     cand_save.push_back(r.seconds);
+    cand_paused.push_back(paused(dir + "/save.json"));
     cand_rss = std::max(cand_rss, r.rss_kib);
     fs::remove(dir + "/stdout.ksnap", ec);
     Run piped = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", "-", "--quiesce", "off"},
@@ -159,9 +166,10 @@ int main(int argc, char** argv) {
     cand_stdout.push_back(piped.seconds);
     fs::remove(dir + "/mapped.ksnap", ec);
     Run mapped = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/mapped.ksnap", "--quiesce", "off",
-                            "--vmstate", "mapped-ram"},
-                           dir + "/save-mapped.log");
+                            "--vmstate", "mapped-ram", "--json"},
+                           dir + "/save-mapped.log", dir + "/save-mapped.json");
     mapped_save.push_back(mapped.seconds);
+    mapped_paused.push_back(paused(dir + "/save-mapped.json"));
     {
       qmp::Client qmp = vm.qmp();
       auto start = Clock::now();
@@ -219,6 +227,11 @@ int main(int argc, char** argv) {
               static_cast<double>(mapped_size) / static_cast<double>(base_size));
 
   std::printf("%-46s %7.2fs %7.2fx\n", "QEMU save floor: migrate to exec:cat>/dev/null", fs_, fs_ / bs);
+  double cp = median(cand_paused), mp = median(mapped_paused);
+  std::printf("VM paused during the save (the baseline's VM stays stopped for all of it):\n");
+  std::printf("%-46s %7.2fs %7.2fx\n", "  save (stream)", cp, cp / bs);
+  std::printf("%-46s %7.2fs %7.2fx\n", "  save --vmstate mapped-ram", mp, mp / bs);
+
   std::printf("%-46s %7.2fs %7.2fx\n", "QEMU load floor: raw stream read from file:", fl, fl / bl);
   std::printf("steps of the last save: %s\nsteps of the last load: %s\n",
               log_tail(dir + "/save.log", 8).c_str(), log_tail(dir + "/load.log", 8).c_str());

@@ -16,6 +16,11 @@ std::string describe(const nlohmann::json& m) {
        " by kata-snapshot " + m.value("tool_version", "") + "\n";
   s += "qemu:     " + m["qemu"].value("version", "") + ", machine " + m["qemu"].value("machine", "") + "\n";
   s += "memory:   " + human_size(m["vm"].value("ram_bytes", 0ull)) + "\n";
+  const nlohmann::json& vmstate = m["vmstate"];
+  s += "vmstate:  " + vmstate.value("layout", "stream") + " layout, zstd level " +
+       std::to_string(vmstate.value("level", 1)) + ", chunks of " +
+       human_size(vmstate.value("chunk_size", uint64_t{8} << 20)) + "\n";
+
   s += "mode:     " + m.value("mode", "") + ", quiesce " + m["quiesce"].value("method", "none") + "\n";
   const nlohmann::json none = nlohmann::json::array();
   const nlohmann::json& shares = m.contains("shares") ? m["shares"] : none;

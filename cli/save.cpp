@@ -50,16 +50,22 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
   a.o.progress = !g.quiet && !g.json;
   a.o.verbose = g.verbose;
   SaveResult r = save(a.o);
-  nlohmann::json j = {{"output", r.output},
-                      {"archive_bytes", r.archive_bytes},
-                      {"vmstate_bytes", r.vmstate_bytes},
-                      {"chunks", r.chunks},
-                      {"seconds", r.seconds},
-                      {"quiesce", r.quiesce},
-                      {"vm_state", r.vm_state}};
-  std::string human = "saved " + (r.output == "-" ? std::string("to stdout") : r.output) + ": " +
-                      human_size(r.archive_bytes) + " (" + human_size(r.vmstate_bytes) + " of VM state) in " +
-                      std::to_string(r.seconds).substr(0, 4) + " s; VM " + r.vm_state;
+  nlohmann::json j = {
+    {"output", r.output},
+    {"archive_bytes", r.archive_bytes},
+    {"vmstate_bytes", r.vmstate_bytes},
+    {"chunks", r.chunks},
+    {"seconds", r.seconds},
+    {"quiesce", r.quiesce},
+    {"vm_state", r.vm_state},
+    {"vm_paused_seconds", r.vm_paused_seconds ? nlohmann::json(*r.vm_paused_seconds) : nullptr}};
+  std::string human =
+    "saved " + (r.output == "-" ? std::string("to stdout") : r.output) + ": " + human_size(r.archive_bytes) +
+    " (" + human_size(r.vmstate_bytes) + " of VM state) in " + std::to_string(r.seconds).substr(0, 4) +
+    " s; VM " + r.vm_state +
+    (r.vm_paused_seconds ? " (paused for " + std::to_string(*r.vm_paused_seconds).substr(0, 4) + " s)"
+                         : std::string());
+
   if (r.output == "-") {
     if (!g.quiet) {
       note(g, human); // stdout carries the archive

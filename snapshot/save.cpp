@@ -35,7 +35,12 @@ namespace {
 constexpr const char* k_fd_name = "ksnap-save";
 constexpr uint64_t k_unlimited_bandwidth = 1ull << 40; // bytes/s: effectively no cap
 
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
 // Resident memory of PID in bytes (anon + file + shmem), or 0 when unknown.
+
 uint64_t resident_bytes(pid_t pid) {
   try {
     for (const auto& line : split(read_file("/proc/" + std::to_string(pid) + "/status"), '\n')) {
@@ -95,6 +100,8 @@ private:
   std::optional<uint64_t> m_old_bandwidth;
   bool m_done = false;
   std::chrono::steady_clock::time_point m_start = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point m_stopped_at;
+  std::optional<double> m_paused_seconds; // from stop to cont, when this save resumed the VM
 };
 
 void SaveSession::discover() {
@@ -197,6 +204,7 @@ void SaveSession::pause() {
   if (m_was_running) {
     m_vm->qmp.execute("stop");
     m_paused = true;
+    m_stopped_at = std::chrono::steady_clock::now();
   }
   Json params = m_vm->qmp.execute("query-migrate-parameters");
   m_old_bandwidth = params.value("max-bandwidth", 134217728ull);
@@ -425,9 +433,10 @@ SaveResult SaveSession::finish() {
   r.archive_bytes = m_writer->bytes_written();
   r.vmstate_bytes = m_stats.raw_bytes;
   r.chunks = m_stats.chunks;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - m_start).count();
+  r.seconds = seconds_since(m_start);
   r.quiesce = m_quiescer.describe();
   r.vm_state = state;
+  r.vm_paused_seconds = m_paused_seconds;
   return r;
 }
 
@@ -441,6 +450,9 @@ void SaveSession::release_vm() {
   bool stay_paused = m_o.after == AfterSave::pause;
   if (!stay_paused || m_quiescer.frozen()) {
     m_vm->qmp.execute("cont");
+    if (!stay_paused) {
+      m_paused_seconds = seconds_since(m_stopped_at);
+    }
     m_quiescer.thaw();
     if (stay_paused) {
       m_vm->qmp.execute("stop");

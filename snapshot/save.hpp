@@ -5,6 +5,7 @@
 
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 namespace ks {
@@ -41,6 +42,8 @@ struct SaveResult {
   double seconds = 0;
   nlohmann::json quiesce;
   std::string vm_state; // running, paused, or shut down
+  // How long the vCPUs were stopped, when the save stopped them and resumed them again.
+  std::optional<double> vm_paused_seconds;
 };
 
 SaveResult save(const SaveOptions& options);

@@ -40,6 +40,19 @@ TEST_CASE("save --vmstate mapped-ram, kill QEMU, load: the counter continues, QE
   nlohmann::json manifest = nlohmann::json::parse(inspect.output);
   CHECK(manifest["vmstate"]["layout"] == "mapped-ram");
   CHECK(manifest["format_version"] == 2);
+  CHECK_THAT(run_cli({"inspect", archive}).output, Catch::Contains("vmstate:  mapped-ram layout"));
+  // With --after resume the VM runs again once QEMU has written the state, before the
+  // compression: it was paused for less than the whole save.
+  vm.qmp().execute("cont");
+  CommandResult resumed = run_cli(
+    {"save", "--qmp", vm.qmp_path(), "-o", vm.dir() + "/resumed.ksnap", "--vmstate", "mapped-ram", "--json"});
+  REQUIRE(resumed.status == 0);
+  nlohmann::json r = nlohmann::json::parse(resumed.output);
+  CHECK(r["vm_state"] == "running");
+  REQUIRE(r["vm_paused_seconds"].is_number());
+  CHECK(r["vm_paused_seconds"].get<double>() < r["seconds"].get<double>());
+  save_paused(vm.qmp_path(), archive, {"--vmstate", "mapped-ram", "--force"});
+
   CHECK(run_cli({"verify", archive}).status == 0);
   Mark m = mark(vm);
   vm.kill();

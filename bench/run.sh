@@ -2,4 +2,4 @@
 # make bench: kata-snapshot against plain QEMU migration (see bench/bench.cpp).
 set -euo pipefail
 build=${1:-build}
-exec "$build/bench_snapshot" "${BENCH_ROUNDS:-3}"
+exec "$build/bench_snapshot" "${BENCH_ROUNDS:-5}"

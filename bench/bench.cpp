@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <thread>
 #include <unistd.h>
 
@@ -138,56 +139,73 @@ int main(int argc, char** argv) {
     mapped_paused;
   // How long a save stopped the VM, from its --json result.
   auto paused = [](const std::string& json_path) {
-    return qmp::Json::parse(read_file(json_path)).value("vm_paused_seconds", 0.0);
+    double s = qmp::Json::parse(read_file(json_path)).value("vm_paused_seconds", 0.0);
+    fs::remove(json_path); // the CLI's stdout is appended to
+    return s;
   };
+
   long cand_rss = 0;
   uint64_t base_size = 0, cand_size = 0;
+  // The order rotates from round to round: on this machine whatever runs right after a large
+  // free (a QEMU or a staging file going away) is slower, as the memory is faulted back in.
+  auto rotated = [](const std::vector<std::function<void()>>& steps, int round) {
+    for (size_t k = 0; k < steps.size(); ++k) {
+      steps[(k + static_cast<size_t>(round)) % steps.size()]();
+    }
+  };
+  std::error_code ec;
   for (int i = 0; i < rounds; ++i) {
-    {
+    auto base = [&] {
       qmp::Client qmp = vm.qmp();
       auto start = Clock::now();
       qmp.execute("stop");
       migrate_out(qmp, "exec:zstd -q -1 -T" + std::to_string(cores) + " > " + dir + "/base.zst");
       base_save.push_back(seconds_since(start));
       qmp.execute("cont");
-    }
-    std::error_code ec;
-    fs::remove(dir + "/cand.ksnap", ec);
-    fs::remove(dir + "/save.log", ec);
-    Run r =
-      timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/cand.ksnap", "--quiesce", "off", "--json"},
-                dir + "/save.log", dir + "/save.json");
-    cand_save.push_back(r.seconds);
-    cand_paused.push_back(paused(dir + "/save.json"));
-    cand_rss = std::max(cand_rss, r.rss_kib);
-    fs::remove(dir + "/stdout.ksnap", ec);
-    Run piped = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", "-", "--quiesce", "off"},
-                          dir + "/save-stdout.log", dir + "/stdout.ksnap");
-    cand_stdout.push_back(piped.seconds);
-    fs::remove(dir + "/mapped.ksnap", ec);
-    Run mapped = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/mapped.ksnap", "--quiesce", "off",
-                            "--vmstate", "mapped-ram", "--json"},
-                           dir + "/save-mapped.log", dir + "/save-mapped.json");
-    mapped_save.push_back(mapped.seconds);
-    mapped_paused.push_back(paused(dir + "/save-mapped.json"));
-    {
+    };
+    auto cand = [&] {
+      fs::remove(dir + "/cand.ksnap", ec);
+      fs::remove(dir + "/save.log", ec);
+      Run r =
+        timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/cand.ksnap", "--quiesce", "off", "--json"},
+                  dir + "/save.log", dir + "/save.json");
+      cand_save.push_back(r.seconds);
+      cand_paused.push_back(paused(dir + "/save.json"));
+      cand_rss = std::max(cand_rss, r.rss_kib);
+    };
+    auto piped = [&] {
+      fs::remove(dir + "/stdout.ksnap", ec);
+      Run r = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", "-", "--quiesce", "off"},
+                        dir + "/save-stdout.log", dir + "/stdout.ksnap");
+      cand_stdout.push_back(r.seconds);
+    };
+    auto mapped = [&] {
+      fs::remove(dir + "/mapped.ksnap", ec);
+      Run r = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/mapped.ksnap", "--quiesce", "off",
+                         "--vmstate", "mapped-ram", "--json"},
+                        dir + "/save-mapped.log", dir + "/save-mapped.json");
+      mapped_save.push_back(r.seconds);
+      mapped_paused.push_back(paused(dir + "/save-mapped.json"));
+    };
+    auto floor = [&] {
       qmp::Client qmp = vm.qmp();
       auto start = Clock::now();
       qmp.execute("stop");
       migrate_out(qmp, i == 0 ? "exec:cat > " + dir + "/raw.stream" : std::string("exec:cat > /dev/null"));
       floor_save.push_back(seconds_since(start));
       qmp.execute("cont");
-    }
+    };
+    rotated({base, cand, piped, mapped, floor}, i);
   }
   base_size = fs::file_size(dir + "/base.zst");
   cand_size = fs::file_size(dir + "/cand.ksnap");
   uint64_t mapped_size = fs::file_size(dir + "/mapped.ksnap");
   std::vector<std::string> source_argv = vm.argv();
   vm.kill();
-  std::error_code ec;
   // Loads one archive into RUN and waits until the restored QEMU is gone again.
-  auto load = [&](const std::string& archive, const std::string& run) {
-    Run r = timed_cli({"load", archive, "--run-dir", run}, dir + "/load.log");
+  auto load = [&](const std::string& archive, const std::string& run, const std::string& log) {
+    fs::remove(log, ec);
+    Run r = timed_cli({"load", archive, "--run-dir", run}, log);
     int pid = std::stoi(trim(read_file(run + "/qemu.pid")));
     ::kill(pid, SIGKILL);
     // Not our child (load detaches it): wait until it is gone, so that its teardown (freeing
@@ -199,15 +217,21 @@ int main(int argc, char** argv) {
     return r;
   };
   for (int i = 0; i < rounds; ++i) {
-    base_load.push_back(qemu_load(source_argv, "exec:zstd -dc " + dir + "/base.zst", dir));
-    floor_load.push_back(qemu_load(source_argv, "file:" + dir + "/raw.stream", dir));
     std::string run = dir + "/run" + std::to_string(i);
-    mapped_load.push_back(load(dir + "/mapped.ksnap", run + "-mapped").seconds);
-    fs::remove(dir + "/load.log", ec);
-    Run r = load(dir + "/cand.ksnap", run);
-    cand_load.push_back(r.seconds);
-    cand_rss = std::max(cand_rss, r.rss_kib);
+    rotated({[&] { base_load.push_back(qemu_load(source_argv, "exec:zstd -dc " + dir + "/base.zst", dir)); },
+             [&] { floor_load.push_back(qemu_load(source_argv, "file:" + dir + "/raw.stream", dir)); },
+             [&] {
+               Run r = load(dir + "/cand.ksnap", run, dir + "/load.log");
+               cand_load.push_back(r.seconds);
+               cand_rss = std::max(cand_rss, r.rss_kib);
+             },
+             [&] {
+               mapped_load.push_back(
+                 load(dir + "/mapped.ksnap", run + "-mapped", dir + "/load-mapped.log").seconds);
+             }},
+            i);
   }
+
   double bs = median(base_save), cs = median(cand_save), bl = median(base_load), cl = median(cand_load);
   std::printf("\n%-28s %12s %12s %8s %s\n", "", "baseline", "kata-snap", "ratio", "target");
   std::printf("%-28s %11.2fs %11.2fs %7.2fx %s\n", "save (median)", bs, cs, cs / bs, "<= 1.00x");

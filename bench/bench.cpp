@@ -6,6 +6,7 @@
 // and QEMU alone (no compression at all).
 #include "qmp/qmp_client.hpp"
 #include "tests/e2e/guest_vm.hpp"
+#include "util/deadline.hpp"
 #include "util/strings.hpp"
 
 #include <algorithm>
@@ -23,10 +24,6 @@ namespace fs = std::filesystem;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 std::string list(const std::vector<double>& v) {
   std::string out;

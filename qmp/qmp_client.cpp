@@ -24,7 +24,13 @@ Client Client::connect(const std::string& path, Millis timeout) {
   // A held socket answers connect() (kernel backlog) but QEMU never greets us.
   Deadline greet_deadline(std::min(timeout, Millis(3000)));
   auto greeting = c.read_message(greet_deadline);
+  // QEMU keeps monitor output the previous client did not read: an event queued just before
+  // that client went away reaches us ahead of the greeting.
+  while (greeting && greeting->contains("event") && !greeting->contains("QMP")) {
+    greeting = c.read_message(greet_deadline);
+  }
   if (!greeting) {
+
     throw MonitorBusy("no QMP greeting on " + path + " within " +
                         std::to_string(std::min(timeout, Millis(3000)).count() / 1000) +
                         " s: the socket is held by another client or is not a QMP monitor",

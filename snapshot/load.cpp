@@ -17,6 +17,8 @@
 #include "storage/vmstate_stream.hpp"
 #include "util/cancel.hpp"
 #include "util/child_process.hpp"
+#include "util/deadline.hpp"
+
 #include "util/strings.hpp"
 #include "util/unix_socket.hpp"
 
@@ -490,7 +492,8 @@ LoadResult LoadSession::finish() {
   r.run_dir = m_run_dir;
   r.virtiofsd_pids = m_shares.release_daemons();
   r.status = m_o.paused ? "paused" : "running";
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - m_start).count();
+  r.seconds = seconds_since(m_start);
+
   r.guest = m_guest;
   m_qemu.release(); // from here on the VM lives on its own
   return r;

@@ -16,6 +16,8 @@
 #include "storage/vmstate_stream.hpp"
 #include "util/atomic_file.hpp"
 #include "util/cancel.hpp"
+#include "util/deadline.hpp"
+
 #include "util/done_flag.hpp"
 
 #include "util/strings.hpp"
@@ -34,10 +36,6 @@ namespace {
 
 constexpr const char* k_fd_name = "ksnap-save";
 constexpr uint64_t k_unlimited_bandwidth = 1ull << 40; // bytes/s: effectively no cap
-
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 
 // Resident memory of PID in bytes (anon + file + shmem), or 0 when unknown.
 

@@ -22,4 +22,9 @@ private:
   std::chrono::steady_clock::time_point m_end;
 };
 
+// Seconds from T until now, in the monotonic clock.
+inline double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
 } // namespace ks

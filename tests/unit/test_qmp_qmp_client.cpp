@@ -75,7 +75,19 @@ TEST_CASE("qmp: a peer that does not speak QMP") {
   CHECK_THROWS_WITH(Client::connect(dir / "qmp.sock"), Catch::Contains("does not speak QMP"));
 }
 
+TEST_CASE("qmp: an event the previous client left unread, ahead of the greeting, is skipped") {
+  TempDir dir;
+  FakeQmpServer server(dir / "qmp.sock", [](FakeQmpServer& s, int c) {
+    FakeQmpServer::send_line(c, R"({"event": "VSERPORT_CHANGE", "data": {"id": "helper0", "open": true}, )"
+                                R"("timestamp": {"seconds": 1, "microseconds": 0}})");
+    FakeQmpServer::after_handshake([](FakeQmpServer& self, int client) { self.read_line(client); })(s, c);
+  });
+  Client qmp = Client::connect(dir / "qmp.sock");
+  CHECK(qmp.greeting().contains("version"));
+}
+
 TEST_CASE("qmp: a garbled line") {
+
   TempDir dir;
   FakeQmpServer server(dir / "qmp.sock", FakeQmpServer::after_handshake([](FakeQmpServer& s, int c) {
                          s.read_line(c);

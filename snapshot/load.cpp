@@ -386,7 +386,6 @@ void LoadSession::stream_mapped_ram() {
   }
   m_stager.join();
   if (m_stage_error) {
-
     std::rethrow_exception(m_stage_error);
   }
   MigrationCapability cap(*m_qmp, k_layout_mapped_ram, true);
@@ -493,7 +492,6 @@ LoadResult LoadSession::finish() {
   r.virtiofsd_pids = m_shares.release_daemons();
   r.status = m_o.paused ? "paused" : "running";
   r.seconds = seconds_since(m_start);
-
   r.guest = m_guest;
   m_qemu.release(); // from here on the VM lives on its own
   return r;
@@ -510,11 +508,9 @@ LoadResult load(const LoadOptions& options) {
   log.done("host check");
   s.prepare_run_dir(); // sockets, pid file and logs of the new VM
   s.prepare_network(); // taps re-created by name in --netns
-
-  s.restore_shares(); // shares/ members (they precede the vmstate) into their directories
+  s.restore_shares();  // shares/ members (they precede the vmstate) into their directories
   log.done("shares");
   s.start_staging(); // mapped-ram: check and stage the vmstate meanwhile, on other threads
-
   s.start_daemons(); // virtiofsd per share, listening before QEMU connects
   s.start_qemu();    // recorded argv rewritten, -S -incoming defer, QMP ready
   log.done("start qemu");

@@ -72,7 +72,7 @@ private:
   void stream_mapped_ram();
   void cancel_migration() noexcept;
   void release_vm();
-  void wait_for_migration_end();
+  void wait_for_migration_end(const Deadline& deadline, ProgressLine* bar = nullptr);
   void rollback() noexcept;
   void restore_vm() noexcept;
 
@@ -251,9 +251,7 @@ Json SaveSession::build_manifest() const {
           {"devices_added", m_devices},
           {"network", m_network.to_json()},
           {"kata", m_o.kata},
-
           {"shares", shares},
-
           {"quiesce", m_quiescer.describe()},
           {"mode", "stop"},
           {"labels", m_o.labels},
@@ -282,23 +280,7 @@ void SaveSession::stream_mapped_ram() {
     ProgressLine bar(m_o.progress, "saving", m_ram);
     m_vm->qmp.execute("migrate", {{"uri", target.uri()}});
     m_migrating = true;
-    for (;;) {
-      throw_if_cancelled();
-      Json mig = m_vm->qmp.execute("query-migrate");
-      std::string status = mig.value("status", "");
-      if (status == "completed") {
-        break;
-      }
-      if (status == "failed" || status == "cancelled") {
-        throw Error("QEMU's migration " + status +
-                    (mig.contains("error-desc") ? ": " + mig["error-desc"].get<std::string>() : ""));
-      }
-      if (mig.contains("ram")) {
-        bar.update(mig["ram"].value("transferred", 0ull));
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    m_migrating = false;
+    wait_for_migration_end(Deadline::never(), &bar);
   } catch (...) {
     cancel_migration(); // before the capability goes back: QEMU refuses that mid-migration
     throw;
@@ -306,7 +288,6 @@ void SaveSession::stream_mapped_ram() {
   if (m_o.after == AfterSave::resume) {
     release_vm(); // the state is in the file: the guest need not wait for the compression
   }
-
   if (::lseek(file.get(), 0, SEEK_SET) != 0) {
     throw Error("failed to rewind the vmstate staging file");
   }
@@ -329,7 +310,6 @@ void SaveSession::cancel_migration() noexcept {
 }
 
 void SaveSession::stream_pipe() {
-
   Pipe pipe = make_pipe();
   grow_pipe(pipe.write.get(), 1 << 20); // fewer wake-ups between QEMU and the reader
   m_vm->qmp.send_fd(k_fd_name, pipe.write.get());
@@ -382,12 +362,14 @@ void SaveSession::stream_pipe() {
   if (error) {
     std::rethrow_exception(error);
   }
-  wait_for_migration_end();
+  wait_for_migration_end(Deadline(std::chrono::seconds(30)));
 }
 
-void SaveSession::wait_for_migration_end() {
-  Deadline deadline(std::chrono::seconds(30));
+// Polls QEMU until it reports the migration completed; throws when it failed or was
+// cancelled, on a signal, or when DEADLINE passes. BAR (if any) follows the RAM sent.
+void SaveSession::wait_for_migration_end(const Deadline& deadline, ProgressLine* bar) {
   for (;;) {
+    throw_if_cancelled();
     Json mig = m_vm->qmp.execute("query-migrate");
     std::string status = mig.value("status", "");
     if (status == "completed") {
@@ -400,6 +382,9 @@ void SaveSession::wait_for_migration_end() {
     }
     if (deadline.expired()) {
       throw Error("QEMU closed the migration stream but did not report completion (status " + status + ")");
+    }
+    if (bar && mig.contains("ram")) {
+      bar->update(mig["ram"].value("transferred", 0ull));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }

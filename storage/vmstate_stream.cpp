@@ -25,7 +25,6 @@ struct Compressed {
 
 // A checked vmstate chunk on its way out: decompressed whole, still a frame, or already in
 // place in a sparse output file.
-
 struct Ready {
   bool whole = false;
   Bytes data;
@@ -109,6 +108,12 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
   off_t offset = ::lseek(in_fd, 0, SEEK_CUR);
   const bool file = offset >= 0 && ::fstat(in_fd, &st) == 0 && S_ISREG(st.st_mode);
   std::shared_ptr<const Compressed> zero; // a whole chunk of zeros, made on first use
+  auto count = [&](size_t bytes) {
+    stats.raw_bytes += bytes;
+    if (o.progress) {
+      o.progress->store(stats.raw_bytes);
+    }
+  };
   auto write_next = [&] {
     Compressed c = pool.take_next();
     writer.add_member(vmstate_member_name(stats.chunks++), c.frame, c.sha256);
@@ -127,11 +132,7 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
       }
       offset += static_cast<off_t>(n);
       seek_forward(in_fd, n, "the migration stream");
-      stats.raw_bytes += n;
-
-      if (o.progress) {
-        o.progress->store(stats.raw_bytes);
-      }
+      count(n);
       if (pool.full()) {
         write_next();
       }
@@ -145,15 +146,11 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
     auto chunk = std::make_shared<Bytes>(buffers.get(o.chunk_size));
     size_t n = read_full(in_fd, *chunk, "the migration stream");
     offset += static_cast<off_t>(n);
-
     if (n == 0) {
       break;
     }
     chunk->resize(n);
-    stats.raw_bytes += n;
-    if (o.progress) {
-      o.progress->store(stats.raw_bytes);
-    }
+    count(n);
     if (pool.full()) {
       write_next();
     }

@@ -17,7 +17,12 @@ std::string describe(const nlohmann::json& m) {
   s += "qemu:     " + m["qemu"].value("version", "") + ", machine " + m["qemu"].value("machine", "") + "\n";
   s += "memory:   " + human_size(m["vm"].value("ram_bytes", 0ull)) + "\n";
   const nlohmann::json& vmstate = m["vmstate"];
-  s += "vmstate:  " + vmstate.value("layout", "stream") + " layout, zstd level " +
+  s += "vmstate:  " + vmstate.value("layout", "stream") + " layout" +
+       (vmstate.contains("channels")
+          ? " (" + std::to_string(vmstate.value("channels", 0u)) + " multifd channels)"
+          : std::string()) +
+       ", zstd level " +
+
        std::to_string(vmstate.value("level", 1)) + ", chunks of " +
        human_size(vmstate.value("chunk_size", uint64_t{8} << 20)) + "\n";
 

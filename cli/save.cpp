@@ -12,7 +12,7 @@ namespace {
 struct SaveArgs {
   SaveOptions o;
   std::string mode = "auto";
-  std::string vmstate = "stream";
+  std::string vmstate = "auto";
   std::string after = "resume";
   std::string quiesce = "auto";
   std::vector<std::string> shares;
@@ -33,7 +33,10 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
   }
 
   a.o.mode = a.mode == "live" ? SaveMode::live : a.mode == "stop" ? SaveMode::stop : SaveMode::automatic;
-  a.o.layout = a.vmstate == "mapped-ram" ? VmstateLayout::mapped_ram : VmstateLayout::stream;
+  a.o.layout = a.vmstate == "mapped-ram" ? VmstateLayout::mapped_ram
+               : a.vmstate == "multifd"  ? VmstateLayout::multifd
+               : a.vmstate == "stream"   ? VmstateLayout::stream
+                                         : VmstateLayout::automatic;
   a.o.after = a.after == "pause" ? AfterSave::pause : a.after == "quit" ? AfterSave::quit : AfterSave::resume;
   a.o.quiesce = a.quiesce == "required" ? QuiescePolicy::required
                 : a.quiesce == "off"    ? QuiescePolicy::off
@@ -89,8 +92,11 @@ void add_save(CLI::App& app, Registry& reg) {
     ->check(CLI::IsMember({"auto", "stop", "live"}));
   cmd
     ->add_option("--vmstate", a->vmstate,
-                 "VM state layout: stream (default) or mapped-ram (shorter pause, staged in memory)")
-    ->check(CLI::IsMember({"stream", "mapped-ram"}));
+                 "VM state layout: auto (default: multifd where QEMU has it, else stream), multifd "
+                 "(several connections, loaded in parallel), stream (one pipe; archive format 1, which "
+                 "every kata-snapshot reads) or mapped-ram (shorter pause, staged in memory)")
+
+    ->check(CLI::IsMember({"auto", "multifd", "stream", "mapped-ram"}));
 
   cmd
     ->add_option("--after", a->after, "What the VM does after the save: resume|pause|quit")
@@ -102,7 +108,9 @@ void add_save(CLI::App& app, Registry& reg) {
   cmd->add_option("--compress-level", a->o.compress_level, "zstd level (default 1)")
     ->check(CLI::Range(-7, 19));
   cmd->add_option("--threads", a->o.threads,
-                  "Compression workers (default: every core but one; every core for mapped-ram)");
+                  "Compression workers (default: every core but one; every core for mapped-ram); "
+                  "with multifd also the channel count (default: every core, 2 to 8)");
+
   cmd->add_option("--chunk-size", a->chunk_mib, "vmstate chunk size in MiB (default 8)")
     ->check(CLI::Range(1, 256));
   cmd->add_option("--label", a->labels, "KEY=VALUE recorded in the manifest");

@@ -2,6 +2,7 @@
 
 #include "snapshot/host_check.hpp"
 #include "storage/archive_reader.hpp"
+#include "storage/vmstate_channels.hpp"
 #include "storage/vmstate_stream.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
@@ -43,13 +44,15 @@ nlohmann::json verify_archive(const std::string& archive, bool host, unsigned th
   uint64_t other_members = 0;
   StreamOptions so{.chunk_size = reader.manifest()["vmstate"].value("chunk_size", size_t{8} << 20),
                    .threads = threads ? threads : std::max(1u, std::thread::hardware_concurrency())};
-  StreamStats stats = read_vmstate(
-    reader, -1, so,
-    [&](ArchiveReader::Member&& m) {
-      reader.check_member(m);
-      ++other_members;
-    },
-    check_qemu_stream_header);
+  auto other = [&](ArchiveReader::Member&& m) {
+    reader.check_member(m);
+    ++other_members;
+  };
+  const Json& vmstate = reader.manifest()["vmstate"];
+  StreamStats stats = vmstate.value("layout", "") == "multifd"
+                        ? read_vmstate_channels(reader, vmstate.at("channels").get<unsigned>(), {}, so, other)
+                        : read_vmstate(reader, -1, so, other, check_qemu_stream_header);
+
   nlohmann::json out = {{"ok", true},
                         {"archive", archive},
                         {"vmstate_chunks", stats.chunks},

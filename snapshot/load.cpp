@@ -8,12 +8,14 @@
 #include "snapshot/guest_refresh.hpp"
 #include "snapshot/host_check.hpp"
 #include "snapshot/mapped_ram.hpp"
+#include "snapshot/multifd.hpp"
 #include "snapshot/network.hpp"
 #include "snapshot/progress.hpp"
 #include "snapshot/shares.hpp"
 #include "snapshot/step_timer.hpp"
 #include "snapshot/vm.hpp"
 #include "storage/archive_reader.hpp"
+#include "storage/vmstate_channels.hpp"
 #include "storage/vmstate_stream.hpp"
 #include "util/cancel.hpp"
 #include "util/child_process.hpp"
@@ -76,6 +78,11 @@ public:
 private:
   void stream_pipe();
   void stream_mapped_ram();
+  void stream_multifd();
+  // BODY feeds QEMU on a thread (and returns once it fed everything or failed) while this
+  // thread watches QEMU, signals and the incoming migration until it completed.
+  void feed_while_watching(const std::function<void(std::atomic<uint64_t>& progress)>& body);
+  [[noreturn]] void unexpected_member(const ArchiveReader::Member& m) const;
   void stop_staging() noexcept;
   void read_vmstate_into(int fd, const StreamOptions& so);
   bool incoming_completed(std::string& status);
@@ -206,12 +213,12 @@ void LoadSession::start_staging() {
 // The rest of the archive: vmstate chunks, checked, into FD; the stream header checked.
 void LoadSession::read_vmstate_into(int fd, const StreamOptions& so) {
   read_vmstate(
-    *m_reader, fd, so,
-    [&](ArchiveReader::Member&& m) {
-      throw Error(m_reader->what() + ": unexpected member " + m.name + " among the vmstate chunks",
-                  ExitCode::archive_invalid);
-    },
-    check_qemu_stream_header);
+    *m_reader, fd, so, [&](ArchiveReader::Member&& m) { unexpected_member(m); }, check_qemu_stream_header);
+}
+
+void LoadSession::unexpected_member(const ArchiveReader::Member& m) const {
+  throw Error(m_reader->what() + ": unexpected member " + m.name + " among the vmstate chunks",
+              ExitCode::archive_invalid);
 }
 
 // One look at the incoming migration: true once it completed; a failure ends in
@@ -370,9 +377,36 @@ void LoadSession::qemu_failed(const std::string& doing) {
 void LoadSession::stream() {
   if (m_layout == k_layout_mapped_ram) {
     stream_mapped_ram();
+  } else if (m_layout == k_layout_multifd) {
+    stream_multifd();
   } else {
     stream_pipe();
   }
+}
+
+// multifd: QEMU listens in the run directory; every chunk series gets its own connection,
+// fed by its own thread as soon as its first chunk comes.
+void LoadSession::stream_multifd() {
+  const Json& vmstate = m_reader->manifest()["vmstate"];
+  unsigned channels = vmstate.at("channels").get<unsigned>();
+  MultifdSetup setup(*m_qmp, channels);
+  std::string socket = m_run_dir + "/migrate.sock";
+  std::error_code ec;
+  fs::remove(socket, ec);
+  try {
+    m_qmp->execute("migrate-incoming", {{"uri", "unix:" + socket}});
+    feed_while_watching([&](std::atomic<uint64_t>& progress) {
+      StreamOptions so{.chunk_size = vmstate.value("chunk_size", size_t{8} << 20), .progress = &progress};
+      read_vmstate_channels(
+        *m_reader, channels, [&] { return connect_unix(socket, Deadline(std::chrono::seconds(10))); }, so,
+        [&](ArchiveReader::Member&& m) { unexpected_member(m); });
+    });
+  } catch (...) {
+    setup.forget(); // this QEMU is being killed
+    fs::remove(socket, ec);
+    throw;
+  }
+  fs::remove(socket, ec);
 }
 
 void LoadSession::stream_mapped_ram() {
@@ -393,6 +427,7 @@ void LoadSession::stream_mapped_ram() {
   m_qmp->execute("migrate-incoming", {{"uri", source.uri()}});
   for (;;) {
     if (!m_qemu.running()) {
+      cap.forget();
       qemu_failed("loading");
     }
     throw_if_cancelled();
@@ -402,6 +437,7 @@ void LoadSession::stream_mapped_ram() {
     }
     std::this_thread::sleep_for(Millis(2));
   }
+
   m_staging.reset(); // QEMU has it all: give the memory back
 }
 
@@ -412,22 +448,32 @@ void LoadSession::stream_pipe() {
 
   pipe.read.reset();
   m_qmp->execute("migrate-incoming", {{"uri", std::string("fd:") + k_fd_name}});
+  unsigned threads = m_o.threads ? m_o.threads : default_stream_threads();
+  feed_while_watching([&](std::atomic<uint64_t>& progress) {
+    StreamOptions so{.chunk_size = m_reader->manifest()["vmstate"].value("chunk_size", size_t{8} << 20),
+                     .threads = threads,
+                     .progress = &progress};
+    struct Close { // end of stream for QEMU (complete, or cut short on error)
+      Fd& fd;
+      ~Close() { fd.reset(); }
+    } close{pipe.write};
+    read_vmstate_into(pipe.write.get(), so);
+  });
+}
+
+void LoadSession::feed_while_watching(const std::function<void(std::atomic<uint64_t>& progress)>& body) {
   std::atomic<bool> done{false};
   std::atomic<uint64_t> progress{0};
   std::exception_ptr error;
-  unsigned threads = m_o.threads ? m_o.threads : default_stream_threads();
-  StreamOptions so{.chunk_size = m_reader->manifest()["vmstate"].value("chunk_size", size_t{8} << 20),
-                   .threads = threads,
-                   .progress = &progress};
-  std::thread writer([&, out = std::move(pipe.write)]() mutable {
+  std::thread writer([&] {
     try {
-      read_vmstate_into(out.get(), so);
+      body(progress);
     } catch (...) {
       error = std::current_exception();
     }
-    out.reset(); // end of stream for QEMU (complete, or cut short on error)
     done = true;
   });
+
   ProgressLine bar(m_o.progress, "loading", m_reader->manifest()["vm"].value("ram_bytes", 0ull));
   auto join_writer = [&] {
     if (writer.joinable()) {

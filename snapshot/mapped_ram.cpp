@@ -114,7 +114,34 @@ MigrationCapability::MigrationCapability(qmp::Client& qmp, std::string name, boo
   m_qmp.execute("migrate-set-capabilities", {{"capabilities", {{{"capability", m_name}, {"state", value}}}}});
 }
 
+MigrationParameters::MigrationParameters(qmp::Client& qmp, const qmp::Json& values) : m_qmp(qmp) {
+  qmp::Json now = m_qmp.execute("query-migrate-parameters");
+  for (const auto& [name, value] : values.items()) {
+    if (!now.contains(name)) {
+      throw Error("this QEMU has no migration parameter " + name);
+    }
+    if (now[name] != value) {
+      m_old[name] = now[name];
+    }
+  }
+  m_qmp.execute("migrate-set-parameters", values);
+}
+
+void MigrationParameters::restore() noexcept {
+  if (m_old.empty()) {
+    return;
+  }
+  try {
+    wait_migration_idle(m_qmp);
+    m_qmp.execute("migrate-set-parameters", m_old);
+  } catch (const std::exception& e) {
+    warn("failed to restore the migration parameters " + m_old.dump(), e);
+  }
+  m_old = qmp::Json::object();
+}
+
 void MigrationCapability::restore() noexcept {
+
   if (!m_old) {
     return;
   }

@@ -52,11 +52,29 @@ public:
   MigrationCapability& operator=(const MigrationCapability&) = delete;
 
   void restore() noexcept;
+  void forget() noexcept { m_old.reset(); } // QEMU is gone: nothing to put back
 
 private:
   qmp::Client& m_qmp;
   std::string m_name;
   std::optional<bool> m_old;
+};
+
+// Sets migration parameters; the destructor (or restore()) puts the old values back once
+// no migration is running.
+class MigrationParameters {
+public:
+  MigrationParameters(qmp::Client& qmp, const qmp::Json& values);
+  ~MigrationParameters() { restore(); }
+  MigrationParameters(const MigrationParameters&) = delete;
+  MigrationParameters& operator=(const MigrationParameters&) = delete;
+
+  void restore() noexcept;
+  void forget() noexcept { m_old = qmp::Json::object(); } // QEMU is gone: nothing to put back
+
+private:
+  qmp::Client& m_qmp;
+  qmp::Json m_old = qmp::Json::object();
 };
 
 } // namespace ks

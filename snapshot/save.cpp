@@ -6,6 +6,7 @@
 
 #include "snapshot/devices.hpp"
 #include "snapshot/mapped_ram.hpp"
+#include "snapshot/multifd.hpp"
 #include "snapshot/progress.hpp"
 #include "snapshot/step_timer.hpp"
 
@@ -13,6 +14,7 @@
 #include "snapshot/vm.hpp"
 #include "snapshot/vm_lock.hpp"
 #include "storage/archive_writer.hpp"
+#include "storage/vmstate_channels.hpp"
 #include "storage/vmstate_stream.hpp"
 #include "util/atomic_file.hpp"
 #include "util/cancel.hpp"
@@ -21,11 +23,13 @@
 #include "util/done_flag.hpp"
 
 #include "util/strings.hpp"
+#include "util/unix_socket.hpp"
 
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <thread>
 #include <unistd.h>
@@ -70,6 +74,10 @@ private:
   std::string temp_dir() const;
   void stream_pipe();
   void stream_mapped_ram();
+  void stream_multifd();
+  using StreamBody =
+    std::function<StreamStats(std::atomic<uint64_t>& progress, const std::atomic<bool>& abort)>;
+  void migrate_while(const std::string& uri, const StreamBody& body);
   void cancel_migration() noexcept;
   void release_vm();
   void wait_for_migration_end(const Deadline& deadline, ProgressLine* bar = nullptr);
@@ -91,6 +99,7 @@ private:
   Json m_devices = Json::array();
   std::string m_machine;
   std::string m_layout = k_layout_stream;
+  unsigned m_channels = 0; // multifd
   uint64_t m_ram = 0;
   bool m_was_running = false;
   bool m_paused = false;
@@ -175,12 +184,26 @@ void SaveSession::preflight() {
 }
 
 // The plain stream flows through a pipe as QEMU makes it, compressed while QEMU runs.
+// multifd (the default where QEMU has it) does the same over several connections at once,
+// which a load decompresses and QEMU reads back in parallel.
 // mapped-ram goes to a staging file first: the VM is stopped only while QEMU writes it, and
 // QEMU loads it with large reads, but the compression no longer overlaps QEMU's work
 // (docs/kata-snapshot.1.md has the measured trade-off).
 std::string SaveSession::choose_layout() {
   if (m_o.layout == VmstateLayout::stream) {
     return k_layout_stream;
+  }
+  if (m_o.layout == VmstateLayout::automatic || m_o.layout == VmstateLayout::multifd) {
+    if (qemu_has_multifd(m_vm->qmp)) {
+      m_channels = multifd_channels(m_o.threads);
+      return k_layout_multifd;
+    }
+    if (m_o.layout == VmstateLayout::automatic) {
+      return k_layout_stream;
+    }
+    throw Error("QEMU " + m_qemu_version +
+                  " has no multifd migration with zero-page detection (it came with QEMU 9.0)",
+                ExitCode::usage, "use --vmstate stream");
   }
   if (!qemu_has_mapped_ram(m_vm->qmp)) {
     throw Error("QEMU " + m_qemu_version + " has no mapped-ram migration (it came with QEMU 9.0)",
@@ -235,9 +258,19 @@ Json SaveSession::build_manifest() const {
   for (const auto& share : m_shares) {
     shares.push_back(share.to_json());
   }
-  const bool mapped_ram = m_layout == k_layout_mapped_ram;
+  Json vmstate = {{"layout", m_layout},
+                  {"compression", "zstd"},
+                  {"level", m_o.compress_level},
+                  {"chunk_size", m_o.chunk_size}};
+  int version = k_format_version_stream;
+  if (m_layout == k_layout_mapped_ram) {
+    version = k_format_version_mapped_ram;
+  } else if (m_layout == k_layout_multifd) {
+    version = k_format_version;
+    vmstate["channels"] = m_channels;
+  }
   return {{"format", k_format_name},
-          {"format_version", mapped_ram ? k_format_version : k_format_version_stream},
+          {"format_version", version},
           {"created", utc_now()},
           {"tool_version", KSNAP_VERSION},
           {"host", describe_host()},
@@ -255,19 +288,40 @@ Json SaveSession::build_manifest() const {
           {"quiesce", m_quiescer.describe()},
           {"mode", "stop"},
           {"labels", m_o.labels},
-          {"vmstate",
-           {{"layout", m_layout},
-            {"compression", "zstd"},
-            {"level", m_o.compress_level},
-            {"chunk_size", m_o.chunk_size}}}};
+          {"vmstate", vmstate}};
 }
 
 void SaveSession::stream() {
   if (m_layout == k_layout_mapped_ram) {
     stream_mapped_ram();
+  } else if (m_layout == k_layout_multifd) {
+    stream_multifd();
   } else {
     stream_pipe();
   }
+}
+
+// multifd: QEMU connects its main channel and every multifd channel to our socket; each
+// connection is chunked and compressed as it comes.
+void SaveSession::stream_multifd() {
+  struct stat st {};
+  uid_t qemu_uid = ::stat(("/proc/" + std::to_string(m_vm->pid)).c_str(), &st) == 0 ? st.st_uid : ::geteuid();
+  MigrationSocket socket(qemu_uid);
+  MultifdSetup setup(m_vm->qmp, m_channels);
+  pid_t qemu = m_vm->pid;
+  ChannelSource source{.listen_fd = socket.listen_fd(),
+                       .connections = m_channels + 1,
+                       .accept_peer = [qemu](int fd) { return peer_pid(fd) == qemu; }};
+  unsigned threads = m_o.threads ? m_o.threads : default_stream_threads();
+  migrate_while("unix:" + socket.path(),
+                [&](std::atomic<uint64_t>& progress, const std::atomic<bool>& abort) {
+                  StreamOptions so{.chunk_size = m_o.chunk_size,
+                                   .level = m_o.compress_level,
+                                   .threads = threads,
+                                   .progress = &progress,
+                                   .abort = &abort};
+                  return write_vmstate_channels(source, *m_writer, so);
+                });
 }
 
 // mapped-ram: QEMU writes the whole state into a staging file, then the file is compressed
@@ -315,24 +369,39 @@ void SaveSession::stream_pipe() {
   m_vm->qmp.send_fd(k_fd_name, pipe.write.get());
 
   pipe.write.reset(); // QEMU holds the only write end: its close is our end of file
+  unsigned threads = m_o.threads ? m_o.threads : default_stream_threads();
+  Fd& in = pipe.read;
+  migrate_while(
+    std::string("fd:") + k_fd_name, [&](std::atomic<uint64_t>& progress, const std::atomic<bool>&) {
+      StreamOptions so{
+        .chunk_size = m_o.chunk_size, .level = m_o.compress_level, .threads = threads, .progress = &progress};
+      struct Close { // on error, QEMU's next write fails with EPIPE and the migration fails
+        Fd& fd;
+        ~Close() { fd.reset(); }
+      } close{in};
+      return write_vmstate(in.get(), *m_writer, so);
+    });
+}
+
+// QEMU migrates to URI while BODY, on a thread, reads and archives what it sends until the
+// end; meanwhile signals and QEMU's failures are watched for. ABORT turns true when BODY
+// should give up (QEMU will not send what it waits for).
+void SaveSession::migrate_while(const std::string& uri, const StreamBody& body) {
   DoneFlag done;
   std::atomic<uint64_t> progress{0};
+  std::atomic<bool> abort{false};
   std::exception_ptr error;
-  unsigned threads = m_o.threads ? m_o.threads : default_stream_threads();
-  StreamOptions so{
-    .chunk_size = m_o.chunk_size, .level = m_o.compress_level, .threads = threads, .progress = &progress};
-  std::thread reader([&, in = std::move(pipe.read)]() mutable {
+  std::thread reader([&] {
     try {
-      m_stats = write_vmstate(in.get(), *m_writer, so);
+      m_stats = body(progress, abort);
     } catch (...) {
       error = std::current_exception();
     }
-    in.reset(); // on error, QEMU's next write fails with EPIPE and the migration fails
     done.set();
   });
   ProgressLine bar(m_o.progress, "saving", m_ram);
   try {
-    m_vm->qmp.execute("migrate", {{"uri", std::string("fd:") + k_fd_name}});
+    m_vm->qmp.execute("migrate", {{"uri", uri}});
     m_migrating = true;
     // Wake on the end of the stream at once; meanwhile watch for signals and QEMU failing.
     while (!done.wait_for(std::chrono::milliseconds(50))) {
@@ -340,8 +409,12 @@ void SaveSession::stream_pipe() {
         m_vm->qmp.execute("migrate_cancel");
       }
       Json mig = m_vm->qmp.execute("query-migrate");
-      if (mig.value("status", "") == "failed") {
+      std::string status = mig.value("status", "");
+      if (status == "failed") {
         m_vm->qmp.execute("migrate_cancel");
+      }
+      if (status == "failed" || status == "cancelled") {
+        abort = true; // QEMU may never connect, or send the rest
       }
       bar.update(progress.load());
     }
@@ -353,12 +426,17 @@ void SaveSession::stream_pipe() {
       }
     } catch (...) {
     }
+    abort = true;
     reader.join();
     throw;
   }
+
   reader.join();
   bar.finish();
   throw_if_cancelled();
+  if (error && abort) {
+    wait_for_migration_end(Deadline(Millis(0))); // QEMU's own reason comes first
+  }
   if (error) {
     std::rethrow_exception(error);
   }

@@ -13,13 +13,14 @@ namespace ks {
 enum class SaveMode { automatic, stop, live };
 enum class AfterSave { resume, pause, quit };
 enum class Overwrite { no, yes };
-enum class VmstateLayout { stream, mapped_ram };
+// automatic: multifd when QEMU has it (9.0 and later), the plain stream otherwise.
+enum class VmstateLayout { automatic, stream, mapped_ram, multifd };
 
 struct SaveOptions {
   std::string qmp_socket;
   std::string output; // a path, or "-" for stdout
   SaveMode mode = SaveMode::automatic;
-  VmstateLayout layout = VmstateLayout::stream;
+  VmstateLayout layout = VmstateLayout::automatic;
 
   AfterSave after = AfterSave::resume;
   QuiescePolicy quiesce = QuiescePolicy::automatic;

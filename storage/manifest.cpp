@@ -6,15 +6,47 @@
 
 #include <cstdio>
 #include <ctime>
+#include <string_view>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 namespace ks {
 
-std::string vmstate_member_name(uint64_t n) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%s%06llu.zst", k_vmstate_prefix, static_cast<unsigned long long>(n));
+std::string vmstate_member_name(uint64_t n, unsigned series) {
+  char buf[64];
+  if (series == 0) {
+    std::snprintf(buf, sizeof buf, "%s%06llu.zst", k_vmstate_prefix, static_cast<unsigned long long>(n));
+  } else {
+    std::snprintf(buf, sizeof buf, "%smultifd-%u/%06llu.zst", k_vmstate_prefix, series - 1,
+                  static_cast<unsigned long long>(n));
+  }
   return buf;
+}
+
+std::optional<unsigned> vmstate_series(const std::string& name) {
+  std::string_view rest(name);
+  if (!rest.starts_with(k_vmstate_prefix)) {
+    return std::nullopt;
+  }
+  rest.remove_prefix(std::string_view(k_vmstate_prefix).size());
+  unsigned series = 0;
+  if (rest.starts_with("multifd-")) {
+    rest.remove_prefix(8);
+    size_t slash = rest.find('/');
+    std::string_view channel = rest.substr(0, slash);
+    if (slash == std::string_view::npos || channel.empty() || channel.size() > 3 ||
+        channel.find_first_not_of("0123456789") != std::string_view::npos) {
+      return std::nullopt;
+    }
+    series = static_cast<unsigned>(std::stoul(std::string(channel))) + 1;
+    rest.remove_prefix(slash + 1);
+  }
+  if (rest.size() < 10 || !rest.ends_with(".zst") ||
+      rest.substr(0, rest.size() - 4).find_first_not_of("0123456789") != std::string_view::npos) {
+
+    return std::nullopt;
+  }
+  return series;
 }
 
 void validate_manifest(const Json& m) {
@@ -42,8 +74,14 @@ void validate_manifest(const Json& m) {
     bad("qemu.argv is missing");
   }
   std::string layout = m["vmstate"].value("layout", "stream");
-  if (layout != "stream" && layout != "mapped-ram") {
+  if (layout != "stream" && layout != "mapped-ram" && layout != "multifd") {
     bad("unknown vmstate layout \"" + layout + "\"");
+  }
+  if (layout == "multifd") {
+    const Json& channels = m["vmstate"].value("channels", Json());
+    if (!channels.is_number_unsigned() || channels.get<unsigned>() < 1 || channels.get<unsigned>() > 255) {
+      bad("vmstate.channels (the multifd channel count, 1 to 255) is missing");
+    }
   }
 }
 

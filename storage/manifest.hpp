@@ -2,6 +2,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 namespace ks {
@@ -10,18 +11,25 @@ using Json = nlohmann::json;
 
 inline constexpr const char* k_format_name = "kata-snapshot";
 // The newest format version this tool reads. Version 2 added the mapped-ram vmstate layout
-// (manifest vmstate.layout); archives holding the plain stream are still written as
-// version 1, so that older readers load them.
-inline constexpr int k_format_version = 2;
+// (manifest vmstate.layout), version 3 the multifd layout (several chunk series). Each
+// archive carries the lowest version that describes it, so that older readers load what
+// they can: the plain stream is still version 1.
+inline constexpr int k_format_version = 3;
 inline constexpr int k_format_version_stream = 1;
+inline constexpr int k_format_version_mapped_ram = 2;
 
 inline constexpr const char* k_manifest_member = "manifest.json";
 inline constexpr const char* k_index_member = "index.json";
 inline constexpr const char* k_vmstate_prefix = "vmstate/";
 inline constexpr const char* k_sha256_attr = "user.ksnap.sha256";
 
-// Name of vmstate chunk N: vmstate/000042.zst
-std::string vmstate_member_name(uint64_t n);
+// Name of vmstate chunk N: vmstate/000042.zst. With the multifd layout, chunk N of series
+// S > 0 (QEMU's multifd channel S - 1) is vmstate/multifd-<S-1>/000042.zst.
+std::string vmstate_member_name(uint64_t n, unsigned series = 0);
+
+// The series of a vmstate chunk's name (0 for vmstate/NNNNNN.zst), or nullopt when NAME
+// is not a well-formed vmstate chunk name.
+std::optional<unsigned> vmstate_series(const std::string& name);
 
 // Throws Error(exit 3) when MANIFEST is not one this version can load: wrong format name,
 // a newer format version, or required fields missing.

@@ -1,6 +1,6 @@
 #include "storage/vmstate_stream.hpp"
 
-#include "storage/buffer_pool.hpp"
+#include "storage/chunk_pipeline.hpp"
 #include "storage/ordered_pool.hpp"
 #include "util/cancel.hpp"
 #include "util/error.hpp"
@@ -18,10 +18,7 @@ namespace ks {
 
 namespace {
 
-struct Compressed {
-  Bytes frame;
-  std::string sha256;
-};
+using Compressed = CompressedChunk;
 
 // A checked vmstate chunk on its way out: decompressed whole, still a frame, or already in
 // place in a sparse output file.
@@ -32,12 +29,7 @@ struct Ready {
   size_t placed = 0; // bytes already in place in the output file (written, or a hole)
 };
 
-constexpr size_t k_piece_size = 128u << 10; // fits in L2 next to what QEMU reads
-constexpr size_t k_hole_grain = 64u << 10;  // the smallest run of zeros left as a hole
-
-size_t pool_capacity(unsigned threads) {
-  return 2 * static_cast<size_t>(threads) + 1;
-}
+constexpr size_t k_hole_grain = 64u << 10; // the smallest run of zeros left as a hole
 
 // SIZE zero bytes as a frame, compressed once per stream.
 Compressed zero_frame(size_t size, int level) {
@@ -102,7 +94,7 @@ void pwrite_sparse(int fd, std::span<const std::byte> data, uint64_t offset) {
 
 StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions& o) {
   BufferPool buffers(zstd_frame_bound(o.chunk_size)); // first: it outlives the workers using it
-  OrderedPool<Compressed> pool(o.threads, pool_capacity(o.threads));
+  OrderedPool<Compressed> pool(o.threads, chunk_pool_capacity(o.threads));
   StreamStats stats;
   struct stat st {};
   off_t offset = ::lseek(in_fd, 0, SEEK_CUR);
@@ -116,11 +108,8 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
   };
   auto write_next = [&] {
     Compressed c = pool.take_next();
-    writer.add_member(vmstate_member_name(stats.chunks++), c.frame, c.sha256);
-    buffers.put(std::move(c.frame));
-    if (stats.chunks % 4 == 0) {
-      writer.start_writeback();
-    }
+    c.name = vmstate_member_name(stats.chunks++);
+    add_chunk(writer, std::move(c), buffers, stats.chunks);
   };
   for (;;) {
     throw_if_cancelled();
@@ -137,7 +126,7 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
         write_next();
       }
       pool.submit([&buffers, z = zero] {
-        Compressed c{buffers.get(0), z->sha256};
+        Compressed c{buffers.get(0), z->sha256, {}};
         c.frame.assign(z->frame.begin(), z->frame.end());
         return c;
       });
@@ -155,13 +144,7 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
       write_next();
     }
     int level = o.level;
-    pool.submit([chunk, level, &buffers] {
-      Compressed c{buffers.get(0), {}};
-      zstd_compress(*chunk, level, c.frame);
-      buffers.put(std::move(*chunk));
-      c.sha256 = sha256_hex(c.frame);
-      return c;
-    });
+    pool.submit([chunk, level, &buffers] { return compress_chunk(chunk, level, buffers, {}); });
     if (n < o.chunk_size) {
       break; // end of file
     }
@@ -190,7 +173,8 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
   // also write each chunk in place (chunk N at N * chunk_size) and leave zeros as holes.
   const bool in_place = o.sparse && out_fd >= 0;
   const bool pieces = o.threads <= 1 && !in_place;
-  OrderedPool<Ready> pool(o.threads, pool_capacity(o.threads));
+  OrderedPool<Ready> pool(o.threads, chunk_pool_capacity(o.threads));
+
   StreamStats stats;
   Bytes piece = buffers.get(k_piece_size);
   auto count = [&](size_t bytes) {

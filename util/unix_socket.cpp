@@ -65,7 +65,7 @@ Fd listen_unix(const std::string& path) {
   if (::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     throw_errno("failed to bind " + path);
   }
-  if (::listen(s.get(), 4) != 0) {
+  if (::listen(s.get(), 16) != 0) {
     throw_errno("failed to listen on " + path);
   }
   return s;

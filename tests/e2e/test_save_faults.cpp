@@ -47,10 +47,13 @@ TEST_CASE("damaged archives are refused with exit 3 and no QEMU is left running"
   GuestVm vm({});
   vm.wait_console("ksnap: tick 2");
   std::string good = vm.dir() + "/good.ksnap";
-  save_paused(vm.qmp_path(), good, {"--chunk-size", "1"});
+  save_paused(vm.qmp_path(), good, {"--chunk-size", "1", "--vmstate", "stream"});
   std::string mapped = vm.dir() + "/mapped.ksnap";
   vm.qmp().execute("cont");
   save_paused(vm.qmp_path(), mapped, {"--chunk-size", "1", "--vmstate", "mapped-ram"});
+  std::string multi = vm.dir() + "/multifd.ksnap";
+  vm.qmp().execute("cont");
+  save_paused(vm.qmp_path(), multi, {"--chunk-size", "1", "--vmstate", "multifd", "--threads", "2"});
   vm.kill();
   std::string data = read_file(good);
   auto write = [&](const std::string& name, const std::string& bytes) {
@@ -98,6 +101,26 @@ TEST_CASE("damaged archives are refused with exit 3 and no QEMU is left running"
   SECTION("mapped-ram: missing index") {
     expect_refused(write("mnoindex.ksnap", without_index(mapped_data)), vm.dir() + "/run-mnoindex",
                    "index.json is missing");
+  }
+  // multifd: several connections into QEMU at once; all of them end when one fails.
+  std::string multi_data = read_file(multi);
+  SECTION("multifd: truncated") {
+    expect_refused(write("fcut.ksnap", multi_data.substr(0, multi_data.size() * 2 / 3)),
+                   vm.dir() + "/run-fcut", "is damaged");
+  }
+  SECTION("multifd: one byte flipped inside a channel's chunk") {
+    expect_refused(write("fflip.ksnap", flipped(multi_data, "vmstate/multifd-1/000003.zst", 1000)),
+                   vm.dir() + "/run-fflip", "does not match its SHA-256");
+  }
+  SECTION("multifd: missing index") {
+    expect_refused(write("fnoindex.ksnap", without_index(multi_data)), vm.dir() + "/run-fnoindex",
+                   "index.json is missing");
+  }
+  SECTION("multifd: chunks of a channel the manifest does not name") {
+    std::string fewer = vm.dir() + "/fewer.ksnap";
+    rewrite_archive(multi, fewer, [](Json& m) { m["vmstate"]["channels"] = 1; });
+    expect_refused(fewer, vm.dir() + "/run-fewer",
+                   "belongs to a multifd channel beyond the 1 the manifest names");
   }
 }
 

@@ -1,0 +1,55 @@
+// Pieces shared by the vmstate pipelines (vmstate_stream.cpp, vmstate_channels.cpp): a
+// compressed chunk on its way into the archive, and the bounds on what is in flight.
+#pragma once
+
+#include "storage/archive_writer.hpp"
+#include "storage/buffer_pool.hpp"
+#include "storage/zstd_codec.hpp"
+#include "util/sha256.hpp"
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+namespace ks {
+
+struct CompressedChunk {
+  Bytes frame;
+  std::string sha256;
+  std::string name; // the archive member it becomes
+};
+
+inline constexpr size_t k_piece_size = 128u << 10; // decompressed pieces: fit in L2 next to QEMU
+
+// Chunks in flight on THREADS workers.
+inline size_t chunk_pool_capacity(unsigned threads) {
+  return 2 * static_cast<size_t>(threads) + 1;
+}
+
+// A worker's job: compresses and hashes CHUNK, whose buffer goes back to BUFFERS.
+inline CompressedChunk compress_chunk(const std::shared_ptr<Bytes>& chunk, int level, BufferPool& buffers,
+                                      std::string name) {
+  CompressedChunk c{buffers.get(0), {}, std::move(name)};
+  zstd_compress(*chunk, level, c.frame);
+  buffers.put(std::move(*chunk));
+  c.sha256 = sha256_hex(c.frame);
+  return c;
+}
+
+// Writes C into the archive and gives its buffer back.
+inline void add_chunk(ArchiveWriter& writer, CompressedChunk&& c, BufferPool& buffers, uint64_t written) {
+  writer.add_member(c.name, c.frame, c.sha256);
+  buffers.put(std::move(c.frame));
+  if (written % 4 == 0) {
+    writer.start_writeback(); // let the kernel write behind us: a steady stream, no burst at fsync
+  }
+}
+
+// Adds BYTES to a progress counter shared with other threads.
+inline void add_progress(std::atomic<uint64_t>* progress, uint64_t bytes) {
+  if (progress) {
+    progress->fetch_add(bytes, std::memory_order_relaxed);
+  }
+}
+
+} // namespace ks

@@ -1,0 +1,47 @@
+// The multifd vmstate layout: QEMU migrates over several connections at once, its main
+// channel (device state, RAM section headers, sync markers) and N multifd channels (RAM
+// pages, sent by QEMU's threads in parallel, received by QEMU's threads in parallel). Each
+// connection's bytes become their own series of chunks, interleaved in the archive in the
+// order they were received, so that a load can replay them into as many connections at
+// once, each decompressed on its own thread, in an order QEMU accepts with bounded memory.
+#pragma once
+
+#include "storage/vmstate_stream.hpp"
+#include "util/fd.hpp"
+
+#include <functional>
+
+namespace ks {
+
+// The migration connections of a save: QEMU connects CONNECTIONS times to the listening
+// socket LISTEN_FD (its main channel and one per multifd channel). ACCEPT_PEER vets each
+// connection (false: it is closed and not counted).
+struct ChannelSource {
+  int listen_fd = -1;
+  unsigned connections = 0;
+  std::function<bool(int)> accept_peer;
+};
+
+// Accepts the connections and reads them all until each one ends; every connection's bytes
+// are cut into chunks of its own series (the one that starts with QEMU's QEVM header is
+// series 0, the main channel). Chunks are compressed on workers and written in the order
+// they were filled, and a partly filled chunk is written once other series have filled
+// k_channel_flush_after chunks since it began: a load never needs more than
+// k_channel_queue chunks of one series ahead of another's.
+StreamStats write_vmstate_channels(const ChannelSource& source, ArchiveWriter& writer,
+                                   const StreamOptions& options);
+
+// Reads the rest of an archive written by write_vmstate_channels with CHANNELS multifd
+// channels. Each series has a thread that hash-checks each chunk, decompresses it and writes
+// it into its own connection to QEMU, opened by CONNECT on the series' first chunk (null
+// CONNECT: check and decompress only). The newest chunk of the main channel is held back
+// until the next member has been read, the last one until index.json has been checked, so
+// QEMU never completes a migration from an incomplete or inconsistent archive.
+StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
+                                  const std::function<Fd()>& connect, const StreamOptions& options,
+                                  const OtherMember& other);
+
+inline constexpr uint64_t k_channel_flush_after = 2;
+inline constexpr size_t k_channel_queue = k_channel_flush_after + 3;
+
+} // namespace ks

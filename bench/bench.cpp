@@ -2,7 +2,8 @@
 // on the same guest, alternating candidate and baseline, reporting medians and ratios.
 //   save baseline: stop, max-bandwidth lifted, migrate to "exec:zstd -1 -T<cores> > file"
 //   load baseline: -incoming defer, migrate-incoming "exec:zstd -dc file", cont
-// plus reference points: save to stdout (no fsync), the mapped-ram layout (save and load),
+// The candidate is the default layout (multifd where QEMU has it); reference points: save
+// to stdout (no fsync), the stream and mapped-ram layouts (save and load),
 // and QEMU alone (no compression at all).
 #include "qmp/qmp_client.hpp"
 #include "tests/e2e/guest_vm.hpp"
@@ -133,7 +134,8 @@ int main(int argc, char** argv) {
 
   // like the baseline ends without an fsync.
   std::vector<double> floor_save, floor_load, cand_stdout, mapped_save, mapped_load, cand_paused,
-    mapped_paused;
+    mapped_paused, stream_save, stream_load;
+
   // How long a save stopped the VM, from its --json result.
   auto paused = [](const std::string& json_path) {
     double s = qmp::Json::parse(read_file(json_path)).value("vm_paused_seconds", 0.0);
@@ -176,6 +178,13 @@ int main(int argc, char** argv) {
                         dir + "/save-stdout.log", dir + "/stdout.ksnap");
       cand_stdout.push_back(r.seconds);
     };
+    auto streamed = [&] {
+      fs::remove(dir + "/stream.ksnap", ec);
+      Run r = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/stream.ksnap", "--quiesce", "off",
+                         "--vmstate", "stream"},
+                        dir + "/save-stream.log");
+      stream_save.push_back(r.seconds);
+    };
     auto mapped = [&] {
       fs::remove(dir + "/mapped.ksnap", ec);
       Run r = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/mapped.ksnap", "--quiesce", "off",
@@ -192,11 +201,12 @@ int main(int argc, char** argv) {
       floor_save.push_back(seconds_since(start));
       qmp.execute("cont");
     };
-    rotated({base, cand, piped, mapped, floor}, i);
+    rotated({base, cand, piped, streamed, mapped, floor}, i);
   }
   base_size = fs::file_size(dir + "/base.zst");
   cand_size = fs::file_size(dir + "/cand.ksnap");
   uint64_t mapped_size = fs::file_size(dir + "/mapped.ksnap");
+  uint64_t stream_size = fs::file_size(dir + "/stream.ksnap");
   std::vector<std::string> source_argv = vm.argv();
   vm.kill();
   // Loads one archive into RUN and waits until the restored QEMU is gone again.
@@ -225,6 +235,10 @@ int main(int argc, char** argv) {
              [&] {
                mapped_load.push_back(
                  load(dir + "/mapped.ksnap", run + "-mapped", dir + "/load-mapped.log").seconds);
+             },
+             [&] {
+               stream_load.push_back(
+                 load(dir + "/stream.ksnap", run + "-stream", dir + "/load-stream.log").seconds);
              }},
             i);
   }
@@ -241,6 +255,11 @@ int main(int argc, char** argv) {
   double ps = median(cand_stdout), fs_ = median(floor_save), fl = median(floor_load);
   std::printf("\nreference points (same run, medians, ratio to the baseline):\n");
   std::printf("%-46s %7.2fs %7.2fx\n", "save -o - > file (no fsync, like the baseline)", ps, ps / bs);
+  double ss = median(stream_save), sl = median(stream_load);
+  std::printf("%-46s %7.2fs %7.2fx\n", "save --vmstate stream (one pipe)", ss, ss / bs);
+  std::printf("%-46s %7.2fs %7.2fx\n", "load of that stream archive", sl, sl / bl);
+  std::printf("%-46s %8s %7.2fx\n", "size of that stream archive", human_size(stream_size).c_str(),
+              static_cast<double>(stream_size) / static_cast<double>(base_size));
   double ms = median(mapped_save), ml = median(mapped_load);
   std::printf("%-46s %7.2fs %7.2fx\n", "save --vmstate mapped-ram", ms, ms / bs);
   std::printf("%-46s %7.2fs %7.2fx\n", "load of that mapped-ram archive", ml, ml / bl);
@@ -258,8 +277,10 @@ int main(int argc, char** argv) {
               log_tail(dir + "/save.log", 8).c_str(), log_tail(dir + "/load.log", 8).c_str());
   std::printf("raw seconds: save base %s | candidate %s | stdout %s | floor %s\n", list(base_save).c_str(),
               list(cand_save).c_str(), list(cand_stdout).c_str(), list(floor_save).c_str());
-  std::printf("raw seconds: load base %s | candidate %s | floor %s\n", list(base_load).c_str(),
-              list(cand_load).c_str(), list(floor_load).c_str());
+  std::printf("raw seconds: load base %s | candidate %s | floor %s | stream %s | mapped-ram %s\n",
+              list(base_load).c_str(), list(cand_load).c_str(), list(floor_load).c_str(),
+              list(stream_load).c_str(), list(mapped_load).c_str());
+
 
   return 0;
 }

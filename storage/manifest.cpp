@@ -79,7 +79,8 @@ void validate_manifest(const Json& m) {
   }
   if (layout == "multifd") {
     const Json& channels = m["vmstate"].value("channels", Json());
-    if (!channels.is_number_unsigned() || channels.get<unsigned>() < 1 || channels.get<unsigned>() > 255) {
+    if (!channels.is_number_integer() || channels.get<int64_t>() < 1 || channels.get<int64_t>() > 255) {
+
       bad("vmstate.channels (the multifd channel count, 1 to 255) is missing");
     }
   }

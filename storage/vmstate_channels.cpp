@@ -3,6 +3,7 @@
 #include "storage/chunk_pipeline.hpp"
 #include "storage/ordered_pool.hpp"
 #include "util/cancel.hpp"
+#include "util/deadline.hpp"
 #include "util/error.hpp"
 
 #include <cerrno>
@@ -243,6 +244,7 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
       cv.notify_all();        // room in the queue
       reader.check_member(m); // no byte reaches QEMU before its hash matched
       if (s.chunks++ == 0) {
+
         Bytes data = buffers.get(0);
         zstd_decompress(m.data, max_chunk, data);
         if (index == 0) {
@@ -253,6 +255,7 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
         }
         if (connect) {
           conn = connect();
+
           std::lock_guard lock(mutex);
           s.fd = conn.get();
         }
@@ -287,8 +290,14 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
   };
   auto push = [&](ArchiveReader::Member&& m, unsigned index) {
     std::unique_lock lock(mutex);
-    cv.wait(lock, [&] { return error || series[index].queue.size() < k_channel_queue; });
+    while (!cv.wait_for(lock, Millis(100),
+                        [&] { return error || series[index].queue.size() < k_channel_queue; })) {
+      lock.unlock();
+      throw_if_abandoned(o); // a signal, or the caller gave up, while QEMU reads nothing
+      lock.lock();
+    }
     if (error) {
+
       std::rethrow_exception(error);
     }
     series[index].queue.push_back(std::move(m));

@@ -6,18 +6,52 @@
 using namespace ks;
 using namespace ks::test;
 
+namespace {
+
+// The multifd capability and channel count, to see that a save or load left them as it found them.
+std::pair<bool, int> multifd_settings(qmp::Client& qmp) {
+  bool on = false;
+  for (const auto& cap : qmp.execute("query-migrate-capabilities")) {
+    on = on || (cap["capability"] == "multifd" && cap["state"] == true);
+  }
+  return {on, qmp.execute("query-migrate-parameters").value("multifd-channels", -1)};
+}
+
+} // namespace
+
+// The default layout is multifd: QEMU's main channel and one connection per multifd
+// channel, each its own chunk series, loaded back over as many connections at once.
 TEST_CASE("save, kill QEMU, load: the in-memory counter continues") {
   GuestVm vm({});
   vm.wait_console("ksnap: tick 3");
   std::string archive = vm.dir() + "/vm.ksnap";
-  nlohmann::json saved = save_paused(vm.qmp_path(), archive);
+  std::pair<bool, int> before;
+  {
+    qmp::Client qmp = vm.qmp();
+    before = multifd_settings(qmp);
+  }
+
+  nlohmann::json saved = save_paused(vm.qmp_path(), archive, {"--chunk-size", "2"});
   CHECK(saved["vm_state"] == "paused");
   CHECK(saved["chunks"].get<int>() > 1);
+  {
+    qmp::Client qmp = vm.qmp();
+    CHECK(multifd_settings(qmp) == before);
+  }
+  nlohmann::json manifest = nlohmann::json::parse(run_cli({"inspect", archive, "--json"}).output);
+  CHECK(manifest["vmstate"]["layout"] == "multifd");
+  CHECK(manifest["format_version"] == 3);
+  CHECK(manifest["vmstate"]["channels"].get<int>() >= 2);
+  CHECK_THAT(run_cli({"inspect", archive}).output, Catch::Contains("vmstate:  multifd layout ("));
+  CHECK_THAT(run_command({"tar", "-tf", archive}).output, Catch::Contains("vmstate/multifd-1/000000.zst"));
+  CHECK(run_cli({"verify", archive}).status == 0);
   Mark m = mark(vm);
   vm.kill();
   RestoredVm restored = load_ok(archive, vm.dir() + "/run");
   CHECK(restored.result()["status"] == "running");
   require_continues(vm, m);
+  qmp::Client qmp = qmp::Client::connect(restored.qmp_path());
+  CHECK(multifd_settings(qmp) == before); // the restored QEMU is left as a fresh one would be
 }
 
 TEST_CASE("save --vmstate mapped-ram, kill QEMU, load: the counter continues, QEMU left as it was") {
@@ -64,8 +98,12 @@ TEST_CASE("save --vmstate mapped-ram, kill QEMU, load: the counter continues, QE
 TEST_CASE("two generations: save, load, save, load") {
   GuestVm vm({});
   vm.wait_console("ksnap: tick 2");
-  save_paused(vm.qmp_path(), vm.dir() + "/gen1.ksnap");
+  // Generation 1 as the plain stream (format version 1), generation 2 as mapped-ram.
+  save_paused(vm.qmp_path(), vm.dir() + "/gen1.ksnap", {"--vmstate", "stream"});
+  CHECK(nlohmann::json::parse(
+          run_cli({"inspect", vm.dir() + "/gen1.ksnap", "--json"}).output)["format_version"] == 1);
   Mark m1 = mark(vm);
+
   vm.kill();
   RestoredVm gen1 = load_ok(vm.dir() + "/gen1.ksnap", vm.dir() + "/run1");
   require_continues(vm, m1, 3);

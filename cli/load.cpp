@@ -44,7 +44,9 @@ void add_load(CLI::App& app, Registry& reg) {
   cmd->add_option("--qemu", a->o.qemu, "QEMU binary (default: the recorded one, or qemu-system-x86_64)");
   cmd->add_option("--virtiofsd", a->o.virtiofsd, "virtiofsd binary (default: the recorded one)");
   cmd->add_option("--threads", a->o.threads,
-                  "Decompression workers (default: every core but one; every core for mapped-ram)");
+                  "Decompression workers (default: every core but one; every core for mapped-ram; "
+                  "multifd archives use one per channel)");
+
   cmd->add_flag("--force", a->o.force, "Restore shares into non-empty directories");
   add_output_flags(*cmd, reg.global);
   cmd->callback([&reg, a] { reg.action = [&reg, a] { return run_load(*a, reg.global); }; });

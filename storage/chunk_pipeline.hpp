@@ -2,6 +2,7 @@
 // compressed chunk on its way into the archive, and the bounds on what is in flight.
 #pragma once
 
+#include "storage/archive_reader.hpp"
 #include "storage/archive_writer.hpp"
 #include "storage/buffer_pool.hpp"
 #include "storage/zstd_codec.hpp"
@@ -45,7 +46,27 @@ inline void add_chunk(ArchiveWriter& writer, CompressedChunk&& c, BufferPool& bu
   }
 }
 
+// A reader's member buffers come from this pool while a pipeline runs; declared before the
+// pipeline's threads, so it outlives them.
+class ReaderBuffers {
+public:
+  ReaderBuffers(ArchiveReader& reader, size_t chunk_size)
+    : m_reader(reader), m_pool(zstd_frame_bound(chunk_size)) {
+    m_reader.use_buffers(&m_pool);
+  }
+  ~ReaderBuffers() { m_reader.use_buffers(nullptr); }
+  ReaderBuffers(const ReaderBuffers&) = delete;
+  ReaderBuffers& operator=(const ReaderBuffers&) = delete;
+
+  BufferPool& pool() { return m_pool; }
+
+private:
+  ArchiveReader& m_reader;
+  BufferPool m_pool;
+};
+
 // Adds BYTES to a progress counter shared with other threads.
+
 inline void add_progress(std::atomic<uint64_t>* progress, uint64_t bytes) {
   if (progress) {
     progress->fetch_add(bytes, std::memory_order_relaxed);

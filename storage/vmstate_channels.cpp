@@ -182,12 +182,8 @@ StreamStats write_vmstate_channels(const ChannelSource& source, ArchiveWriter& w
 StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
                                   const std::function<Fd()>& connect, const StreamOptions& o,
                                   const OtherMember& other) {
-  BufferPool buffers(zstd_frame_bound(o.chunk_size)); // first: it outlives the threads using it
-  reader.use_buffers(&buffers);
-  struct Unhook {
-    ArchiveReader& reader;
-    ~Unhook() { reader.use_buffers(nullptr); }
-  } unhook{reader};
+  ReaderBuffers reader_buffers(reader, o.chunk_size);
+  BufferPool& buffers = reader_buffers.pool();
 
   struct Series {
     std::deque<ArchiveReader::Member> queue;

@@ -157,13 +157,8 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
 
 StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions& o, const OtherMember& other,
                          const std::function<void(std::span<const std::byte>)>& on_first_chunk) {
-  BufferPool buffers(zstd_frame_bound(o.chunk_size)); // first: it outlives the workers using it
-  reader.use_buffers(&buffers);
-
-  struct Unhook {
-    ArchiveReader& reader;
-    ~Unhook() { reader.use_buffers(nullptr); }
-  } unhook{reader};
+  ReaderBuffers reader_buffers(reader, o.chunk_size);
+  BufferPool& buffers = reader_buffers.pool();
 
   // With one thread (2 cores: QEMU needs the other) this thread checks each chunk and
   // decompresses it in small pieces that go to OUT_FD while still in cache, as `zstd -dc`

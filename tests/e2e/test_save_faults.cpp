@@ -92,30 +92,29 @@ TEST_CASE("damaged archives are refused with exit 3 and no QEMU is left running"
   SECTION("zero-length") {
     expect_refused(write("empty.ksnap", ""), vm.dir() + "/run-empty", "is empty or not a tar archive");
   }
+  // The other layouts: a flipped byte in a chunk and a missing index, in archives of NAME
+  // (its bytes are BYTES); the byte flipped is AT bytes into MEMBER.
+  auto refused_layout = [&](const std::string& name, const std::string& bytes, const std::string& member,
+                            size_t at) {
+    SECTION(name + ": one byte flipped inside a vmstate chunk") {
+      expect_refused(write(name + "-flip.ksnap", flipped(bytes, member, at)),
+                     vm.dir() + "/run-" + name + "-flip", "does not match its SHA-256");
+    }
+    SECTION(name + ": missing index") {
+      expect_refused(write(name + "-noindex.ksnap", without_index(bytes)),
+                     vm.dir() + "/run-" + name + "-noindex", "index.json is missing");
+    }
+  };
   // mapped-ram: the state is staged while QEMU starts; QEMU must not outlive the refusal.
-  std::string mapped_data = read_file(mapped);
-  SECTION("mapped-ram: one byte flipped inside a vmstate chunk") {
-    expect_refused(write("mflip.ksnap", flipped(mapped_data, "vmstate/000000.zst", 100)),
-                   vm.dir() + "/run-mflip", "does not match its SHA-256");
-  }
-  SECTION("mapped-ram: missing index") {
-    expect_refused(write("mnoindex.ksnap", without_index(mapped_data)), vm.dir() + "/run-mnoindex",
-                   "index.json is missing");
-  }
+  refused_layout("mapped-ram", read_file(mapped), "vmstate/000000.zst", 100);
   // multifd: several connections into QEMU at once; all of them end when one fails.
   std::string multi_data = read_file(multi);
+  refused_layout("multifd", multi_data, "vmstate/multifd-1/000003.zst", 1000);
   SECTION("multifd: truncated") {
     expect_refused(write("fcut.ksnap", multi_data.substr(0, multi_data.size() * 2 / 3)),
                    vm.dir() + "/run-fcut", "is damaged");
   }
-  SECTION("multifd: one byte flipped inside a channel's chunk") {
-    expect_refused(write("fflip.ksnap", flipped(multi_data, "vmstate/multifd-1/000003.zst", 1000)),
-                   vm.dir() + "/run-fflip", "does not match its SHA-256");
-  }
-  SECTION("multifd: missing index") {
-    expect_refused(write("fnoindex.ksnap", without_index(multi_data)), vm.dir() + "/run-fnoindex",
-                   "index.json is missing");
-  }
+
   SECTION("multifd: chunks of a channel the manifest does not name") {
     std::string fewer = vm.dir() + "/fewer.ksnap";
     rewrite_archive(multi, fewer, [](Json& m) { m["vmstate"]["channels"] = 1; });

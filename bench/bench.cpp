@@ -281,6 +281,5 @@ int main(int argc, char** argv) {
               list(base_load).c_str(), list(cand_load).c_str(), list(floor_load).c_str(),
               list(stream_load).c_str(), list(mapped_load).c_str());
 
-
   return 0;
 }

@@ -202,7 +202,7 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
   auto fail = [&](std::exception_ptr e) {
     std::lock_guard lock(mutex);
     if (!error) {
-      error = e;
+      error = std::move(e);
     }
     for (auto& s : series) {
       if (s.fd >= 0) {
@@ -293,7 +293,6 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
       lock.lock();
     }
     if (error) {
-
       std::rethrow_exception(error);
     }
     series[index].queue.push_back(std::move(m));
@@ -301,8 +300,7 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
     cv.notify_all();
   };
   try {
-    ArchiveReader::Member held; // the main channel's newest chunk, when HOLDING
-    bool holding = false;
+    std::vector<ArchiveReader::Member> held; // the main channel's newest chunk, if any
     while (auto member = reader.next()) {
       throw_if_abandoned(o);
       std::optional<unsigned> index = vmstate_series(member->name);
@@ -315,20 +313,19 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
                       std::to_string(channels) + " the manifest names",
                     ExitCode::archive_invalid);
       }
-      if (holding) {
-        push(std::move(held), 0);
-        holding = false;
+      if (!held.empty()) {
+        push(std::move(held.back()), 0);
+        held.clear();
       }
       if (*index == 0) {
-        held = std::move(*member);
-        holding = true;
+        held.push_back(std::move(*member));
       } else {
         push(std::move(*member), *index);
       }
     }
     // index.json checked (reader.next() returned nullopt): the main channel may end.
-    if (holding) {
-      push(std::move(held), 0);
+    if (!held.empty()) {
+      push(std::move(held.back()), 0);
     }
 
     for (unsigned i = 0; i < series.size(); ++i) {

@@ -57,7 +57,7 @@ Streams make_streams() {
   s.sync = 5 * k_chunk + 1234;
   s.data.push_back(fill(9000, {'Q', 'E', 'V', 'M', 0, 0, 0, 3}));
   for (unsigned c = 0; c < k_channels; ++c) {
-    s.data.push_back(fill(s.sync + 20 * k_chunk + 77 * c, {0x11, 0x22, 0x33, 0x44}));
+    s.data.push_back(fill(s.sync + 20 * k_chunk + size_t{77} * c, {0x11, 0x22, 0x33, 0x44}));
   }
   return s;
 }

@@ -135,7 +135,10 @@ StreamStats write_vmstate_channels(const ChannelSource& source, ArchiveWriter& w
   std::vector<pollfd> fds;
   std::vector<size_t> owner; // fds[i] belongs to conns[owner[i]]
   for (;;) {
-    throw_if_abandoned(o);
+    // Signals are the caller's: it cancels the migration, and QEMU then ends every connection.
+    if (o.abort && o.abort->load()) {
+      throw Error("reading the vmstate was abandoned");
+    }
     const bool accepting = conns.size() < source.connections;
     fds.clear();
     owner.clear();
@@ -199,11 +202,22 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
   std::exception_ptr error;
   // The first failure stops everything: queues are dropped and every connection is shut
   // down, which unblocks a thread writing to a QEMU that no longer reads.
+  // A damaged archive is reported ahead of what it caused (QEMU closing other connections).
+  auto archive_fault = [](const std::exception_ptr& e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const Error& err) {
+      return err.code() == ExitCode::archive_invalid;
+    } catch (...) {
+      return false;
+    }
+  };
   auto fail = [&](std::exception_ptr e) {
     std::lock_guard lock(mutex);
-    if (!error) {
+    if (!error || (!archive_fault(error) && archive_fault(e))) {
       error = std::move(e);
     }
+
     for (auto& s : series) {
       if (s.fd >= 0) {
         ::shutdown(s.fd, SHUT_RDWR);

@@ -63,7 +63,19 @@ void migrate_out(qmp::Client& qmp, const std::string& uri) {
 struct Run {
   double seconds;
   long rss_kib;
+  double cpu_seconds; // user + system, its children included
 };
+
+// CPU seconds (user + system) process PID and its reaped children used so far.
+double process_cpu_seconds(int pid) {
+  std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  auto fields = split(stat.substr(stat.rfind(')') + 2), ' '); // field 3 (state) comes first
+  double ticks = 0;
+  for (size_t k = 11; k <= 14; ++k) { // utime, stime, cutime, cstime: fields 14-17
+    ticks += std::stod(fields.at(k));
+  }
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
 
 Run timed_cli(const std::vector<std::string>& args, const std::string& log,
               const std::string& out = "/dev/null") {
@@ -79,12 +91,12 @@ Run timed_cli(const std::vector<std::string>& args, const std::string& log,
   if (!status || *status != 0) {
     throw Error("kata-snapshot " + args[0] + " failed");
   }
-  return {seconds_since(start), p.max_rss_kib()};
+  return {seconds_since(start), p.max_rss_kib(), p.cpu_seconds()};
 }
 
-// QEMU started with -incoming defer, then migrate-incoming URI and cont: the seconds to running.
-double qemu_load(const std::vector<std::string>& source_argv, const std::string& uri,
-                 const std::string& dir) {
+// QEMU started with -incoming defer, then migrate-incoming URI and cont: the seconds to running,
+// and the CPU seconds QEMU (and the decompressor it ran) used.
+Run qemu_load(const std::vector<std::string>& source_argv, const std::string& uri, const std::string& dir) {
   std::vector<std::string> argv = source_argv;
   argv.insert(argv.end(), {"-incoming", "defer"});
   for (auto& a : argv) { // the source's QMP socket and pid file live elsewhere this time
@@ -105,8 +117,9 @@ double qemu_load(const std::vector<std::string>& source_argv, const std::string&
   wait_migration(qmp, "baseline load");
   qmp.execute("cont");
   double t = seconds_since(start);
+  double cpu = process_cpu_seconds(qemu.pid());
   qemu.terminate(Millis(0));
-  return t;
+  return {t, 0, cpu};
 }
 
 } // namespace
@@ -129,6 +142,8 @@ int main(int argc, char** argv) {
     qmp.execute("cont");
   }
   std::vector<double> base_save, cand_save, base_load, cand_load;
+  // CPU seconds of each load: QEMU and what fed it (zstd -dc, or kata-snapshot).
+  std::vector<double> base_load_cpu, cand_load_cpu;
   // Reference points in the same run: QEMU's own speed with nothing to compress or decompress
   // (save to /dev/null, load of the raw stream that QEMU reads itself), and save to stdout, which
 
@@ -214,6 +229,7 @@ int main(int argc, char** argv) {
     fs::remove(log, ec);
     Run r = timed_cli({"load", archive, "--run-dir", run}, log);
     int pid = std::stoi(trim(read_file(run + "/qemu.pid")));
+    r.cpu_seconds += process_cpu_seconds(pid);
     ::kill(pid, SIGKILL);
     // Not our child (load detaches it): wait until it is gone, so that its teardown (freeing
     // 1 GiB) does not slow down the next measurement.
@@ -225,22 +241,28 @@ int main(int argc, char** argv) {
   };
   for (int i = 0; i < rounds; ++i) {
     std::string run = dir + "/run" + std::to_string(i);
-    rotated({[&] { base_load.push_back(qemu_load(source_argv, "exec:zstd -dc " + dir + "/base.zst", dir)); },
-             [&] { floor_load.push_back(qemu_load(source_argv, "file:" + dir + "/raw.stream", dir)); },
-             [&] {
-               Run r = load(dir + "/cand.ksnap", run, dir + "/load.log");
-               cand_load.push_back(r.seconds);
-               cand_rss = std::max(cand_rss, r.rss_kib);
-             },
-             [&] {
-               mapped_load.push_back(
-                 load(dir + "/mapped.ksnap", run + "-mapped", dir + "/load-mapped.log").seconds);
-             },
-             [&] {
-               stream_load.push_back(
-                 load(dir + "/stream.ksnap", run + "-stream", dir + "/load-stream.log").seconds);
-             }},
-            i);
+    rotated(
+      {[&] {
+         Run r = qemu_load(source_argv, "exec:zstd -dc " + dir + "/base.zst", dir);
+         base_load.push_back(r.seconds);
+         base_load_cpu.push_back(r.cpu_seconds);
+       },
+       [&] { floor_load.push_back(qemu_load(source_argv, "file:" + dir + "/raw.stream", dir).seconds); },
+       [&] {
+         Run r = load(dir + "/cand.ksnap", run, dir + "/load.log");
+         cand_load.push_back(r.seconds);
+         cand_load_cpu.push_back(r.cpu_seconds);
+         cand_rss = std::max(cand_rss, r.rss_kib);
+       },
+       [&] {
+         mapped_load.push_back(
+           load(dir + "/mapped.ksnap", run + "-mapped", dir + "/load-mapped.log").seconds);
+       },
+       [&] {
+         stream_load.push_back(
+           load(dir + "/stream.ksnap", run + "-stream", dir + "/load-stream.log").seconds);
+       }},
+      i);
   }
 
   double bs = median(base_save), cs = median(cand_save), bl = median(base_load), cl = median(cand_load);
@@ -273,6 +295,13 @@ int main(int argc, char** argv) {
   std::printf("%-46s %7.2fs %7.2fx\n", "  save --vmstate mapped-ram", mp, mp / bs);
 
   std::printf("%-46s %7.2fs %7.2fx\n", "QEMU load floor: raw stream read from file:", fl, fl / bl);
+  double bcpu = median(base_load_cpu), ccpu = median(cand_load_cpu);
+  std::printf("CPU seconds of a load, QEMU included (no load on %u cores takes less than CPU / %u):\n", cores,
+              cores);
+  std::printf("%-46s %7.2fs %7.2fx\n", "  baseline (QEMU + zstd -dc)", bcpu, 1.0);
+  std::printf("%-46s %7.2fs %7.2fx   -> at least %.2fs = %.2fx the baseline's load\n",
+              "  kata-snapshot load (tool + QEMU)", ccpu, ccpu / bcpu, ccpu / cores, ccpu / cores / bl);
+
   std::printf("steps of the last save: %s\nsteps of the last load: %s\n",
               log_tail(dir + "/save.log", 8).c_str(), log_tail(dir + "/load.log", 8).c_str());
   std::printf("raw seconds: save base %s | candidate %s | stdout %s | floor %s\n", list(base_save).c_str(),

@@ -14,6 +14,11 @@ std::string seconds(Millis t) {
   return std::to_string((t.count() + 999) / 1000) + " s";
 }
 
+int64_t fresh_sync_id() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  return static_cast<int64_t>(rng() >> 2);
+}
+
 } // namespace
 
 Channel Channel::connect(const std::string& socket_path, Millis timeout) {
@@ -54,12 +59,27 @@ std::optional<std::string> Channel::read_line(const Deadline& deadline, const st
   throw GuestError("guest helper channel " + m_path + " closed while waiting for " + command);
 }
 
-void Channel::resync(Millis timeout) {
-  static std::mt19937_64 rng{std::random_device{}()};
-  int64_t id = static_cast<int64_t>(rng() >> 2);
+std::string Channel::sync_request(int64_t id) {
   // 0xFF makes the agent drop any partial request; the delimited reply starts with 0xFF too.
-  send_raw(std::string(1, '\xff') +
-           Json{{"execute", "guest-sync-delimited"}, {"arguments", {{"id", id}}}}.dump() + "\n");
+  return std::string(1, '\xff') +
+         Json{{"execute", "guest-sync-delimited"}, {"arguments", {{"id", id}}}}.dump() + "\n";
+}
+
+std::string Channel::command_request(const std::string& command, const Json& arguments) {
+  Json request = {{"execute", command}};
+  if (!arguments.empty()) {
+    request["arguments"] = arguments;
+  }
+  return request.dump() + "\n";
+}
+
+void Channel::resync(Millis timeout) {
+  int64_t id = fresh_sync_id();
+  send_raw(sync_request(id));
+  await_sync(id, timeout);
+}
+
+void Channel::await_sync(int64_t id, Millis timeout) {
   Deadline deadline(timeout);
   for (;;) {
     auto got = read_line(deadline, "guest-sync-delimited");
@@ -69,26 +89,33 @@ void Channel::resync(Millis timeout) {
                        "is kata-snapshot-helper (or qemu-guest-agent) running in the guest?");
     }
     std::string line = std::move(*got);
-    {
-      auto ff = line.rfind('\xff');
-      if (ff != std::string::npos) {
-        line.erase(0, ff + 1);
-      }
-      Json reply = Json::parse(line, nullptr, false);
-      if (!reply.is_discarded() && reply.is_object() && reply.value("return", Json()) == id) {
-        return;
-      }
-      // Garbage or a stale reply from an earlier session: keep reading.
+    auto ff = line.rfind('\xff');
+    if (ff != std::string::npos) {
+      line.erase(0, ff + 1);
     }
+    Json reply = Json::parse(line, nullptr, false);
+    if (!reply.is_discarded() && reply.is_object() && reply.value("return", Json()) == id) {
+      return;
+    }
+    // Garbage or a stale reply from an earlier session: keep reading.
   }
 }
 
 Json Channel::execute(const std::string& command, const Json& arguments, Millis timeout) {
-  Json request = {{"execute", command}};
-  if (!arguments.empty()) {
-    request["arguments"] = arguments;
-  }
-  send_raw(request.dump() + "\n");
+  send_raw(command_request(command, arguments));
+  return await_reply(command, timeout);
+}
+
+Json Channel::connect_and_execute(const std::string& socket_path, const std::string& command,
+                                  const Json& arguments, Millis timeout) {
+  Channel c(connect_unix(socket_path, Deadline(timeout)), socket_path);
+  int64_t id = fresh_sync_id();
+  c.send_raw(sync_request(id) + command_request(command, arguments));
+  c.await_sync(id, timeout);
+  return c.await_reply(command, timeout);
+}
+
+Json Channel::await_reply(const std::string& command, Millis timeout) {
   Deadline deadline(timeout);
   for (;;) {
     auto line = read_line(deadline, command);

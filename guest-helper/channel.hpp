@@ -44,9 +44,19 @@ public:
   // 0xFF + guest-sync-delimited with a fresh id; discards everything up to the matching reply.
   void resync(Millis timeout = k_default_timeout);
 
+  // connect() then execute() in one exchange: the request follows the sync on the wire, so a
+  // guest that has just been resumed answers both in one wake-up instead of two.
+  static Json connect_and_execute(const std::string& socket_path, const std::string& command,
+                                  const Json& arguments, Millis timeout = k_default_timeout);
+
 private:
   Channel(Fd sock, std::string path) : m_sock(std::move(sock)), m_path(std::move(path)) {}
   void send_raw(const std::string& bytes);
+  static std::string sync_request(int64_t id);
+  static std::string command_request(const std::string& command, const Json& arguments);
+  void await_sync(int64_t id, Millis timeout);
+  Json await_reply(const std::string& command, Millis timeout);
+
   // Next line, or nullopt when DEADLINE passes first.
   std::optional<std::string> read_line(const Deadline& deadline, const std::string& command);
 

@@ -34,11 +34,12 @@ nlohmann::json refresh_guest(const std::optional<std::string>& helper_socket) {
     return {{"refreshed", false}, {"reason", "the VM has no helper port"}};
   }
   try {
-    guest::Channel ch = guest::Channel::connect(*helper_socket, std::chrono::milliseconds(5000));
     auto now = std::chrono::system_clock::now().time_since_epoch();
     long long ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now).count();
-    nlohmann::json r =
-      ch.execute("kata-snapshot-post-restore", {{"time", ns}, {"entropy", host_entropy_base64(64)}});
+    nlohmann::json r = guest::Channel::connect_and_execute(
+      *helper_socket, "kata-snapshot-post-restore", {{"time", ns}, {"entropy", host_entropy_base64(64)}},
+      std::chrono::milliseconds(5000));
+
     r["refreshed"] = true;
     return r;
   } catch (const std::exception& e) {

@@ -27,11 +27,9 @@ nlohmann::json HostCheck::to_json() const {
     {"loadable", problems.empty()}, {"qemu", qemu}, {"qemu_version", qemu_version}, {"problems", problems}};
 }
 
-namespace {
-
-std::string pick_qemu(const nlohmann::json& manifest, const std::string& override_path) {
-  if (!override_path.empty()) {
-    return override_path;
+std::string qemu_binary(const nlohmann::json& manifest, const std::string& qemu_override) {
+  if (!qemu_override.empty()) {
+    return qemu_override;
   }
   std::string recorded = manifest["qemu"].value("binary", "");
   if (!recorded.empty() && ::access(recorded.c_str(), X_OK) == 0) {
@@ -40,11 +38,10 @@ std::string pick_qemu(const nlohmann::json& manifest, const std::string& overrid
   return "qemu-system-x86_64";
 }
 
-} // namespace
-
 HostCheck check_host(const nlohmann::json& manifest, const std::string& qemu_override) {
   HostCheck c;
-  c.qemu = pick_qemu(manifest, qemu_override);
+  c.qemu = qemu_binary(manifest, qemu_override);
+
   CommandResult r{127, {}, {}};
   try {
     r = run_command({c.qemu, "--version"}, std::chrono::seconds(10));

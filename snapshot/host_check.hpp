@@ -17,6 +17,9 @@ struct HostCheck {
 // QEMU_OVERRIDE: --qemu PATH, or empty for the recorded binary (or qemu-system-x86_64).
 HostCheck check_host(const nlohmann::json& manifest, const std::string& qemu_override);
 
+// The binary check_host() looks at: QEMU_OVERRIDE, else the recorded one if it is there.
+std::string qemu_binary(const nlohmann::json& manifest, const std::string& qemu_override);
+
 // Throws Error(exit 3) listing the problems, if any.
 void require_loadable(const HostCheck& check);
 

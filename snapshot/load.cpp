@@ -28,6 +28,7 @@
 #include <atomic>
 #include <fcntl.h>
 #include <filesystem>
+#include <future>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
@@ -60,9 +61,20 @@ public:
   LoadSession& operator=(const LoadSession&) = delete;
 
   void open_archive();
-  void check_host() {
-    m_host = ks::check_host(m_reader->manifest(), m_o.qemu);
-    require_loadable(m_host);
+  // QEMU's version and machine types are checked on a thread (running `qemu --version`
+  // takes as long as a small part of the load) and the result awaited before anything that
+  // cannot be undone (shares restored into their directories) and once QEMU started. A QEMU
+  // that failed to start is explained by this check first, if it failed.
+  void start_host_check() {
+    m_host_check = std::async(std::launch::async, [manifest = m_reader->manifest(), qemu = m_o.qemu] {
+      return ks::check_host(manifest, qemu);
+    });
+  }
+  void await_host_check() {
+    if (m_host_check.valid()) {
+      m_host = m_host_check.get();
+      require_loadable(m_host);
+    }
   }
   void prepare_run_dir();
   void prepare_network();
@@ -90,6 +102,7 @@ private:
   std::string log_path() const { return m_run_dir + "/qemu.log"; }
 
   const LoadOptions& m_o;
+  std::future<HostCheck> m_host_check;
   Fd m_in;
   std::optional<ArchiveReader> m_reader;
   std::string m_layout;
@@ -181,6 +194,9 @@ void LoadSession::prepare_network() {
 }
 
 void LoadSession::restore_shares() {
+  if (!m_shares.empty()) {
+    await_host_check(); // nothing is written into a share directory for a load that cannot be done
+  }
   m_shares.restore(*m_reader);
 }
 
@@ -314,14 +330,19 @@ void LoadSession::start_qemu() {
   m_helper_socket = helper_socket_path(rw.argv);
 
   std::vector<std::string> argv = rw.argv.to_argv();
-  argv[0] = m_host.qemu;
+  argv[0] = qemu_binary(m_reader->manifest(), m_o.qemu);
   SpawnOptions so;
   so.argv = argv;
   so.stdout_path = so.stderr_path = log_path();
   so.detach = Detach::yes;
   so.inherit = inherit;
   so.netns_fd = m_netns ? m_netns->fd() : -1; // as under Kata: QEMU runs in the pod's namespace
-  m_qemu = ChildProcess::spawn(so);
+  try {
+    m_qemu = ChildProcess::spawn(so);
+  } catch (const Error&) {
+    await_host_check(); // "QEMU cannot be run" with the hint, if that is why
+    throw;
+  }
   Deadline deadline(std::chrono::seconds(60));
   while (!fs::exists(m_qmp_path)) {
     if (!m_qemu.running()) {
@@ -367,6 +388,7 @@ void LoadSession::replay_devices() {
 
 void LoadSession::qemu_failed(const std::string& doing) {
   auto status = m_qemu.wait(Deadline(Millis(1000)));
+  await_host_check(); // a QEMU too old for the snapshot is the better explanation
   std::string tail = log_tail(log_path(), 3);
   throw Error("QEMU exited while " + doing + " the snapshot" +
                 (status ? " (status " + std::to_string(*status) + ")" : std::string()) +
@@ -550,16 +572,18 @@ LoadResult load(const LoadOptions& options) {
   StepLog log(options.verbose);
   s.open_archive(); // manifest first: format, version, what the VM needs
   log.done("manifest");
-  s.check_host(); // QEMU binary, version and machine type
-  log.done("host check");
-  s.prepare_run_dir(); // sockets, pid file and logs of the new VM
-  s.prepare_network(); // taps re-created by name in --netns
-  s.restore_shares();  // shares/ members (they precede the vmstate) into their directories
+  s.start_host_check(); // QEMU binary, version and machine type, while the load goes on
+  s.prepare_run_dir();  // sockets, pid file and logs of the new VM
+  s.prepare_network();  // taps re-created by name in --netns
+  s.restore_shares();   // shares/ members (they precede the vmstate) into their directories
   log.done("shares");
   s.start_staging(); // mapped-ram: check and stage the vmstate meanwhile, on other threads
   s.start_daemons(); // virtiofsd per share, listening before QEMU connects
   s.start_qemu();    // recorded argv rewritten, -S -incoming defer, QMP ready
   log.done("start qemu");
+  s.await_host_check();
+  log.done("host check");
+
   s.replay_devices(); // devices added after boot, re-created with the same ids and addresses
   s.stream();         // migrate-incoming from a pipe fed by checked, parallel decompression
   log.done("stream");

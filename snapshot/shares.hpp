@@ -20,7 +20,10 @@ public:
   ShareRestore(const Json& manifest, std::map<std::string, std::string> share_dirs, std::string virtiofsd,
                bool force);
 
+  // True when the snapshot has no shares: restore() and start_daemons() do nothing.
+  bool empty() const { return m_shares.empty(); }
   // Reads the shares/ members (they precede the vmstate) and restores each directory.
+
   void restore(ArchiveReader& reader);
   // Starts one virtiofsd per share, its socket in RUN_DIR, and waits until it listens.
   void start_daemons(const std::string& run_dir);

@@ -2,11 +2,40 @@
 
 #include "util/error.hpp"
 
+#include <cstdlib>
 #include <memory>
+#include <new>
 #include <string>
+#include <sys/mman.h>
 #include <zstd.h>
 
 namespace ks {
+
+namespace {
+constexpr size_t k_huge_page = 2u << 20;
+} // namespace
+
+void* allocate_buffer(size_t bytes) {
+  void* p = nullptr;
+  if (bytes >= k_huge_page) {
+    if (::posix_memalign(&p, k_huge_page, bytes) != 0) {
+      p = nullptr;
+    } else { // whole huge pages only: the tail (a frame's few KiB over the chunk) stays small
+      ::madvise(p, bytes / k_huge_page * k_huge_page, MADV_HUGEPAGE); // a hint: may not be honoured
+    }
+  } else {
+
+    p = std::malloc(bytes == 0 ? 1 : bytes);
+  }
+  if (p == nullptr) {
+    throw std::bad_alloc();
+  }
+  return p;
+}
+
+void free_buffer(void* p) noexcept {
+  std::free(p); // NOLINT(cppcoreguidelines-no-malloc): pairs with allocate_buffer
+}
 
 namespace {
 

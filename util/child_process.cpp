@@ -139,6 +139,8 @@ bool ChildProcess::reap(int options) {
   } while (r < 0 && errno == EINTR);
   if (r > 0) {
     m_max_rss_kib = usage.ru_maxrss;
+    auto secs = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
+    m_cpu_seconds = secs(usage.ru_utime) + secs(usage.ru_stime);
   }
 
   if (r == 0) {

@@ -55,6 +55,8 @@ public:
 
   // The child's peak resident memory in KiB, once it has been reaped (0 before).
   long max_rss_kib() const { return m_max_rss_kib; }
+  // The CPU time (user + system) it and its reaped children used, once it has been reaped.
+  double cpu_seconds() const { return m_cpu_seconds; }
 
 private:
   explicit ChildProcess(pid_t pid) : m_pid(pid) {}
@@ -63,6 +65,7 @@ private:
   pid_t m_pid = -1;
   std::optional<int> m_status;
   long m_max_rss_kib = 0;
+  double m_cpu_seconds = 0;
 };
 
 // Exit status of a program run to completion, with its stdout and stderr captured.

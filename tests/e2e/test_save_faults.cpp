@@ -123,7 +123,44 @@ TEST_CASE("damaged archives are refused with exit 3 and no QEMU is left running"
   }
 }
 
+// The host check runs while QEMU starts: its verdict must still win, and the QEMU it let
+// start must not outlive it.
+TEST_CASE("a host whose QEMU cannot load the snapshot is refused with exit 3 and no QEMU left") {
+  GuestVm vm({});
+  vm.wait_console("ksnap: tick 2");
+  std::string archive = vm.dir() + "/vm.ksnap";
+  save_paused(vm.qmp_path(), archive, {});
+  vm.kill();
+  SECTION("a QEMU binary that is not there") {
+    CommandResult r =
+      run_cli({"load", archive, "--run-dir", vm.dir() + "/run-none", "--qemu", vm.dir() + "/no-such-qemu"});
+    INFO(r.error_output);
+    CHECK(r.status == 3);
+    CHECK_THAT(r.error_output, Catch::StartsWith("kata-snapshot: error: this host cannot load the snapshot: "
+                                                 "QEMU cannot be run") &&
+                                 Catch::Contains("hint: pass --qemu PATH"));
+    CHECK(processes_with(vm.dir() + "/run-none").empty());
+  }
+  SECTION("a QEMU older than the one that took the snapshot (it starts, and is stopped)") {
+    std::string old = vm.dir() + "/old-qemu";
+    {
+      Fd f = open_file(old, O_WRONLY | O_CREAT | O_TRUNC, 0755);
+      write_all(
+        f.get(),
+        "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'QEMU emulator version 1.0.0'; exit 0; }\nexec " +
+          test_env().qemu + " \"$@\"\n",
+        old);
+    }
+    CommandResult r = run_cli({"load", archive, "--run-dir", vm.dir() + "/run-old", "--qemu", old});
+    INFO(r.error_output);
+    CHECK(r.status == 3);
+    CHECK_THAT(r.error_output, Catch::Contains("QEMU 1.0.0 is older than the QEMU"));
+    CHECK(processes_with(vm.dir() + "/run-old").empty());
+  }
+}
+
 TEST_CASE("an output directory that cannot be written fails before the VM is paused") {
+
   GuestVm vm({.extra_qemu_args = {}});
   vm.wait_console("ksnap: tick 2");
   CommandResult r = run_cli({"save", "--qmp", vm.qmp_path(), "-o", vm.dir() + "/no/such/dir/vm.ksnap"});

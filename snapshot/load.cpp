@@ -85,6 +85,7 @@ public:
   void replay_devices();
   void stream();
   void resume();
+  void refresh();
   LoadResult finish();
 
 private:
@@ -547,6 +548,9 @@ void LoadSession::resume() {
   if (!m_o.paused) {
     m_qmp->execute("cont");
   }
+}
+
+void LoadSession::refresh() {
   m_guest = m_o.paused ? nlohmann::json{{"refreshed", false},
                                         {"reason", "--paused: run `kata-snapshot guest` after cont"}}
                        : refresh_guest(m_helper_socket);
@@ -587,8 +591,11 @@ LoadResult load(const LoadOptions& options) {
   s.replay_devices(); // devices added after boot, re-created with the same ids and addresses
   s.stream();         // migrate-incoming from a pipe fed by checked, parallel decompression
   log.done("stream");
-  s.resume(); // cont (unless --paused), then thaw, clock and RNG refresh in the guest
+  s.resume(); // cont (unless --paused)
   log.done("resume");
+  s.refresh(); // thaw, clock and RNG refresh in the guest (it answers once it ran)
+  log.done("guest refresh");
+
   return s.finish(); // detach QEMU and virtiofsd and report
 }
 

@@ -34,7 +34,7 @@ void* allocate_buffer(size_t bytes) {
 }
 
 void free_buffer(void* p) noexcept {
-  std::free(p); // NOLINT(cppcoreguidelines-no-malloc): pairs with allocate_buffer
+  std::free(p); // pairs with allocate_buffer: posix_memalign or malloc
 }
 
 namespace {

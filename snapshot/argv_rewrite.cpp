@@ -99,9 +99,30 @@ RewriteResult rewrite_for_restore(const QemuArgv& recorded, const RewriteOptions
       continue;
     }
 
+    if ((o.name == "machine" || o.name == "M") && !ro.machine.empty()) {
+      if (v.items().empty() || v.items()[0].first.empty()) {
+        v.erase(""); // the recorded type, replaced
+      }
+      OptionValue pinned = OptionValue::parse(ro.machine);
+      for (const auto& [k, val] : v.items()) {
+        if (k != "type") {
+          pinned.set(k, val);
+        }
+      }
+      out.push_back({"machine", pinned.str()});
+      continue;
+    }
+    if (o.name == "name" && !ro.name.empty()) {
+      v.erase("");
+      v.erase("guest");
+      out.push_back({o.name, OptionValue::parse(ro.name).str() + (v.items().empty() ? "" : "," + v.str())});
+      continue;
+    }
+
     check_no_inherited_fds(o, v);
     out.push_back(o);
   }
+
   out.push_back({"qmp", "unix:" + ro.qmp_socket + ",server=on,wait=off"});
   out.push_back({"pidfile", ro.run_dir + "/qemu.pid"});
   out.push_back({"S", ""});

@@ -17,6 +17,11 @@ struct RewriteOptions {
   // Tap netdevs re-created by load: netdev id -> the fds (one per queue) the new QEMU inherits.
   std::map<std::string, std::vector<int>> tap_fds;
   bool vhost_net = false; // this host has a usable /dev/vhost-net
+  // The exact machine type the stream was made with, pinned over -machine (an alias like
+  // "q35" may mean a newer, incompatible type on a newer QEMU); empty: -machine as recorded.
+  std::string machine;
+  // A new guest name for -name (load --sandbox ID names it sandbox-ID); empty: as recorded.
+  std::string name;
 };
 
 struct RewriteResult {

@@ -282,7 +282,14 @@ void LoadSession::prepare_run_dir() {
 
 void LoadSession::start_qemu() {
   QemuArgv recorded(m_reader->manifest()["qemu"]["argv"].get<std::vector<std::string>>());
-  RewriteOptions ro{m_run_dir, m_qmp_path, m_shares.chardev_paths(), {}, vhost_net_usable()};
+  RewriteOptions ro{m_run_dir,
+                    m_qmp_path,
+                    m_shares.chardev_paths(),
+                    {},
+                    vhost_net_usable(),
+                    m_reader->manifest()["qemu"].value("machine", ""),
+                    m_o.name.empty() ? std::string() : "sandbox-" + m_o.name};
+
   // Taps of -netdev options become inherited fds 3, 4, ... of the new QEMU.
   std::vector<std::pair<int, int>> inherit;
   for (const auto& netdev : recorded.all("netdev")) {
@@ -299,34 +306,6 @@ void LoadSession::start_qemu() {
   RewriteResult rw = rewrite_for_restore(recorded, ro);
   for (const auto& w : rw.warnings) {
     std::fprintf(stderr, "kata-snapshot: warning: %s\n", w.c_str());
-  }
-  // Pin the exact machine type the stream was made with (an alias like "q35" may mean a
-  // newer, incompatible type on a newer QEMU).
-  std::string machine = m_reader->manifest()["qemu"].value("machine", "");
-  for (auto& o : rw.argv.options()) {
-    if ((o.name == "machine" || o.name == "M") && !machine.empty()) {
-      OptionValue v = OptionValue::parse(o.value);
-      if (v.items().empty() || v.items()[0].first.empty()) {
-        v.erase("");
-      }
-      OptionValue pinned = OptionValue::parse(machine);
-      for (const auto& [k, val] : v.items()) {
-        if (k != "type") {
-          pinned.set(k, val);
-        }
-      }
-      o = {"machine", pinned.str()};
-    }
-  }
-  if (!m_o.name.empty()) { // --sandbox ID: the restored VM carries the sandbox's name
-    for (auto& o : rw.argv.options()) {
-      if (o.name == "name") {
-        OptionValue v = OptionValue::parse(o.value);
-        v.erase("");
-        v.erase("guest");
-        o.value = OptionValue::parse("sandbox-" + m_o.name).str() + (v.items().empty() ? "" : "," + v.str());
-      }
-    }
   }
   m_helper_socket = helper_socket_path(rw.argv);
 

@@ -57,7 +57,29 @@ TEST_CASE("rewrite: Kata's QMP fd, pid file and daemonize are replaced, server s
   CHECK(joined.find("-machine q35,accel=kvm,nvdimm=on") != std::string::npos);
 }
 
+TEST_CASE("rewrite: the recorded machine type is pinned and --sandbox renames the guest") {
+  auto rewritten = [](std::vector<std::string> extra, const std::string& machine, const std::string& name) {
+    RewriteOptions ro{"/run/new", "/run/new/qmp.sock", {}, {}, false, machine, name};
+    std::string joined;
+    for (const auto& a : rewrite_for_restore(QemuArgv(kata_argv(std::move(extra))), ro).argv.to_argv()) {
+      joined += a + " ";
+    }
+    return joined;
+  };
+  std::string pinned = rewritten({}, "pc-q35-10.0", "");
+  CHECK_THAT(pinned, Catch::Contains("-machine pc-q35-10.0,accel=kvm,nvdimm=on ") &&
+                       Catch::Contains("-name sandbox-abc "));
+  // type= spelled out, and -M: the same pinning.
+  std::string typed = rewritten({"-M", "type=q35,smm=off"}, "pc-q35-10.0", "");
+  CHECK_THAT(typed, Catch::Contains("-machine pc-q35-10.0,smm=off "));
+  std::string renamed = rewritten({"-name", "guest=old,debug-threads=on"}, "", "sandbox-new");
+  CHECK_THAT(renamed, Catch::Contains("-name sandbox-new,debug-threads=on ") &&
+                        Catch::Contains("-name sandbox-new ") &&
+                        Catch::Contains("-machine q35,accel=kvm,nvdimm=on "));
+}
+
 TEST_CASE("rewrite: a re-created tap's new fds replace fds= and vhostfds=, vhost kept only where available") {
+
   auto argv = kata_argv({"-netdev", "tap,id=network-0,vhost=on,vhostfds=4:5,fds=6:7", "-device",
                          "driver=virtio-net-pci,netdev=network-0,mac=d6:96:23:1b:02:05,mq=on,vectors=6"});
   for (bool vhost_net : {true, false}) {

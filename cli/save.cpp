@@ -9,6 +9,10 @@ namespace ks::cli {
 
 namespace {
 
+std::string milliseconds(double seconds) {
+  return std::to_string(static_cast<long>(seconds * 1000 + 0.5)) + " ms";
+}
+
 struct SaveArgs {
   SaveOptions o;
   std::string mode = "auto";
@@ -51,6 +55,7 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
   a.o.overwrite = a.force ? Overwrite::yes : Overwrite::no;
   a.o.chunk_size = a.chunk_mib << 20;
   a.o.progress = !g.quiet && !g.json;
+  a.o.quiet = g.quiet;
   a.o.verbose = g.verbose;
   SaveResult r = save(a.o);
   nlohmann::json j = {
@@ -61,13 +66,15 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
     {"seconds", r.seconds},
     {"quiesce", r.quiesce},
     {"vm_state", r.vm_state},
-    {"vm_paused_seconds", r.vm_paused_seconds ? nlohmann::json(*r.vm_paused_seconds) : nullptr}};
+    {"vm_paused_seconds", r.vm_paused_seconds ? nlohmann::json(*r.vm_paused_seconds) : nullptr},
+    {"mode", r.mode},
+    {"live", r.live}};
   std::string human =
     "saved " + (r.output == "-" ? std::string("to stdout") : r.output) + ": " + human_size(r.archive_bytes) +
     " (" + human_size(r.vmstate_bytes) + " of VM state) in " + std::to_string(r.seconds).substr(0, 4) +
     " s; VM " + r.vm_state +
-    (r.vm_paused_seconds ? " (paused for " + std::to_string(*r.vm_paused_seconds).substr(0, 4) + " s)"
-                         : std::string());
+    (r.vm_paused_seconds ? " (paused for " + milliseconds(*r.vm_paused_seconds) + ")" : std::string()) +
+    (r.mode == "live" ? "; live save, instant " + r.live.value("instant", std::string()) : std::string());
 
   if (r.output == "-") {
     if (!g.quiet) {
@@ -88,8 +95,16 @@ void add_save(CLI::App& app, Registry& reg) {
   cmd->add_option("--sandbox", a->sandbox, "Kata sandbox id (instead of --qmp)");
   cmd->add_option("--kata-root", a->kata_root, "Prefix of Kata's /run paths (default /)");
   cmd->add_option("-o,--output", a->o.output, "Archive to write, or - for stdout")->required();
-  cmd->add_option("--mode", a->mode, "auto|stop|live (live is not supported yet)")
+  cmd
+    ->add_option("--mode", a->mode,
+                  "live (the guest runs while QEMU pre-copies its memory; it stops only for the final "
+                  "switchover, the snapshot instant), stop (paused for the whole save), or auto (default: "
+                  "live where possible, else stop with a notice)")
     ->check(CLI::IsMember({"auto", "stop", "live"}));
+  cmd
+    ->add_option("--max-downtime", a->o.live_limits.max_downtime_ms,
+                 "Live mode: the longest final stop QEMU may plan for, in ms (default 20)")
+    ->check(CLI::Range(1, 60000));
   cmd
     ->add_option("--vmstate", a->vmstate,
                  "VM state layout: auto (default: multifd where QEMU has it, else stream), multifd "

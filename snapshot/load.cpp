@@ -95,7 +95,8 @@ private:
   // BODY feeds QEMU on a thread (and returns once it fed everything or failed) while this
   // thread watches QEMU, signals and the incoming migration until it completed.
   void feed_while_watching(const std::function<void(std::atomic<uint64_t>& progress)>& body);
-  [[noreturn]] void unexpected_member(const ArchiveReader::Member& m) const;
+  // A member among the vmstate chunks: a live save's share delta, or damage.
+  void other_member(ArchiveReader::Member&& m);
   void stop_staging() noexcept;
   void read_vmstate_into(int fd, const StreamOptions& so);
   bool incoming_completed(std::string& status);
@@ -230,10 +231,13 @@ void LoadSession::start_staging() {
 // The rest of the archive: vmstate chunks, checked, into FD; the stream header checked.
 void LoadSession::read_vmstate_into(int fd, const StreamOptions& so) {
   read_vmstate(
-    *m_reader, fd, so, [&](ArchiveReader::Member&& m) { unexpected_member(m); }, check_qemu_stream_header);
+    *m_reader, fd, so, [&](ArchiveReader::Member&& m) { other_member(std::move(m)); }, check_qemu_stream_header);
 }
 
-void LoadSession::unexpected_member(const ArchiveReader::Member& m) const {
+void LoadSession::other_member(ArchiveReader::Member&& m) {
+  if (m_shares.apply_inline(*m_reader, m)) {
+    return;
+  }
   throw Error(m_reader->what() + ": unexpected member " + m.name + " among the vmstate chunks",
               ExitCode::archive_invalid);
 }
@@ -401,7 +405,7 @@ void LoadSession::stream_multifd() {
       StreamOptions so{.chunk_size = vmstate.value("chunk_size", size_t{8} << 20), .progress = &progress};
       read_vmstate_channels(
         *m_reader, channels, [&] { return connect_unix(socket, Deadline(std::chrono::seconds(10))); }, so,
-        [&](ArchiveReader::Member&& m) { unexpected_member(m); });
+        [&](ArchiveReader::Member&& m) { other_member(std::move(m)); });
     });
   } catch (...) {
     setup.forget(); // this QEMU is being killed

@@ -22,19 +22,6 @@ void warn(const std::string& what, const std::exception& e) noexcept {
   std::fprintf(stderr, "kata-snapshot: warning: %s: %s\n", what.c_str(), e.what());
 }
 
-// Waits (briefly) until no migration is running: capabilities cannot change during one.
-void wait_migration_idle(qmp::Client& qmp) {
-  Deadline deadline(std::chrono::seconds(10));
-  for (;;) {
-    std::string status = qmp.execute("query-migrate").value("status", "none");
-    if (status == "none" || status == "completed" || status == "failed" || status == "cancelled" ||
-        deadline.expired()) {
-      return;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-}
-
 // MemAvailable from /proc/meminfo, in bytes (0 when unknown).
 uint64_t memory_available() {
   try {
@@ -49,6 +36,18 @@ uint64_t memory_available() {
 }
 
 } // namespace
+
+void wait_migration_idle(qmp::Client& qmp) {
+  Deadline deadline(std::chrono::seconds(10));
+  for (;;) {
+    std::string status = qmp.execute("query-migrate").value("status", "none");
+    if (status == "none" || status == "completed" || status == "failed" || status == "cancelled" ||
+        deadline.expired()) {
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
 
 bool qemu_has_mapped_ram(qmp::Client& qmp) {
   for (const auto& cap : qmp.execute("query-migrate-capabilities")) {

@@ -17,6 +17,10 @@ namespace ks {
 inline constexpr const char* k_layout_stream = "stream";         // the plain stream (fd: pipe)
 inline constexpr const char* k_layout_mapped_ram = "mapped-ram"; // QEMU's mapped-ram file
 
+// Waits (up to 10 s) until no migration is running: capabilities cannot change during one,
+// and a cancelled migration has given the VM back only then.
+void wait_migration_idle(qmp::Client& qmp);
+
 // True when QEMU knows the mapped-ram migration capability (QEMU 9.0 and later).
 bool qemu_has_mapped_ram(qmp::Client& qmp);
 

@@ -5,6 +5,8 @@
 #include "snapshot/save.hpp"
 
 #include "snapshot/devices.hpp"
+#include "snapshot/live/precopy.hpp"
+#include "snapshot/live/share_precopy.hpp"
 #include "snapshot/mapped_ram.hpp"
 #include "snapshot/multifd.hpp"
 #include "snapshot/progress.hpp"
@@ -62,7 +64,12 @@ public:
 
   void discover();
   void preflight();
-  void quiesce() { m_quiescer.freeze(m_vm->argv); }
+  // Stop mode freezes now, for the whole save; live mode around the final stop only.
+  void quiesce() {
+    if (!m_live) {
+      m_quiescer.freeze(m_vm->argv);
+    }
+  }
   void pause();
   void stream();
   void commit();
@@ -71,6 +78,10 @@ public:
 private:
   Json build_manifest() const;
   std::string choose_layout();
+  void choose_mode();
+  void capture_shares();
+  void watch(const Json& mig);
+  void switchover();
   std::string temp_dir() const;
   void stream_pipe();
   void stream_mapped_ram();
@@ -106,6 +117,13 @@ private:
   bool m_migrating = false;
   std::optional<uint64_t> m_old_bandwidth;
   bool m_done = false;
+  // Live mode: QEMU's pre-copy, the shares' bases, and where their deltas are posted.
+  bool m_live = false;
+  std::optional<Precopy> m_precopy;
+  std::vector<SharePrecopy> m_share_precopy;
+  MemberInbox m_inbox;
+  std::optional<double> m_share_downtime;
+  Json m_live_facts; // Precopy::describe() at the end, with the shares' part of the downtime
   std::chrono::steady_clock::time_point m_start = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point m_stopped_at;
   std::optional<double> m_paused_seconds; // from stop to cont, when this save resumed the VM
@@ -132,11 +150,6 @@ void SaveSession::discover() {
 }
 
 void SaveSession::preflight() {
-  if (m_o.mode == SaveMode::live) {
-    throw Error("--mode live is not supported yet: a live save needs the virtio-fs shares captured "
-                "at the snapshot instant while the guest keeps writing them",
-                ExitCode::usage, "use --mode stop (or auto)");
-  }
   preflight_shares(m_shares, m_qemu_version);
   for (const auto& share : m_shares) {
     for (const auto& lost : share.deleted_open) {
@@ -161,6 +174,7 @@ void SaveSession::preflight() {
     throw Error("QEMU cannot migrate this VM: " + join(reasons, "; "));
   }
   m_layout = choose_layout();
+  choose_mode();
   if (m_o.output == "-") {
     if (::isatty(STDOUT_FILENO)) {
       throw Error("refusing to write a binary archive to a terminal", ExitCode::usage,
@@ -212,6 +226,21 @@ std::string SaveSession::choose_layout() {
   return k_layout_mapped_ram;
 }
 
+// Live where QEMU and the VM allow it (auto says once why not); stop otherwise.
+void SaveSession::choose_mode() {
+  if (m_o.mode == SaveMode::stop) {
+    return;
+  }
+  std::string why_not = live_unsupported_reason(m_vm->qmp, m_was_running);
+  if (why_not.empty()) {
+    m_live = true;
+  } else if (m_o.mode == SaveMode::live) {
+    throw Error("cannot save this VM live: " + why_not, ExitCode::usage, "use --mode stop (or auto)");
+  } else if (!m_o.quiet) {
+    std::fprintf(stderr, "kata-snapshot: notice: saving in stop mode: %s\n", why_not.c_str());
+  }
+}
+
 std::string SaveSession::temp_dir() const {
   if (m_o.output != "-") {
     return dir_name(m_o.output);
@@ -222,7 +251,7 @@ std::string SaveSession::temp_dir() const {
 
 void SaveSession::pause() {
   throw_if_cancelled();
-  if (m_was_running) {
+  if (m_was_running && !m_live) {
     m_vm->qmp.execute("stop");
     m_paused = true;
     m_stopped_at = std::chrono::steady_clock::now();
@@ -230,14 +259,31 @@ void SaveSession::pause() {
   Json params = m_vm->qmp.execute("query-migrate-parameters");
   m_old_bandwidth = params.value("max-bandwidth", 134217728ull);
   m_vm->qmp.execute("migrate-set-parameters", {{"max-bandwidth", k_unlimited_bandwidth}});
-  // The shares, captured while the vCPUs are stopped: the same instant as the memory.
+  if (m_live) {
+    bool hold = m_o.quiesce != QuiescePolicy::off; // quiesce before QEMU may stop the guest
+    m_precopy.emplace(m_vm->qmp, m_o.live_limits, m_ram, hold);
+  }
+  capture_shares();
+}
+
+// Stop mode: each share whole, while the vCPUs are stopped (the same instant as the
+// memory). Live mode: each share's base while the guest runs; its delta at the switchover.
+void SaveSession::capture_shares() {
   std::vector<ShareCapture> captures;
   for (const auto& share : m_shares) {
-    if (share.capture == "full") {
+    if (share.capture != "full") {
+      continue;
+    }
+    if (m_live) {
+      m_share_precopy.emplace_back(share, temp_dir(), m_o.compress_level);
+    } else {
       captures.push_back(capture_share(share, temp_dir(), m_o.compress_level));
     }
   }
   m_writer.emplace(m_out_fd, m_o.output == "-" ? "stdout" : m_o.output, build_manifest());
+  for (auto& p : m_share_precopy) {
+    captures.push_back(std::move(p.base()));
+  }
   size_t i = 0;
   for (const auto& share : m_shares) {
     if (share.capture == "full") {
@@ -245,6 +291,52 @@ void SaveSession::pause() {
       m_writer->add_member_from_fd(share.member(), c.file.get(), c.size, c.sha256);
     }
   }
+}
+
+// Live mode, with every query-migrate answer: quiesce after the first pass, and at the
+// final stop take the shares' deltas and let QEMU finish; resume once it completed.
+void SaveSession::watch(const Json& mig) {
+  if (!m_precopy) {
+    return;
+  }
+  switch (m_precopy->observe(mig)) {
+  case Precopy::Event::first_pass_done:
+    if (m_o.quiesce != QuiescePolicy::off) {
+      m_quiescer.freeze(m_vm->argv);
+    }
+    m_precopy->release();
+    break;
+  case Precopy::Event::stopped:
+    switchover();
+    break;
+  case Precopy::Event::completed:
+    if (m_o.after == AfterSave::resume) {
+      release_vm(); // the state is sent: the guest need not wait for the archive
+    }
+    break;
+  case Precopy::Event::none:
+    break;
+  }
+}
+
+// The VM is stopped (the snapshot instant): the shares' deltas are posted to the archive
+// ahead of anything QEMU sends from now on, then QEMU sends the rest.
+void SaveSession::switchover() {
+  m_paused = true;
+  m_stopped_at = std::chrono::steady_clock::now();
+  m_precopy->release(); // a guest that dirtied nothing converged while held
+  for (auto& p : m_share_precopy) {
+    auto delta = std::make_shared<ShareDelta>(p.delta());
+    std::string tag = p.share().tag;
+    m_inbox.post([delta, tag](ArchiveWriter& w) {
+      w.add_member(SharePrecopy::removed_member(tag), std::as_bytes(std::span(delta->removed)),
+                   delta->removed_sha256);
+      w.add_member_from_fd(SharePrecopy::delta_member(tag), delta->tar.file.get(), delta->tar.size,
+                           delta->tar.sha256);
+    });
+  }
+  m_share_downtime = seconds_since(m_stopped_at);
+  m_precopy->switchover();
 }
 
 Json SaveSession::build_manifest() const {
@@ -255,8 +347,14 @@ Json SaveSession::build_manifest() const {
     binary = std::string(exe, static_cast<size_t>(n));
   }
   Json shares = Json::array();
+  bool deltas = false;
   for (const auto& share : m_shares) {
     shares.push_back(share.to_json());
+    if (m_live && share.capture == "full") { // base + delta (snapshot/live/share_precopy.hpp)
+      shares.back()["removed_member"] = SharePrecopy::removed_member(share.tag);
+      shares.back()["delta_member"] = SharePrecopy::delta_member(share.tag);
+      deltas = true;
+    }
   }
   Json vmstate = {{"layout", m_layout},
                   {"compression", "zstd"},
@@ -266,8 +364,11 @@ Json SaveSession::build_manifest() const {
   if (m_layout == k_layout_mapped_ram) {
     version = k_format_version_mapped_ram;
   } else if (m_layout == k_layout_multifd) {
-    version = k_format_version;
+    version = k_format_version_multifd;
     vmstate["channels"] = m_channels;
+  }
+  if (deltas) {
+    version = k_format_version_share_delta;
   }
   return {{"format", k_format_name},
           {"format_version", version},
@@ -286,7 +387,8 @@ Json SaveSession::build_manifest() const {
           {"kata", m_o.kata},
           {"shares", shares},
           {"quiesce", m_quiescer.describe()},
-          {"mode", "stop"},
+          {"mode", m_live ? "live" : "stop"},
+          {"live", m_live ? Json{{"mechanism", k_mechanism_precopy}, {"instant", "switchover"}} : Json()},
           {"labels", m_o.labels},
           {"vmstate", vmstate}};
 }
@@ -319,7 +421,8 @@ void SaveSession::stream_multifd() {
                                    .level = m_o.compress_level,
                                    .threads = threads,
                                    .progress = &progress,
-                                   .abort = &abort};
+                                   .abort = &abort,
+                                   .inbox = &m_inbox};
                   return write_vmstate_channels(source, *m_writer, so);
                 });
 }
@@ -347,8 +450,9 @@ void SaveSession::stream_mapped_ram() {
   }
   // QEMU is done with its part: every core compresses.
   unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
-  m_stats = write_vmstate(file.get(), *m_writer,
-                          {.chunk_size = m_o.chunk_size, .level = m_o.compress_level, .threads = threads});
+  m_stats = write_vmstate(
+    file.get(), *m_writer,
+    {.chunk_size = m_o.chunk_size, .level = m_o.compress_level, .threads = threads, .inbox = &m_inbox});
 }
 
 void SaveSession::cancel_migration() noexcept {
@@ -358,6 +462,7 @@ void SaveSession::cancel_migration() noexcept {
   try {
     m_vm->qmp.execute("migrate_cancel");
     m_migrating = false;
+    wait_migration_idle(m_vm->qmp); // QEMU gives a VM it stopped back only once cancelled
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kata-snapshot: warning: migrate_cancel failed: %s\n", e.what());
   }
@@ -373,8 +478,11 @@ void SaveSession::stream_pipe() {
   Fd& in = pipe.read;
   migrate_while(
     std::string("fd:") + k_fd_name, [&](std::atomic<uint64_t>& progress, const std::atomic<bool>&) {
-      StreamOptions so{
-        .chunk_size = m_o.chunk_size, .level = m_o.compress_level, .threads = threads, .progress = &progress};
+      StreamOptions so{.chunk_size = m_o.chunk_size,
+                       .level = m_o.compress_level,
+                       .threads = threads,
+                       .progress = &progress,
+                       .inbox = &m_inbox};
       struct Close { // on error, QEMU's next write fails with EPIPE and the migration fails
         Fd& fd;
         ~Close() { fd.reset(); }
@@ -404,7 +512,9 @@ void SaveSession::migrate_while(const std::string& uri, const StreamBody& body) 
     m_vm->qmp.execute("migrate", {{"uri", uri}});
     m_migrating = true;
     // Wake on the end of the stream at once; meanwhile watch for signals and QEMU failing.
-    while (!done.wait_for(std::chrono::milliseconds(50))) {
+    // Live: the final stop waits for us, so QEMU is watched closely.
+    const auto poll = std::chrono::milliseconds(m_live ? 5 : 50);
+    while (!done.wait_for(poll)) {
       if (cancel_requested()) {
         m_vm->qmp.execute("migrate_cancel");
       }
@@ -416,6 +526,7 @@ void SaveSession::migrate_while(const std::string& uri, const StreamBody& body) 
       if (status == "failed" || status == "cancelled") {
         abort = true; // QEMU may never connect, or send the rest
       }
+      watch(mig);
       bar.update(progress.load());
     }
   } catch (...) {
@@ -452,6 +563,7 @@ void SaveSession::wait_for_migration_end(const Deadline& deadline, ProgressLine*
     std::string status = mig.value("status", "");
     if (status == "completed") {
       m_migrating = false;
+      watch(mig);
       return;
     }
     if (status == "failed" || status == "cancelled") {
@@ -461,6 +573,7 @@ void SaveSession::wait_for_migration_end(const Deadline& deadline, ProgressLine*
     if (deadline.expired()) {
       throw Error("QEMU closed the migration stream but did not report completion (status " + status + ")");
     }
+    watch(mig);
     if (bar && mig.contains("ram")) {
       bar->update(mig["ram"].value("transferred", 0ull));
     }
@@ -470,7 +583,13 @@ void SaveSession::wait_for_migration_end(const Deadline& deadline, ProgressLine*
 
 void SaveSession::commit() {
   throw_if_cancelled();
-  m_writer->finish({{"vmstate_bytes", m_stats.raw_bytes}, {"vmstate_chunks", m_stats.chunks}});
+  Json index = {{"vmstate_bytes", m_stats.raw_bytes}, {"vmstate_chunks", m_stats.chunks}};
+  if (m_precopy) { // what is known only at the end: the instant and the downtime
+    m_live_facts = m_precopy->describe();
+    m_live_facts["share_seconds"] = m_share_downtime ? Json(*m_share_downtime) : Json();
+    index["live"] = m_live_facts;
+  }
+  m_writer->finish(index);
   if (m_file) {
     m_file->commit();
   }
@@ -479,6 +598,7 @@ void SaveSession::commit() {
 SaveResult SaveSession::finish() {
   m_done = true;
   restore_vm();
+  m_precopy.reset(); // capabilities and parameters back while the VM is still there
   std::string state = m_was_running ? "running" : "paused";
   if (m_o.after == AfterSave::quit) {
     m_quiescer.forget(); // a frozen guest ends with the VM; no thaw to send
@@ -498,6 +618,8 @@ SaveResult SaveSession::finish() {
   r.quiesce = m_quiescer.describe();
   r.vm_state = state;
   r.vm_paused_seconds = m_paused_seconds;
+  r.mode = m_live ? "live" : "stop";
+  r.live = m_live_facts;
   return r;
 }
 
@@ -548,8 +670,11 @@ void SaveSession::rollback() noexcept {
   cancel_migration();
   restore_vm();
 
+  m_precopy.reset(); // capabilities and parameters back
   try {
-    if (m_paused) {
+    // Paused by this save, or by QEMU at a live save's final stop (a cancelled migration
+    // resumes it itself; one that completed leaves it stopped).
+    if (m_paused || (m_live && !m_vm->qmp.execute("query-status").value("running", true))) {
       m_vm->qmp.execute("cont");
     }
   } catch (const std::exception& e) {

@@ -1,6 +1,7 @@
 // `kata-snapshot save`: the whole VM into a .ksnap archive.
 #pragma once
 
+#include "snapshot/live/precopy.hpp"
 #include "snapshot/quiesce.hpp"
 
 #include <map>
@@ -33,6 +34,8 @@ struct SaveOptions {
   bool progress = false; // a progress line on stderr
   bool verbose = false;  // step timings on stderr
   nlohmann::json kata;   // --sandbox: what sandbox_record() says about it (null otherwise)
+  bool quiet = false;    // no notices on stderr
+  PrecopyLimits live_limits;
 };
 
 struct SaveResult {
@@ -45,6 +48,8 @@ struct SaveResult {
   std::string vm_state; // running, paused, or shut down
   // How long the vCPUs were stopped, when the save stopped them and resumed them again.
   std::optional<double> vm_paused_seconds;
+  std::string mode;    // stop | live
+  nlohmann::json live; // live mode: mechanism, instant, passes, QEMU's downtime, share_seconds
 };
 
 SaveResult save(const SaveOptions& options);

@@ -227,24 +227,30 @@ void preflight_shares(const std::vector<ShareInfo>& shares, const std::string& q
   }
 }
 
-ShareCapture capture_share(const ShareInfo& share, const std::string& temp_dir, int level) {
+ShareCapture capture_to_temp(const std::string& temp_dir, const std::string& what,
+                             const std::function<uint64_t(int fd)>& write) {
   ShareCapture c;
   c.file = Fd(::open(temp_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
   if (!c.file) {
-    throw_errno("failed to create a temporary file in " + temp_dir + " for share " + share.tag);
+    throw_errno("failed to create a temporary file in " + temp_dir + " for " + what);
   }
-  c.entries = write_tree_tar_zst(share.source_dir, c.file.get(), level);
+  c.entries = write(c.file.get());
   off_t size = ::lseek(c.file.get(), 0, SEEK_END);
   ::lseek(c.file.get(), 0, SEEK_SET);
   c.size = static_cast<uint64_t>(size);
   Sha256 hash;
   std::vector<std::byte> buf(1 << 20);
-  while (size_t n = read_full(c.file.get(), buf, "the capture of " + share.tag)) {
+  while (size_t n = read_full(c.file.get(), buf, what)) {
     hash.update(std::span(buf).first(n));
   }
   c.sha256 = hash.hex_digest();
   ::lseek(c.file.get(), 0, SEEK_SET);
   return c;
+}
+
+ShareCapture capture_share(const ShareInfo& share, const std::string& temp_dir, int level) {
+  return capture_to_temp(temp_dir, "the capture of share " + share.tag,
+                         [&](int fd) { return write_tree_tar_zst(share.source_dir, fd, level); });
 }
 
 } // namespace ks

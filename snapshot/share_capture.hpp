@@ -5,6 +5,7 @@
 #include "snapshot/qemu_argv.hpp"
 #include "util/fd.hpp"
 
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -48,6 +49,11 @@ struct ShareCapture {
   std::string sha256;
   uint64_t entries = 0;
 };
+
+// WRITE (returning an entry count) fills an unnamed temp file in TEMP_DIR, which is then
+// hashed and rewound; WHAT names it in errors.
+ShareCapture capture_to_temp(const std::string& temp_dir, const std::string& what,
+                             const std::function<uint64_t(int fd)>& write);
 
 // Captures SHARE's directory into an unnamed temp file in TEMP_DIR.
 ShareCapture capture_share(const ShareInfo& share, const std::string& temp_dir, int level);

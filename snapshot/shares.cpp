@@ -2,6 +2,7 @@
 
 #include "snapshot/share_capture.hpp"
 #include "storage/tar.hpp"
+#include "util/beneath.hpp"
 #include "util/error.hpp"
 
 #include <filesystem>
@@ -12,6 +13,8 @@ namespace ks {
 namespace fs = std::filesystem;
 
 namespace {
+
+constexpr size_t k_max_removed_list = 64u << 20; // a removal list is names only
 
 // The recorded virtiofsd options minus those the restore sets itself: the socket (a path in
 // the run directory, never an inherited --fd) and the shared directory.
@@ -83,21 +86,88 @@ void ShareRestore::prepare_target(const Json& share, const std::string& dir) con
   }
 }
 
+const Json* ShareRestore::share_of(const std::string& name, Part& part) const {
+  for (const auto& share : m_shares) {
+    for (auto [key, p] : {std::pair{"member", Part::base}, {"removed_member", Part::removed}, {"delta_member", Part::delta}}) {
+      if (share.value(key, "") == name && !name.empty()) {
+        part = p;
+        return &share;
+      }
+    }
+  }
+  return nullptr;
+}
+
+// A live save's list of entries removed since the base (snapshot/live/share_precopy.hpp).
+void ShareRestore::apply_removed(const Json& share, const std::string& json, const std::string& what) const {
+  Json list = Json::parse(json, nullptr, false);
+  if (!list.is_object() || !list.contains("removed") || !list["removed"].is_array()) {
+    throw Error(what + " is not a list of removed entries", ExitCode::archive_invalid);
+  }
+  std::string dir = fs::canonical(target_dir(share)).string();
+  for (const auto& name : list["removed"]) {
+    if (!name.is_string()) {
+      throw Error(what + " lists a removed entry that is not a name", ExitCode::archive_invalid);
+    }
+    remove_beneath(dir, name.get<std::string>());
+  }
+}
+
 void ShareRestore::restore(ArchiveReader& reader) {
   for (const auto& share : m_shares) {
     std::string dir = target_dir(share);
     prepare_target(share, dir);
   }
   while (auto name = reader.next_if("shares/")) {
-    auto it = std::find_if(m_shares.begin(), m_shares.end(),
-                           [&](const Json& s) { return s.value("member", "") == *name; });
-    if (it == m_shares.end()) {
+    Part part = Part::base;
+    const Json* share = share_of(*name, part);
+    if (share == nullptr) {
       throw Error(reader.what() + " holds " + *name + ", which its manifest does not list",
                   ExitCode::archive_invalid);
     }
-    std::string dir = fs::canonical(target_dir(*it)).string(); // no symlinked ancestors
+    std::string dir = fs::canonical(target_dir(*share)).string(); // no symlinked ancestors
+    if (part == Part::removed) {
+      std::string json;
+      reader.stream_member([&](const ArchiveReader::Source& source) {
+        std::vector<std::byte> buf(1 << 16);
+        while (size_t n = source(buf)) {
+          if (json.size() + n > k_max_removed_list) {
+            throw Error(*name + " is larger than " + std::to_string(k_max_removed_list >> 20) + " MiB",
+                        ExitCode::archive_invalid);
+          }
+          json.append(reinterpret_cast<const char*>(buf.data()), n);
+        }
+      });
+      apply_removed(*share, json, *name); // only once its SHA-256 matched
+      continue;
+    }
     reader.stream_member([&](const ArchiveReader::Source& source) { extract_tar_zst(source, dir, *name); });
   }
+}
+
+bool ShareRestore::apply_inline(const ArchiveReader& reader, ArchiveReader::Member& member) {
+  Part part = Part::base;
+  const Json* share = share_of(member.name, part);
+  if (share == nullptr || part == Part::base) {
+    return false;
+  }
+  reader.check_member(member); // nothing is removed or written before its hash matched
+  std::string what = reader.what() + ": " + member.name;
+  if (part == Part::removed) {
+    apply_removed(*share, std::string(reinterpret_cast<const char*>(member.data.data()), member.data.size()),
+                  what);
+    return true;
+  }
+  std::span<const std::byte> rest(member.data);
+  extract_tar_zst(
+    [&](std::span<std::byte> buf) {
+      size_t n = std::min(buf.size(), rest.size());
+      std::copy_n(rest.begin(), n, buf.begin());
+      rest = rest.subspan(n);
+      return n;
+    },
+    fs::canonical(target_dir(*share)).string(), what);
+  return true;
 }
 
 void ShareRestore::start_daemons(const std::string& run_dir) {

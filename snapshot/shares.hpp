@@ -22,9 +22,11 @@ public:
 
   // True when the snapshot has no shares: restore() and start_daemons() do nothing.
   bool empty() const { return m_shares.empty(); }
-  // Reads the shares/ members (they precede the vmstate) and restores each directory.
-
+  // Reads the shares/ members that precede the vmstate and restores each directory.
   void restore(ArchiveReader& reader);
+  // A live save's share delta met among the vmstate chunks (it precedes the device state,
+  // against which virtiofsd resolves its files): applied at once. False for another member.
+  bool apply_inline(const ArchiveReader& reader, ArchiveReader::Member& member);
   // Starts one virtiofsd per share, its socket in RUN_DIR, and waits until it listens.
   void start_daemons(const std::string& run_dir);
   // chardev id -> the new virtiofsd socket, for the argv rewrite.
@@ -36,6 +38,10 @@ public:
 private:
   std::string target_dir(const Json& share) const;
   void prepare_target(const Json& share, const std::string& dir) const;
+  // The share whose base, removal list or delta NAME is (nullptr for none), and which.
+  enum class Part { base, removed, delta };
+  const Json* share_of(const std::string& name, Part& part) const;
+  void apply_removed(const Json& share, const std::string& json, const std::string& what) const;
 
   Json m_shares = Json::array();
   std::map<std::string, std::string> m_share_dirs;

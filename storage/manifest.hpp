@@ -11,12 +11,15 @@ using Json = nlohmann::json;
 
 inline constexpr const char* k_format_name = "kata-snapshot";
 // The newest format version this tool reads. Version 2 added the mapped-ram vmstate layout
-// (manifest vmstate.layout), version 3 the multifd layout (several chunk series). Each
+// (manifest vmstate.layout), version 3 the multifd layout (several chunk series), version 4
+// the shares of a live save as base + delta (the delta may follow vmstate chunks). Each
 // archive carries the lowest version that describes it, so that older readers load what
 // they can: the plain stream is still version 1.
-inline constexpr int k_format_version = 3;
+inline constexpr int k_format_version = 4;
 inline constexpr int k_format_version_stream = 1;
 inline constexpr int k_format_version_mapped_ram = 2;
+inline constexpr int k_format_version_multifd = 3;
+inline constexpr int k_format_version_share_delta = 4;
 
 inline constexpr const char* k_manifest_member = "manifest.json";
 inline constexpr const char* k_index_member = "index.json";

@@ -190,56 +190,101 @@ void write_entry_data(archive* disk, archive* out, const std::string& dir, archi
   }
 }
 
+// A zstd-compressed pax tar of entries read from under one directory, hard links resolved
+// across everything added.
+class TreeTar {
+public:
+  TreeTar(std::string dir, int out_fd, int level) : m_dir(std::move(dir)) {
+    std::string lvl = std::to_string(level);
+    if (archive_write_set_format_pax(m_out.get()) != ARCHIVE_OK ||
+        archive_write_add_filter_zstd(m_out.get()) != ARCHIVE_OK ||
+        archive_write_set_filter_option(m_out.get(), "zstd", "compression-level", lvl.c_str()) != ARCHIVE_OK ||
+        archive_write_open_fd(m_out.get(), out_fd) != ARCHIVE_OK) {
+      throw Error("failed to set up the capture of " + m_dir + ": " + why(m_out.get()));
+    }
+    archive_entry_linkresolver_set_strategy(m_links.get(), archive_format(m_out.get()));
+  }
+
+  // Adds the entry at DIR/REL ("." for DIR itself) and, with DESCEND, everything below it.
+  void add(const std::string& rel, bool descend, const TreeEntrySeen& seen) {
+    std::string path = rel == "." ? m_dir : m_dir + "/" + rel.substr(rel.rfind("./", 0) == 0 ? 2 : 0);
+    ArchivePtr disk(archive_read_disk_new());
+    archive_read_disk_set_symlink_physical(disk.get()); // never follow a link out of the tree
+    archive_read_disk_set_standard_lookup(disk.get());
+    archive_read_disk_set_behavior(disk.get(), ARCHIVE_READDISK_NO_TRAVERSE_MOUNTS | ARCHIVE_READDISK_NO_ACL);
+    if (archive_read_disk_open(disk.get(), path.c_str()) != ARCHIVE_OK) {
+      throw Error("failed to open " + path + " for capture: " + why(disk.get()));
+    }
+    for (;;) {
+      EntryPtr e(archive_entry_new());
+      int r = archive_read_next_header2(disk.get(), e.get());
+      if (r == ARCHIVE_EOF) {
+        break;
+      }
+      if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
+        throw Error("failed to capture " + path + ": " + why(disk.get()));
+      }
+      if (descend) {
+        archive_read_disk_descend(disk.get());
+      }
+      std::string name = relative_to(m_dir, archive_entry_pathname(e.get()));
+      archive_entry_copy_pathname(e.get(), name.c_str());
+      if (seen) {
+        seen(name, *archive_entry_stat(e.get())); // as read before the data: a later change shows
+      }
+      write(disk.get(), e.get());
+      if (!descend) {
+        break;
+      }
+    }
+  }
+
+  uint64_t finish() {
+    if (archive_write_close(m_out.get()) != ARCHIVE_OK) {
+      throw Error("failed to finish the capture of " + m_dir + ": " + why(m_out.get()));
+    }
+    return m_count;
+  }
+
+private:
+  void write(archive* disk, archive_entry* e) {
+    archive_entry* spare = nullptr;
+    archive_entry* entry = e;
+    archive_entry_linkify(m_links.get(), &entry, &spare); // hard links become link entries
+    if (entry == nullptr) {
+      return;
+    }
+    if (archive_write_header(m_out.get(), entry) != ARCHIVE_OK) {
+      throw Error("failed to write the capture of " + m_dir + ": " + why(m_out.get()));
+    }
+    if (archive_entry_size(entry) > 0 && archive_entry_filetype(entry) == AE_IFREG) {
+      write_entry_data(disk, m_out.get(), m_dir, entry);
+    }
+    ++m_count;
+  }
+
+  std::string m_dir;
+  ArchivePtr m_out{archive_write_new()};
+  std::unique_ptr<archive_entry_linkresolver, decltype(&archive_entry_linkresolver_free)> m_links{
+    archive_entry_linkresolver_new(), &archive_entry_linkresolver_free};
+  uint64_t m_count = 0;
+};
+
 } // namespace
 
-uint64_t write_tree_tar_zst(const std::string& dir, int out_fd, int level) {
-  ArchivePtr out(archive_write_new());
-  ArchivePtr disk(archive_read_disk_new());
-  std::unique_ptr<archive_entry_linkresolver, decltype(&archive_entry_linkresolver_free)> links(
-    archive_entry_linkresolver_new(), &archive_entry_linkresolver_free);
-  std::string lvl = std::to_string(level);
-  if (archive_write_set_format_pax(out.get()) != ARCHIVE_OK ||
-      archive_write_add_filter_zstd(out.get()) != ARCHIVE_OK ||
-      archive_write_set_filter_option(out.get(), "zstd", "compression-level", lvl.c_str()) != ARCHIVE_OK ||
-      archive_write_open_fd(out.get(), out_fd) != ARCHIVE_OK) {
-    throw Error("failed to set up the capture of " + dir + ": " + why(out.get()));
+uint64_t write_tree_tar_zst(const std::string& dir, int out_fd, int level, const TreeEntrySeen& seen) {
+  TreeTar tar(dir, out_fd, level);
+  tar.add(".", true, seen);
+  return tar.finish();
+}
+
+uint64_t write_entries_tar_zst(const std::string& dir, const std::vector<std::string>& entries, int out_fd,
+                               int level) {
+  TreeTar tar(dir, out_fd, level);
+  for (const auto& rel : entries) {
+    tar.add(rel, false, {});
   }
-  archive_entry_linkresolver_set_strategy(links.get(), archive_format(out.get()));
-  archive_read_disk_set_symlink_physical(disk.get()); // never follow a link out of the tree
-  archive_read_disk_set_standard_lookup(disk.get());
-  archive_read_disk_set_behavior(disk.get(), ARCHIVE_READDISK_NO_TRAVERSE_MOUNTS | ARCHIVE_READDISK_NO_ACL);
-  if (archive_read_disk_open(disk.get(), dir.c_str()) != ARCHIVE_OK) {
-    throw Error("failed to open " + dir + " for capture: " + why(disk.get()));
-  }
-  uint64_t count = 0;
-  for (;;) {
-    EntryPtr e(archive_entry_new());
-    int r = archive_read_next_header2(disk.get(), e.get());
-    if (r == ARCHIVE_EOF) {
-      break;
-    }
-    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-      throw Error("failed to capture " + dir + ": " + why(disk.get()));
-    }
-    archive_read_disk_descend(disk.get());
-    archive_entry_copy_pathname(e.get(), relative_to(dir, archive_entry_pathname(e.get())).c_str());
-    archive_entry* spare = nullptr;
-    archive_entry* entry = e.get();
-    archive_entry_linkify(links.get(), &entry, &spare); // hard links become link entries
-    if (entry != nullptr) {
-      if (archive_write_header(out.get(), entry) != ARCHIVE_OK) {
-        throw Error("failed to write the capture of " + dir + ": " + why(out.get()));
-      }
-      if (archive_entry_size(entry) > 0 && archive_entry_filetype(entry) == AE_IFREG) {
-        write_entry_data(disk.get(), out.get(), dir, entry);
-      }
-      ++count;
-    }
-  }
-  if (archive_write_close(out.get()) != ARCHIVE_OK) {
-    throw Error("failed to finish the capture of " + dir + ": " + why(out.get()));
-  }
-  return count;
+  return tar.finish();
 }
 
 namespace {

@@ -8,6 +8,8 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <sys/stat.h>
+#include <vector>
 
 namespace ks {
 
@@ -33,10 +35,18 @@ private:
   std::unique_ptr<Impl> m_impl;
 };
 
+// Called with each entry's name ("." for the directory itself, "./a/b" below it) and the
+// lstat() taken before its data was read.
+using TreeEntrySeen = std::function<void(const std::string& name, const struct stat& st)>;
+
 // A directory tree as a zstd-compressed pax tar written to OUT_FD: modes, owners, xattrs,
 // hard links, sparse files; symlinks are stored as links, never followed, and other mounted
 // filesystems below DIR are not entered. Returns the number of entries.
-uint64_t write_tree_tar_zst(const std::string& dir, int out_fd, int level);
+uint64_t write_tree_tar_zst(const std::string& dir, int out_fd, int level, const TreeEntrySeen& seen = {});
+
+// The same for ENTRIES of DIR only (names as TreeEntrySeen gives them), none descended into.
+uint64_t write_entries_tar_zst(const std::string& dir, const std::vector<std::string>& entries, int out_fd,
+                               int level);
 
 // Extracts a zstd-compressed tar read through SOURCE (returns 0 at end) into DIR, which must
 // exist. Refuses absolute paths, ".." and writing through symlinks. Returns the entry count.

@@ -59,6 +59,15 @@ StreamStats write_vmstate_channels(const ChannelSource& source, ArchiveWriter& w
   unsigned multifd_series = 0;
   bool have_main = false;
   auto write_next = [&] { add_chunk(writer, pool.take_next(), buffers, ++stats.chunks); };
+  auto deliver_posted = [&] {
+    if (o.inbox) {
+      o.inbox->deliver(writer, [&] {
+        while (!pool.empty()) {
+          write_next();
+        }
+      });
+    }
+  };
   auto submit = [&](Connection& c) {
     if (c.filled == 0) {
       return;
@@ -70,6 +79,7 @@ StreamStats write_vmstate_channels(const ChannelSource& source, ArchiveWriter& w
     chunk->resize(c.filled);
     c.chunk = buffers.get(o.chunk_size);
     c.filled = 0;
+    deliver_posted();
     if (pool.full()) {
       write_next();
     }
@@ -173,6 +183,7 @@ StreamStats write_vmstate_channels(const ChannelSource& source, ArchiveWriter& w
       }
     }
   }
+  deliver_posted();
   while (!pool.empty()) {
     write_next();
   }

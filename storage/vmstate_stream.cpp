@@ -111,6 +111,15 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
     c.name = vmstate_member_name(stats.chunks++);
     add_chunk(writer, std::move(c), buffers, stats.chunks);
   };
+  auto deliver_posted = [&] {
+    if (o.inbox) {
+      o.inbox->deliver(writer, [&] {
+        while (!pool.empty()) {
+          write_next();
+        }
+      });
+    }
+  };
   for (;;) {
     throw_if_cancelled();
     size_t left = file && offset < st.st_size ? static_cast<size_t>(st.st_size - offset) : 0;
@@ -122,6 +131,7 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
       offset += static_cast<off_t>(n);
       seek_forward(in_fd, n, "the migration stream");
       count(n);
+      deliver_posted();
       if (pool.full()) {
         write_next();
       }
@@ -140,6 +150,7 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
     }
     chunk->resize(n);
     count(n);
+    deliver_posted();
     if (pool.full()) {
       write_next();
     }
@@ -149,6 +160,7 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
       break; // end of file
     }
   }
+  deliver_posted();
   while (!pool.empty()) {
     write_next();
   }

@@ -3,6 +3,7 @@
 
 #include "storage/archive_reader.hpp"
 #include "storage/archive_writer.hpp"
+#include "storage/member_inbox.hpp"
 
 #include <atomic>
 #include <functional>
@@ -18,6 +19,7 @@ struct StreamOptions {
   // mostly the guest's untouched memory) and size the file at the end.
   bool sparse = false;
   const std::atomic<bool>* abort = nullptr; // read_vmstate stops (throws) when it turns true
+  MemberInbox* inbox = nullptr;              // writers: members posted while they run
 };
 
 struct StreamStats {

@@ -1,0 +1,15 @@
+// Removing entries inside a directory tree named by untrusted paths: nothing outside ROOT is
+// ever touched, whatever symlinks or ".." the tree or the names hold.
+#pragma once
+
+#include <string>
+
+namespace ks {
+
+// Removes ROOT/NAME (recursively for a directory). NAME is relative ("a/b" or "./a/b"); it
+// is resolved beneath ROOT without following any symlink (openat2 RESOLVE_BENEATH |
+// RESOLVE_NO_SYMLINKS); a symlink is removed itself. A NAME that is already gone, or whose
+// parent is, is fine. Throws for a NAME that is empty, absolute, "." or leaves ROOT.
+void remove_beneath(const std::string& root, const std::string& name);
+
+} // namespace ks

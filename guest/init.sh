@@ -71,6 +71,31 @@ vfs)
   echo "ksnap: ready"
   wait
   ;;
+live)
+  # Writers of the share and of guest memory during a live save, each checking what it sees:
+  # a journal appended through an fd opened at boot, a reader that checksums big.bin with the
+  # page cache dropped (so virtiofsd writes guest memory all the time), and a file rewritten
+  # and read back. Any surprise is printed as "ksnap: BAD ..." and any I/O error as "ksnap: EIO".
+  mount -t virtiofs kataShared /mnt && echo "ksnap: share mounted"
+  want=$(cat /mnt/big.md5)
+  (exec 3>>/mnt/journal; i=0
+   while :; do i=$((i + 1)); echo "j $i" >&3 || echo "ksnap: EIO journal"; echo "ksnap: journal $i"; sleep 0.05; done) &
+  (n=0
+   while :; do
+     n=$((n + 1)); echo 3 > /proc/sys/vm/drop_caches
+     sum=$(md5sum < /mnt/big.bin) || echo "ksnap: EIO big"
+     [ "${sum%% *}" = "$want" ] && echo "ksnap: sum ok $n" || echo "ksnap: BAD sum $n ${sum%% *}"
+   done) &
+  (k=0; echo "version 0" > /mnt/rewrite.txt
+   while :; do
+     have=$(cat /mnt/rewrite.txt) || echo "ksnap: EIO rewrite"
+     [ "$have" = "version $k" ] || echo "ksnap: BAD rewrite have=$have want=version $k"
+     k=$((k + 1)); echo "version $k" > /mnt/rewrite.new && mv /mnt/rewrite.new /mnt/rewrite.txt || echo "ksnap: EIO mv"
+     echo "ksnap: rewrite $k"; sleep 0.1
+   done) &
+  echo "ksnap: ready"
+  wait
+  ;;
 devices)
   # What the guest sees of devices hot-plugged over QMP: CPUs and memory (onlined here, as
   # udev would), and a virtio-blk disk whose ext4 holds hello.txt.

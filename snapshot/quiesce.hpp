@@ -25,6 +25,8 @@ public:
   void thaw() noexcept;
 
   bool frozen() const { return m_frozen; }
+  // No freeze, for WHY (recorded in the manifest).
+  void not_needed(std::string why) { m_skipped_because = std::move(why); }
   // The VM is gone (--after quit): there is nothing left to thaw.
   void forget() { m_frozen = false; }
 

@@ -64,11 +64,16 @@ public:
 
   void discover();
   void preflight();
-  // Stop mode freezes now, for the whole save; live mode around the final stop only.
+  // Stop mode freezes now, for the whole save. A live save freezes only when required:
+  // QEMU picks the final stop (Precopy), so the freeze would span the whole pre-copy, and
+  // the snapshot holds the guest's page cache anyway. It is thawed right after that stop.
   void quiesce() {
-    if (!m_live) {
-      m_quiescer.freeze(m_vm->argv);
+    if (m_live && m_o.quiesce == QuiescePolicy::automatic) {
+      m_quiescer.not_needed("a live save holds the guest's page cache; --quiesce required freezes "
+                            "the guest for the whole pre-copy");
+      return;
     }
+    m_quiescer.freeze(m_vm->argv);
   }
   void pause();
   void stream();
@@ -260,8 +265,7 @@ void SaveSession::pause() {
   m_old_bandwidth = params.value("max-bandwidth", 134217728ull);
   m_vm->qmp.execute("migrate-set-parameters", {{"max-bandwidth", k_unlimited_bandwidth}});
   if (m_live) {
-    bool hold = m_o.quiesce != QuiescePolicy::off; // quiesce before QEMU may stop the guest
-    m_precopy.emplace(m_vm->qmp, m_o.live_limits, m_ram, hold);
+    m_precopy.emplace(m_vm->qmp, m_o.live_limits, m_ram);
   }
   capture_shares();
 }
@@ -293,19 +297,13 @@ void SaveSession::capture_shares() {
   }
 }
 
-// Live mode, with every query-migrate answer: quiesce after the first pass, and at the
-// final stop take the shares' deltas and let QEMU finish; resume once it completed.
+// Live mode, with every query-migrate answer: at the final stop take the shares' deltas and
+// let QEMU finish; resume (and thaw) as soon as it completed.
 void SaveSession::watch(const Json& mig) {
   if (!m_precopy) {
     return;
   }
   switch (m_precopy->observe(mig)) {
-  case Precopy::Event::first_pass_done:
-    if (m_o.quiesce != QuiescePolicy::off) {
-      m_quiescer.freeze(m_vm->argv);
-    }
-    m_precopy->release();
-    break;
   case Precopy::Event::stopped:
     switchover();
     break;
@@ -324,7 +322,6 @@ void SaveSession::watch(const Json& mig) {
 void SaveSession::switchover() {
   m_paused = true;
   m_stopped_at = std::chrono::steady_clock::now();
-  m_precopy->release(); // a guest that dirtied nothing converged while held
   for (auto& p : m_share_precopy) {
     auto delta = std::make_shared<ShareDelta>(p.delta());
     std::string tag = p.share().tag;

@@ -30,10 +30,10 @@ std::string live_unsupported_reason(qmp::Client& qmp, bool running) {
   return {};
 }
 
-Precopy::Precopy(qmp::Client& qmp, const PrecopyLimits& limits, uint64_t ram_bytes, bool hold)
+Precopy::Precopy(qmp::Client& qmp, const PrecopyLimits& limits, uint64_t ram_bytes)
   : m_qmp(qmp), m_limits(limits), m_max_bytes(limits.max_bytes ? limits.max_bytes : 3 * ram_bytes + (1024 * k_mib)),
     m_pause(qmp, "pause-before-switchover", true), m_converge(qmp, "auto-converge", true),
-    m_params(qmp, {{"downtime-limit", hold ? 0 : limits.max_downtime_ms}}), m_held(hold) {}
+    m_params(qmp, {{"downtime-limit", limits.max_downtime_ms}}) {}
 
 Precopy::Event Precopy::observe(const nlohmann::json& mig) {
   std::string status = mig.value("status", "");
@@ -62,7 +62,6 @@ Precopy::Event Precopy::observe(const nlohmann::json& mig) {
   if (!m_first_pass && m_passes >= 2) { // the first full pass over RAM is done
     m_first_pass = true;
     m_first_pass_at = std::chrono::steady_clock::now();
-    return Event::first_pass_done;
   }
   if (m_first_pass && std::chrono::steady_clock::now() - m_first_pass_at > m_limits.max_converge) {
     not_converging(ram, "it still had " + human_size(ram.value("remaining", 0ull)) + " to send after " +
@@ -78,13 +77,6 @@ void Precopy::not_converging(const nlohmann::json& ram, const std::string& why) 
               ExitCode::failed,
               "save with --mode stop (the VM pauses for the whole save), raise --max-downtime (now " +
                 std::to_string(m_limits.max_downtime_ms) + " ms), or save when the guest is quieter");
-}
-
-void Precopy::release() {
-  if (m_held) {
-    m_qmp.execute("migrate-set-parameters", {{"downtime-limit", m_limits.max_downtime_ms}});
-    m_held = false;
-  }
 }
 
 void Precopy::switchover() {

@@ -31,17 +31,16 @@ struct PrecopyLimits {
 class Precopy {
 public:
   // Sets QEMU up (put back by the destructor): pause-before-switchover, auto-converge and the
-  // downtime limit. With HOLD the limit stays 0 until release(), so QEMU goes on iterating
-  // (the guest is quiesced first) unless the guest dirtied nothing at all.
-  Precopy(qmp::Client& qmp, const PrecopyLimits& limits, uint64_t ram_bytes, bool hold);
+  // downtime limit. QEMU alone decides when the rest fits in the limit: it offers no way to
+  // hold that moment back (with the estimate at 0 after a pass it switches over whatever
+  // the limit), which is why a live save does not freeze the guest just before the stop.
+  Precopy(qmp::Client& qmp, const PrecopyLimits& limits, uint64_t ram_bytes);
 
-  enum class Event { none, first_pass_done, stopped, completed };
+  enum class Event { none, stopped, completed };
   // One query-migrate answer while the migration runs: what happened since the last one.
   // Throws when the migration does not converge within the limits.
   Event observe(const nlohmann::json& mig);
 
-  // QEMU may converge now (the downtime limit goes to its target).
-  void release();
   // The VM is stopped at pre-switchover: QEMU sends the rest and the device state.
   void switchover();
 
@@ -58,7 +57,6 @@ private:
   MigrationCapability m_pause;
   MigrationCapability m_converge;
   MigrationParameters m_params;
-  bool m_held;
   bool m_first_pass = false;
   bool m_stopped = false;
   bool m_completed = false;

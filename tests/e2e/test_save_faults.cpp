@@ -238,6 +238,28 @@ TEST_CASE("SIGTERM while a mapped-ram save compresses: the paused VM runs again,
   }
 }
 
+TEST_CASE("SIGTERM in the middle of a live save: the VM runs, thawed, QEMU's settings as they were") {
+  GuestVm vm({});
+  vm.wait_console("ksnap: tick 2");
+  nlohmann::json caps;
+  nlohmann::json params;
+  { // QEMU serves one QMP client at a time
+    qmp::Client before = vm.qmp();
+    caps = before.execute("query-migrate-capabilities");
+    params = before.execute("query-migrate-parameters");
+  }
+  {
+    qmp::Client qmp = interrupt_save(vm, {"--mode", "live"});
+    CHECK(qmp.execute("query-migrate")["status"] == "cancelled");
+    CHECK(qmp.execute("query-migrate-capabilities") == caps);
+    CHECK(qmp.execute("query-migrate-parameters") == params);
+  }
+  CommandResult status = run_cli({"guest", "status", "--qmp", vm.qmp_path()});
+  INFO(status.error_output);
+  CHECK(status.status == 0);
+  CHECK_THAT(status.output, Catch::Contains("thawed"));
+}
+
 TEST_CASE("a VM locked by another kata-snapshot is refused with exit 4") {
   GuestVm vm({.workload = "idle"});
   TempDir locks;

@@ -149,11 +149,18 @@ TEST_CASE("save -o - | load -") {
   require_continues(vm, m);
 }
 
+// Stop mode freezes by default; a live save freezes when --quiesce required asks for it.
 TEST_CASE("save --after quit of a frozen guest, then the load thaws it and its writer carries on") {
+  std::string mode = GENERATE(as<std::string>{}, "stop", "live");
   GuestVm vm({.workload = "disk", .disk_mb = 32});
   vm.wait_console("ksnap: wrote 3\n");
   std::string archive = vm.dir() + "/vm.ksnap";
-  CommandResult r = run_cli({"save", "--qmp", vm.qmp_path(), "-o", archive, "--after", "quit", "--json"});
+  std::vector<std::string> args = {"save", "--qmp", vm.qmp_path(), "-o", archive, "--after", "quit", "--json",
+                                   "--mode", mode};
+  if (mode == "live") {
+    args.insert(args.end(), {"--quiesce", "required"});
+  }
+  CommandResult r = run_cli(args);
   INFO(r.error_output);
   REQUIRE(r.status == 0);
   nlohmann::json saved = nlohmann::json::parse(r.output);

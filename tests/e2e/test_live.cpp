@@ -1,0 +1,153 @@
+// Live saves on real guests: the guest keeps running while its snapshot is taken, and the
+// archive is one consistent instant of memory, devices, virtiofsd and the share.
+#include "tests/e2e/snapshot_steps.hpp"
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+using namespace ks;
+using namespace ks::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// `save ARGS --json` run while the guest's console is watched: the result, and the longest
+// time the guest went without printing a new tick while the save ran.
+struct Watched {
+  nlohmann::json result;
+  double max_gap = 0;
+};
+
+Watched save_watching(const GuestVm& vm, const std::vector<std::string>& args) {
+  SpawnOptions so;
+  so.argv = {test_env().cli, "save", "--qmp", vm.qmp_path(), "--json"};
+  so.argv.insert(so.argv.end(), args.begin(), args.end());
+  so.stdout_path = vm.dir() + "/save.out";
+  so.stderr_path = vm.dir() + "/save.err";
+  fs::remove(so.stdout_path);
+  auto last_change = std::chrono::steady_clock::now();
+  long tick = vm.last_tick();
+  Watched w;
+  ChildProcess save = ChildProcess::spawn(so);
+  while (save.running()) {
+    std::this_thread::sleep_for(Millis(10));
+    auto now = std::chrono::steady_clock::now();
+    w.max_gap = std::max(w.max_gap, std::chrono::duration<double>(now - last_change).count());
+    if (long t = vm.last_tick(); t != tick) {
+      tick = t;
+      last_change = now;
+    }
+  }
+  auto status = save.wait(Deadline(Millis(1000)));
+  INFO(read_file(so.stderr_path));
+  REQUIRE(status);
+  REQUIRE(*status == 0);
+  w.result = nlohmann::json::parse(read_file(so.stdout_path));
+  return w;
+}
+
+// Lines "j 1", "j 2", ... "j N" of a journal, each once and in order; returns N.
+long unbroken_journal(const std::string& path) {
+  std::istringstream in(read_file(path));
+  std::string line;
+  long n = 0;
+  while (std::getline(in, line)) {
+    INFO("journal line " << n + 1);
+    REQUIRE(line == "j " + std::to_string(n + 1));
+    ++n;
+  }
+  return n;
+}
+
+} // namespace
+
+TEST_CASE("a live save: the guest keeps counting, and a load continues from the snapshot instant") {
+  GuestVm vm({.memory_mb = 512});
+  vm.wait_console("ksnap: tick 3");
+  std::string archive = vm.dir() + "/live.ksnap";
+  Watched w = save_watching(vm, {"-o", archive, "--mode", "live"});
+  CHECK(w.result["mode"] == "live");
+  CHECK(w.result["live"]["mechanism"] == "pre-copy");
+  CHECK(w.result["vm_state"] == "running");
+  REQUIRE(w.result["vm_paused_seconds"].is_number());
+  CHECK(w.result["vm_paused_seconds"].get<double>() < 1.0);
+  CHECK(w.max_gap < 1.0); // the counter prints every 0.2 s
+  nlohmann::json manifest = nlohmann::json::parse(run_cli({"inspect", archive, "--json"}).output);
+  CHECK(manifest["mode"] == "live");
+  CHECK(run_cli({"verify", archive}).status == 0);
+
+  // The instant is the final stop; with --after pause the VM stays there, so the last tick
+  // it printed is the one the snapshot holds.
+  nlohmann::json paused = save_paused(vm.qmp_path(), archive, {"--mode", "live", "--force"});
+  CHECK(paused["mode"] == "live");
+  CHECK(paused["vm_state"] == "paused");
+  Mark m = mark(vm);
+  vm.kill();
+  RestoredVm restored = load_ok(archive, vm.dir() + "/run");
+  require_continues(vm, m);
+}
+
+TEST_CASE("a live save of a virtio-fs guest: journal, share and checksums agree after the load") {
+  std::string big(16u << 20, '\0');
+  std::mt19937_64 rng(42);
+  for (size_t i = 0; i < big.size(); i += 8) {
+    uint64_t v = rng();
+    std::memcpy(big.data() + i, &v, 8);
+  }
+  TempDir tmp;
+  { std::ofstream(tmp / "big.bin", std::ios::binary) << big; }
+  std::string md5 = run_command({"md5sum", tmp / "big.bin"}).output.substr(0, 32);
+  GuestVm vm({.profile = Profile::kata, .workload = "live", .share_files = {{"big.bin", big}, {"big.md5", md5}}});
+  vm.wait_console("ksnap: sum ok 1\n", Millis(120000));
+  vm.wait_console("ksnap: rewrite 5\n");
+  std::string archive = vm.dir() + "/live.ksnap";
+  CommandResult r = run_cli({"save", "--qmp", vm.qmp_path(), "-o", archive, "--mode", "live", "--json"});
+  INFO(r.error_output);
+  REQUIRE(r.status == 0);
+  nlohmann::json saved = nlohmann::json::parse(r.output);
+  CHECK(saved["mode"] == "live");
+  CHECK(saved["live"]["share_seconds"].is_number());
+  nlohmann::json manifest = nlohmann::json::parse(run_cli({"inspect", archive, "--json"}).output);
+  CHECK(manifest["format_version"] == 4);
+  CHECK(manifest["shares"][0]["delta_member"] == "shares/kataShared.delta.tar.zst");
+  CHECK(run_cli({"verify", archive}).status == 0);
+  // The guest goes on writing after the instant: none of that may come back.
+  long journal = std::stol(vm.wait_console("ksnap: journal ").substr(15));
+  vm.wait_console("ksnap: journal " + std::to_string(journal + 10) + "\n");
+  vm.kill();
+  for (const auto& e : fs::directory_iterator(vm.share_dir())) {
+    fs::remove_all(e.path());
+  }
+  size_t offset = vm.console().size();
+  RestoredVm restored = load_ok(archive, vm.dir() + "/run");
+  vm.wait_console("ksnap: sum ok", Millis(120000), offset); // a whole checksum after the load
+  vm.wait_console("ksnap: rewrite", Millis(60000), offset);
+  std::string after = vm.console().substr(offset);
+  long first = std::stol(vm.wait_console("ksnap: journal ", Millis(60000), offset).substr(15));
+  vm.wait_console("ksnap: journal " + std::to_string(first + 5) + "\n", Millis(60000), offset);
+  after = vm.console().substr(offset);
+  CHECK(after.find("BAD") == std::string::npos);
+  CHECK(after.find("EIO") == std::string::npos);
+  CHECK(unbroken_journal(vm.share_dir() + "/journal") >= first + 5);
+}
+
+TEST_CASE("auto mode saves a paused VM in stop mode and says why, live mode refuses it") {
+  GuestVm vm({});
+  vm.wait_console("ksnap: tick 2");
+  vm.qmp().execute("stop");
+  CommandResult r = run_cli({"save", "--qmp", vm.qmp_path(), "-o", vm.dir() + "/vm.ksnap", "--json"});
+  INFO(r.error_output);
+  REQUIRE(r.status == 0);
+  CHECK(nlohmann::json::parse(r.output)["mode"] == "stop");
+  CHECK_THAT(r.error_output, Catch::Contains("notice: saving in stop mode: the VM is paused"));
+  CommandResult live = run_cli({"save", "--qmp", vm.qmp_path(), "-o", vm.dir() + "/live.ksnap", "--mode", "live"});
+  CHECK(live.status == 2);
+  CHECK_THAT(live.error_output, Catch::StartsWith("kata-snapshot: error: cannot save this VM live: the VM is paused"));
+  CHECK_FALSE(fs::exists(vm.dir() + "/live.ksnap"));
+  CHECK_FALSE(vm.qmp().execute("query-status")["running"].get<bool>()); // still stopped
+}

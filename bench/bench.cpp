@@ -2,9 +2,11 @@
 // on the same guest, alternating candidate and baseline, reporting medians and ratios.
 //   save baseline: stop, max-bandwidth lifted, migrate to "exec:zstd -1 -T<cores> > file"
 //   load baseline: -incoming defer, migrate-incoming "exec:zstd -dc file", cont
-// The candidate is the default layout (multifd where QEMU has it); reference points: save
+// The candidate is the default layout (multifd where QEMU has it) in stop mode, as the
+// baselines are (bench/live.cpp measures live mode); reference points: save
 // to stdout (no fsync), the stream and mapped-ram layouts (save and load),
 // and QEMU alone (no compression at all).
+#include "bench/bench_util.hpp"
 #include "qmp/qmp_client.hpp"
 #include "tests/e2e/guest_vm.hpp"
 #include "util/deadline.hpp"
@@ -20,86 +22,10 @@
 
 using namespace ks;
 using namespace ks::test;
+using namespace ks::bench;
 namespace fs = std::filesystem;
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-std::string list(const std::vector<double>& v) {
-  std::string out;
-  for (double d : v) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%s%.2f", out.empty() ? "" : " ", d);
-    out += buf;
-  }
-  return out;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-void wait_migration(qmp::Client& qmp, const std::string& what) {
-  for (;;) {
-    std::string status = qmp.execute("query-migrate").value("status", "");
-    if (status == "completed") {
-      return;
-    }
-    if (status == "failed" || status == "cancelled") {
-      throw Error(what + ": migration " + status);
-    }
-    std::this_thread::sleep_for(Millis(5));
-  }
-}
-
-void migrate_out(qmp::Client& qmp, const std::string& uri) {
-  qmp.execute("migrate-set-parameters", {{"max-bandwidth", 1ull << 40}});
-  qmp.execute("migrate", {{"uri", uri}});
-  wait_migration(qmp, uri);
-}
-
-struct Run {
-  double seconds;
-  long rss_kib;
-  double cpu_seconds; // user + system, its children included
-};
-
-// The seconds of step NAME in a -v log ("kata-snapshot: NAME   0.123 s"), 0 if absent.
-double step_seconds(const std::string& log, const std::string& name) {
-  std::string text = read_file(log);
-  size_t at = text.find("kata-snapshot: " + name + " ");
-  return at == std::string::npos ? 0.0 : std::stod(text.substr(at + 15 + name.size()));
-}
-
-// CPU seconds (user + system) process PID and its reaped children used so far.
-double process_cpu_seconds(int pid) {
-  std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  auto fields = split(stat.substr(stat.rfind(')') + 2), ' '); // field 3 (state) comes first
-  double ticks = 0;
-  for (size_t k = 11; k <= 14; ++k) { // utime, stime, cutime, cstime: fields 14-17
-    ticks += std::stod(fields.at(k));
-  }
-  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
-
-Run timed_cli(const std::vector<std::string>& args, const std::string& log,
-              const std::string& out = "/dev/null") {
-  SpawnOptions so;
-  so.argv = {test_env().cli};
-  so.argv.insert(so.argv.end(), args.begin(), args.end());
-  so.argv.push_back("-v"); // step timings on stderr
-  so.stdout_path = out;
-  so.stderr_path = log;
-  auto start = Clock::now();
-  ChildProcess p = ChildProcess::spawn(so);
-  auto status = p.wait(Deadline(Millis(600000)));
-  if (!status || *status != 0) {
-    throw Error("kata-snapshot " + args[0] + " failed");
-  }
-  return {seconds_since(start), p.max_rss_kib(), p.cpu_seconds()};
-}
 
 // QEMU started with -incoming defer, then migrate-incoming URI and cont: the seconds to running,
 // and the CPU seconds QEMU (and the decompressor it ran) used.
@@ -190,7 +116,7 @@ int main(int argc, char** argv) {
       fs::remove(dir + "/cand.ksnap", ec);
       fs::remove(dir + "/save.log", ec);
       Run r =
-        timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/cand.ksnap", "--quiesce", "off", "--json"},
+        timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", dir + "/cand.ksnap", "--quiesce", "off", "--json"},
                   dir + "/save.log", dir + "/save.json");
       cand_save.push_back(r.seconds);
       cand_paused.push_back(paused(dir + "/save.json"));
@@ -198,20 +124,20 @@ int main(int argc, char** argv) {
     };
     auto piped = [&] {
       fs::remove(dir + "/stdout.ksnap", ec);
-      Run r = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", "-", "--quiesce", "off"},
+      Run r = timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", "-", "--quiesce", "off"},
                         dir + "/save-stdout.log", dir + "/stdout.ksnap");
       cand_stdout.push_back(r.seconds);
     };
     auto streamed = [&] {
       fs::remove(dir + "/stream.ksnap", ec);
-      Run r = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/stream.ksnap", "--quiesce", "off",
+      Run r = timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", dir + "/stream.ksnap", "--quiesce", "off",
                          "--vmstate", "stream"},
                         dir + "/save-stream.log");
       stream_save.push_back(r.seconds);
     };
     auto mapped = [&] {
       fs::remove(dir + "/mapped.ksnap", ec);
-      Run r = timed_cli({"save", "--qmp", vm.qmp_path(), "-o", dir + "/mapped.ksnap", "--quiesce", "off",
+      Run r = timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", dir + "/mapped.ksnap", "--quiesce", "off",
                          "--vmstate", "mapped-ram", "--json"},
                         dir + "/save-mapped.log", dir + "/save-mapped.json");
       mapped_save.push_back(r.seconds);

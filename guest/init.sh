@@ -96,6 +96,15 @@ live)
   echo "ksnap: ready"
   wait
   ;;
+bench-share)
+  # A virtio-fs share that changes while it is saved: hot.bin (1 MiB) rewritten every 0.1 s,
+  # and a pulse line every 10 ms whose gaps the host times.
+  mount -t virtiofs kataShared /mnt && echo "ksnap: share mounted"
+  (while :; do echo "ksnap: pulse"; usleep 10000; done) &
+  (while :; do dd if=/dev/urandom of=/mnt/hot.bin bs=65536 count=16 conv=notrunc 2>/dev/null; usleep 100000; done) &
+  echo "ksnap: ready"
+  wait
+  ;;
 devices)
   # What the guest sees of devices hot-plugged over QMP: CPUs and memory (onlined here, as
   # udev would), and a virtio-blk disk whose ext4 holds hello.txt.
@@ -138,6 +147,9 @@ bench)
     head -c $(($(arg text_mb) * 1048576)) > /dev/shm/text
 
   echo "ksnap: filled $(du -sm /dev/shm | cut -f1) MB"
+  # ksnap.pulse_ms=N: a line every N ms, whose gaps the host times (a live save's pause).
+  pulse=$(arg pulse_ms)
+  [ -n "$pulse" ] && (while :; do echo "ksnap: pulse"; usleep $((pulse * 1000)); done) &
   echo "ksnap: ready"
   i=0
   while :; do i=$((i + 1)); echo "ksnap: tick $i"; sleep 1; done

@@ -311,10 +311,18 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
   };
   auto push = [&](ArchiveReader::Member&& m, unsigned index) {
     std::unique_lock lock(mutex);
+    // An archive whose chunks come in an order QEMU cannot load (or a QEMU that hangs)
+    // leaves every queue waiting on another: give up instead of waiting forever.
+    Deadline stalled(k_channel_stall);
     while (!cv.wait_for(lock, Millis(100),
                         [&] { return error || series[index].queue.size() < k_channel_queue; })) {
       lock.unlock();
       throw_if_abandoned(o); // a signal, or the caller gave up, while QEMU reads nothing
+      if (stalled.expired()) {
+        throw Error("QEMU read nothing of the migration stream for " +
+                    std::to_string(k_channel_stall.count() / 1000) + " s while " + m.name +
+                    " waited: the archive's chunks are not in an order QEMU can load, or QEMU hangs");
+      }
       lock.lock();
     }
     if (error) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "storage/vmstate_stream.hpp"
+#include "util/deadline.hpp"
 #include "util/fd.hpp"
 
 #include <functional>
@@ -43,5 +44,7 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
 
 inline constexpr uint64_t k_channel_flush_after = 2;
 inline constexpr size_t k_channel_queue = k_channel_flush_after + 3;
+// A load gives up when a full queue has not moved for this long.
+inline constexpr Millis k_channel_stall{120000};
 
 } // namespace ks

@@ -4,7 +4,9 @@
 
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -150,4 +152,62 @@ TEST_CASE("auto mode saves a paused VM in stop mode and says why, live mode refu
   CHECK_THAT(live.error_output, Catch::StartsWith("kata-snapshot: error: cannot save this VM live: the VM is paused"));
   CHECK_FALSE(fs::exists(vm.dir() + "/live.ksnap"));
   CHECK_FALSE(vm.qmp().execute("query-status")["running"].get<bool>()); // still stopped
+}
+
+// Host to host through a pipe throttled to a few MB/s, so that the transfer takes seconds:
+// the guest runs while most of it goes, and the pause it sees is the final stop plus the
+// tail of the transfer. The source stays paused after the stop (the caller quits it).
+TEST_CASE("save --mode live --after pause -o - | throttled pipe | load -: the guest pauses only for the tail") {
+  GuestVm vm({});
+  vm.wait_console("ksnap: tick 3");
+  const TestEnv& env = test_env();
+  std::string script = env.cli + " save --qmp " + vm.qmp_path() + " -o - --mode live --after pause -q | pv -q -L 3m | " +
+                       env.cli + " load - --run-dir " + vm.dir() + "/run --json";
+  SpawnOptions so;
+  so.argv = {"bash", "-o", "pipefail", "-c", script};
+  so.stdout_path = vm.dir() + "/load.json";
+  so.stderr_path = vm.dir() + "/pipe.err";
+  // Each tick's value and when the host saw it, from both VMs (they share the console file).
+  std::vector<std::pair<long, std::chrono::steady_clock::time_point>> ticks;
+  auto start = std::chrono::steady_clock::now();
+  ChildProcess pipeline = ChildProcess::spawn(so);
+  while (pipeline.running()) {
+    std::this_thread::sleep_for(Millis(10));
+    long t = vm.last_tick();
+    if (ticks.empty() || t != ticks.back().first) {
+      ticks.emplace_back(t, std::chrono::steady_clock::now());
+    }
+  }
+  auto status = pipeline.wait(Deadline(Millis(1000)));
+  INFO(read_file(vm.dir() + "/pipe.err"));
+  REQUIRE(status);
+  REQUIRE(*status == 0);
+  double transfer = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  RestoredVm restored(nlohmann::json::parse(read_file(vm.dir() + "/load.json")));
+  {
+    qmp::Client source = vm.qmp();
+    CHECK_FALSE(source.execute("query-status")["running"].get<bool>()); // paused since the instant
+  }
+  Mark m = mark(vm);
+  vm.kill(); // the load succeeded: the caller quits the source
+  Deadline d(Millis(60000));
+  while (ticks.back().first <= m.tick && !d.expired()) { // the restored guest's first tick
+    std::this_thread::sleep_for(Millis(10));
+    if (long t = vm.last_tick(); t != ticks.back().first) {
+      ticks.emplace_back(t, std::chrono::steady_clock::now());
+    }
+  }
+  auto first_seen = [&](const std::function<bool(long)>& pred) {
+    auto it = std::find_if(ticks.begin(), ticks.end(), [&](const auto& p) { return pred(p.first); });
+    REQUIRE(it != ticks.end());
+    return it->second;
+  };
+  // The pause the guest saw: from the source's last tick to the restored guest's next one.
+  double pause = std::chrono::duration<double>(first_seen([&](long t) { return t > m.tick; }) -
+                                               first_seen([&](long t) { return t == m.tick; }))
+                   .count();
+  require_continues(vm, m); // it goes on from the source's last tick
+  WARN("transfer " << transfer << " s, pause the guest saw about " << pause << " s");
+  CHECK(transfer > 2.0);          // the throttle made the transfer take seconds
+  CHECK(pause < transfer / 2);    // and the guest ran through most of it
 }

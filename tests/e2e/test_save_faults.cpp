@@ -53,7 +53,9 @@ TEST_CASE("damaged archives are refused with exit 3 and no QEMU is left running"
   save_paused(vm.qmp_path(), mapped, {"--chunk-size", "1", "--vmstate", "mapped-ram"});
   std::string multi = vm.dir() + "/multifd.ksnap";
   vm.qmp().execute("cont");
-  save_paused(vm.qmp_path(), multi, {"--chunk-size", "1", "--vmstate", "multifd", "--threads", "2"});
+  // Stop mode: its chunk order is the one the channel-count case below was written against.
+  save_paused(vm.qmp_path(), multi,
+              {"--chunk-size", "1", "--vmstate", "multifd", "--threads", "2", "--mode", "stop"});
   vm.kill();
   std::string data = read_file(good);
   auto write = [&](const std::string& name, const std::string& bytes) {

@@ -46,20 +46,12 @@ void migrate_out(qmp::Client& qmp, const std::string& uri) {
   wait_migration(qmp, uri);
 }
 
-struct Run {
-  double seconds;
-  long rss_kib;
-  double cpu_seconds; // user + system, its children included
-};
-
-// The seconds of step NAME in a -v log ("kata-snapshot: NAME   0.123 s"), 0 if absent.
 double step_seconds(const std::string& log, const std::string& name) {
   std::string text = read_file(log);
   size_t at = text.find("kata-snapshot: " + name + " ");
   return at == std::string::npos ? 0.0 : std::stod(text.substr(at + 15 + name.size()));
 }
 
-// CPU seconds (user + system) process PID and its reaped children used so far.
 double process_cpu_seconds(int pid) {
   std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
   auto fields = split(stat.substr(stat.rfind(')') + 2), ' '); // field 3 (state) comes first
@@ -70,8 +62,7 @@ double process_cpu_seconds(int pid) {
   return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
-Run timed_cli(const std::vector<std::string>& args, const std::string& log,
-              const std::string& out = "/dev/null") {
+Run timed_cli(const std::vector<std::string>& args, const std::string& log, const std::string& out) {
   SpawnOptions so;
   so.argv = {test_env().cli};
   so.argv.insert(so.argv.end(), args.begin(), args.end());

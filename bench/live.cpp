@@ -27,6 +27,7 @@ namespace {
 
 struct Figures {
   std::vector<double> seconds, qemu_downtime, paused, share, guest_gap;
+  std::vector<double> idle_gap; // the longest gap over a second with no save: the pulse's own jitter
   uint64_t bytes = 0;
 };
 
@@ -108,6 +109,7 @@ void report(const char* title, const Figures& stop, const Figures& live, double 
   std::printf("%-44s %8.0fms %8.1fms\n", "VM paused, ours (final stop to cont)", ms(stop.paused), ms(live.paused));
   std::printf("%-44s %8.0fms %8.1fms\n", "pause the guest saw (longest 10 ms-pulse gap)", ms(stop.guest_gap),
               ms(live.guest_gap));
+  std::printf("%-44s %8s %8.1fms\n", "  the same over 1 s with no save (jitter)", "", ms(live.idle_gap));
   std::printf("raw ms: live QEMU downtime %s | live paused %s | live guest gap %s | stop guest gap %s\n",
               list(scaled(live.qemu_downtime)).c_str(), list(scaled(live.paused)).c_str(),
               list(scaled(live.guest_gap)).c_str(), list(scaled(stop.guest_gap)).c_str());
@@ -115,6 +117,13 @@ void report(const char* title, const Figures& stop, const Figures& live, double 
 
 void measure(const GuestVm& vm, int rounds, Figures& stop, Figures& live) {
   for (int i = 0; i < rounds; ++i) {
+    std::atomic<bool> running{true};
+    std::thread stopper([&] {
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      running = false;
+    });
+    live.idle_gap.push_back(longest_silence(vm.console_path(), running));
+    stopper.join();
     auto a = [&] { save_once(vm, "stop", vm.dir() + "/stop.ksnap", stop); };
     auto b = [&] { save_once(vm, "live", vm.dir() + "/live.ksnap", live); };
     if (i % 2 == 0) {

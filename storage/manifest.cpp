@@ -120,12 +120,17 @@ Json describe_host() {
           {"cpu_flags", flags}};
 }
 
-std::string utc_now() {
-  std::time_t t = std::time(nullptr);
+std::string utc_now(Precision precision) {
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
   std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  ::gmtime_r(&now.tv_sec, &tm);
+  char buf[40];
+  size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (precision == Precision::milliseconds) {
+    n += static_cast<size_t>(std::snprintf(buf + n, sizeof buf - n, ".%03ld", now.tv_nsec / 1000000));
+  }
+  std::snprintf(buf + n, sizeof buf - n, "Z");
   return buf;
 }
 

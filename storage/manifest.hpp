@@ -41,7 +41,8 @@ void validate_manifest(const Json& manifest);
 // Host facts recorded in the manifest and checked by `verify --host`.
 Json describe_host();
 
-// UTC timestamp, RFC 3339.
-std::string utc_now();
+// UTC timestamp, RFC 3339, in whole seconds or with milliseconds.
+enum class Precision { seconds, milliseconds };
+std::string utc_now(Precision precision = Precision::seconds);
 
 } // namespace ks

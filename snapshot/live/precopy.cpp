@@ -49,7 +49,7 @@ Precopy::Event Precopy::observe(const nlohmann::json& mig) {
   }
   if (status == "pre-switchover" && !m_stopped) {
     m_stopped = true;
-    m_instant = utc_now();
+    m_instant = utc_now(Precision::milliseconds); // the vCPUs stopped just before
     return Event::stopped;
   }
   if (status != "active") {

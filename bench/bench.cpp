@@ -115,9 +115,9 @@ int main(int argc, char** argv) {
     auto cand = [&] {
       fs::remove(dir + "/cand.ksnap", ec);
       fs::remove(dir + "/save.log", ec);
-      Run r =
-        timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", dir + "/cand.ksnap", "--quiesce", "off", "--json"},
-                  dir + "/save.log", dir + "/save.json");
+      Run r = timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", dir + "/cand.ksnap",
+                         "--quiesce", "off", "--json"},
+                        dir + "/save.log", dir + "/save.json");
       cand_save.push_back(r.seconds);
       cand_paused.push_back(paused(dir + "/save.json"));
       cand_rss = std::max(cand_rss, r.rss_kib);
@@ -130,15 +130,15 @@ int main(int argc, char** argv) {
     };
     auto streamed = [&] {
       fs::remove(dir + "/stream.ksnap", ec);
-      Run r = timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", dir + "/stream.ksnap", "--quiesce", "off",
-                         "--vmstate", "stream"},
+      Run r = timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", dir + "/stream.ksnap",
+                         "--quiesce", "off", "--vmstate", "stream"},
                         dir + "/save-stream.log");
       stream_save.push_back(r.seconds);
     };
     auto mapped = [&] {
       fs::remove(dir + "/mapped.ksnap", ec);
-      Run r = timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", dir + "/mapped.ksnap", "--quiesce", "off",
-                         "--vmstate", "mapped-ram", "--json"},
+      Run r = timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", dir + "/mapped.ksnap",
+                         "--quiesce", "off", "--vmstate", "mapped-ram", "--json"},
                         dir + "/save-mapped.log", dir + "/save-mapped.json");
       mapped_save.push_back(r.seconds);
       mapped_paused.push_back(paused(dir + "/save-mapped.json"));

@@ -78,5 +78,4 @@ Run timed_cli(const std::vector<std::string>& args, const std::string& log, cons
   return {seconds_since(start), p.max_rss_kib(), p.cpu_seconds()};
 }
 
-
 } // namespace ks::bench

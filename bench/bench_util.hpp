@@ -33,6 +33,7 @@ double step_seconds(const std::string& log, const std::string& name);
 double process_cpu_seconds(int pid);
 
 // kata-snapshot ARGS -v, stderr to LOG, stdout to OUT; throws unless it succeeded.
-Run timed_cli(const std::vector<std::string>& args, const std::string& log, const std::string& out = "/dev/null");
+Run timed_cli(const std::vector<std::string>& args, const std::string& log,
+              const std::string& out = "/dev/null");
 
 } // namespace ks::bench

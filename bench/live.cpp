@@ -86,6 +86,7 @@ void save_once(const GuestVm& vm, const std::string& mode, const std::string& ou
 
 std::vector<double> scaled(const std::vector<double>& v) {
   std::vector<double> out;
+  out.reserve(v.size());
   for (double d : v) {
     out.push_back(d * 1000);
   }
@@ -106,7 +107,8 @@ void report(const char* title, const Figures& stop, const Figures& live, double 
   std::printf("%-44s %8.0fms %8.1fms %8s <= %.0f ms\n", "downtime, QEMU's measure (stop to completion)",
               ms(stop.paused), ms(live.qemu_downtime), "", downtime_target_ms);
   std::printf("%-44s %8.0fms %8.1fms\n", "  of which the shares' delta", 0.0, ms(live.share));
-  std::printf("%-44s %8.0fms %8.1fms\n", "VM paused, ours (final stop to cont)", ms(stop.paused), ms(live.paused));
+  std::printf("%-44s %8.0fms %8.1fms\n", "VM paused, ours (final stop to cont)", ms(stop.paused),
+              ms(live.paused));
   std::printf("%-44s %8.0fms %8.1fms\n", "pause the guest saw (longest 10 ms-pulse gap)", ms(stop.guest_gap),
               ms(live.guest_gap));
   std::printf("%-44s %8s %8.1fms\n", "  the same over 1 s with no save (jitter)", "", ms(live.idle_gap));

@@ -5,12 +5,14 @@
 #include "snapshot/kata.hpp"
 #include "util/strings.hpp"
 
+#include <cmath>
+
 namespace ks::cli {
 
 namespace {
 
 std::string milliseconds(double seconds) {
-  return std::to_string(static_cast<long>(seconds * 1000 + 0.5)) + " ms";
+  return std::to_string(std::lround(seconds * 1000)) + " ms";
 }
 
 struct SaveArgs {
@@ -97,9 +99,9 @@ void add_save(CLI::App& app, Registry& reg) {
   cmd->add_option("-o,--output", a->o.output, "Archive to write, or - for stdout")->required();
   cmd
     ->add_option("--mode", a->mode,
-                  "live (the guest runs while QEMU pre-copies its memory; it stops only for the final "
-                  "switchover, the snapshot instant), stop (paused for the whole save), or auto (default: "
-                  "live where possible, else stop with a notice)")
+                 "live (the guest runs while QEMU pre-copies its memory; it stops only for the final "
+                 "switchover, the snapshot instant), stop (paused for the whole save), or auto (default: "
+                 "live where possible, else stop with a notice)")
     ->check(CLI::IsMember({"auto", "stop", "live"}));
   cmd
     ->add_option("--max-downtime", a->o.live_limits.max_downtime_ms,

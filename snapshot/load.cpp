@@ -231,7 +231,8 @@ void LoadSession::start_staging() {
 // The rest of the archive: vmstate chunks, checked, into FD; the stream header checked.
 void LoadSession::read_vmstate_into(int fd, const StreamOptions& so) {
   read_vmstate(
-    *m_reader, fd, so, [&](ArchiveReader::Member&& m) { other_member(std::move(m)); }, check_qemu_stream_header);
+    *m_reader, fd, so, [&](ArchiveReader::Member&& m) { other_member(std::move(m)); },
+    check_qemu_stream_header);
 }
 
 void LoadSession::other_member(ArchiveReader::Member&& m) {

@@ -473,19 +473,19 @@ void SaveSession::stream_pipe() {
   pipe.write.reset(); // QEMU holds the only write end: its close is our end of file
   unsigned threads = m_o.threads ? m_o.threads : default_stream_threads();
   Fd& in = pipe.read;
-  migrate_while(
-    std::string("fd:") + k_fd_name, [&](std::atomic<uint64_t>& progress, const std::atomic<bool>&) {
-      StreamOptions so{.chunk_size = m_o.chunk_size,
-                       .level = m_o.compress_level,
-                       .threads = threads,
-                       .progress = &progress,
-                       .inbox = &m_inbox};
-      struct Close { // on error, QEMU's next write fails with EPIPE and the migration fails
-        Fd& fd;
-        ~Close() { fd.reset(); }
-      } close{in};
-      return write_vmstate(in.get(), *m_writer, so);
-    });
+  migrate_while(std::string("fd:") + k_fd_name,
+                [&](std::atomic<uint64_t>& progress, const std::atomic<bool>&) {
+                  StreamOptions so{.chunk_size = m_o.chunk_size,
+                                   .level = m_o.compress_level,
+                                   .threads = threads,
+                                   .progress = &progress,
+                                   .inbox = &m_inbox};
+                  struct Close { // on error, QEMU's next write fails with EPIPE and the migration fails
+                    Fd& fd;
+                    ~Close() { fd.reset(); }
+                  } close{in};
+                  return write_vmstate(in.get(), *m_writer, so);
+                });
 }
 
 // QEMU migrates to URI while BODY, on a thread, reads and archives what it sends until the

@@ -88,7 +88,9 @@ void ShareRestore::prepare_target(const Json& share, const std::string& dir) con
 
 const Json* ShareRestore::share_of(const std::string& name, Part& part) const {
   for (const auto& share : m_shares) {
-    for (auto [key, p] : {std::pair{"member", Part::base}, {"removed_member", Part::removed}, {"delta_member", Part::delta}}) {
+    for (auto [key, p] : {std::pair{"member", Part::base},
+                          {"removed_member", Part::removed},
+                          {"delta_member", Part::delta}}) {
       if (share.value(key, "") == name && !name.empty()) {
         part = p;
         return &share;

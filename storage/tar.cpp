@@ -198,7 +198,8 @@ public:
     std::string lvl = std::to_string(level);
     if (archive_write_set_format_pax(m_out.get()) != ARCHIVE_OK ||
         archive_write_add_filter_zstd(m_out.get()) != ARCHIVE_OK ||
-        archive_write_set_filter_option(m_out.get(), "zstd", "compression-level", lvl.c_str()) != ARCHIVE_OK ||
+        archive_write_set_filter_option(m_out.get(), "zstd", "compression-level", lvl.c_str()) !=
+          ARCHIVE_OK ||
         archive_write_open_fd(m_out.get(), out_fd) != ARCHIVE_OK) {
       throw Error("failed to set up the capture of " + m_dir + ": " + why(m_out.get()));
     }

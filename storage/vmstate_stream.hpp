@@ -19,7 +19,7 @@ struct StreamOptions {
   // mostly the guest's untouched memory) and size the file at the end.
   bool sparse = false;
   const std::atomic<bool>* abort = nullptr; // read_vmstate stops (throws) when it turns true
-  MemberInbox* inbox = nullptr;              // writers: members posted while they run
+  MemberInbox* inbox = nullptr;             // writers: members posted while they run
 };
 
 struct StreamStats {

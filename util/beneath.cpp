@@ -61,7 +61,8 @@ void remove_beneath(const std::string& root, const std::string& name) {
   bool dotdot = rel == ".." || rel.rfind("../", 0) == 0 || rel.find("/../") != std::string::npos ||
                 (rel.size() >= 3 && rel.compare(rel.size() - 3, 3, "/..") == 0);
   if (rel.empty() || rel == "." || rel[0] == '/' || dotdot) {
-    throw Error("refusing to remove \"" + name + "\": not an entry inside " + root, ExitCode::archive_invalid);
+    throw Error("refusing to remove \"" + name + "\": not an entry inside " + root,
+                ExitCode::archive_invalid);
   }
   size_t slash = rel.rfind('/');
   std::string parent = slash == std::string::npos ? "." : rel.substr(0, slash);

@@ -31,7 +31,8 @@ std::string live_unsupported_reason(qmp::Client& qmp, bool running) {
 }
 
 Precopy::Precopy(qmp::Client& qmp, const PrecopyLimits& limits, uint64_t ram_bytes)
-  : m_qmp(qmp), m_limits(limits), m_max_bytes(limits.max_bytes ? limits.max_bytes : 3 * ram_bytes + (1024 * k_mib)),
+  : m_qmp(qmp), m_limits(limits),
+    m_max_bytes(limits.max_bytes ? limits.max_bytes : 3 * ram_bytes + (1024 * k_mib)),
     m_pause(qmp, "pause-before-switchover", true), m_converge(qmp, "auto-converge", true),
     m_params(qmp, {{"downtime-limit", limits.max_downtime_ms}}) {}
 
@@ -72,8 +73,8 @@ Precopy::Event Precopy::observe(const nlohmann::json& mig) {
 
 void Precopy::not_converging(const nlohmann::json& ram, const std::string& why) const {
   uint64_t rate = ram.value("dirty-pages-rate", 0ull) * ram.value("page-size", 4096ull);
-  throw Error("the live save did not converge: the guest dirties memory at " + human_size(rate) +
-                "/s and " + why,
+  throw Error("the live save did not converge: the guest dirties memory at " + human_size(rate) + "/s and " +
+                why,
               ExitCode::failed,
               "save with --mode stop (the VM pauses for the whole save), raise --max-downtime (now " +
                 std::to_string(m_limits.max_downtime_ms) + " ms), or save when the guest is quieter");

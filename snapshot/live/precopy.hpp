@@ -23,8 +23,8 @@ namespace ks {
 inline constexpr const char* k_mechanism_precopy = "pre-copy";
 
 struct PrecopyLimits {
-  unsigned max_downtime_ms = 20;       // QEMU's downtime-limit for the final stop
-  uint64_t max_bytes = 0;              // give up once QEMU sent more (0: 3 x RAM + 1 GiB)
+  unsigned max_downtime_ms = 20;         // QEMU's downtime-limit for the final stop
+  uint64_t max_bytes = 0;                // give up once QEMU sent more (0: 3 x RAM + 1 GiB)
   std::chrono::seconds max_converge{60}; // give up this long after the first pass
 };
 

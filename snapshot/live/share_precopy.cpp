@@ -25,13 +25,16 @@ struct FtsDeleter {
 } // namespace
 
 SharePrecopy::Stamp SharePrecopy::Stamp::of(const struct stat& st) {
-  return {st.st_ino, st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_nlink, st.st_rdev, st.st_mtim, st.st_ctim};
+  return {st.st_ino,   st.st_mode, st.st_uid,  st.st_gid, st.st_size,
+          st.st_nlink, st.st_rdev, st.st_mtim, st.st_ctim};
 }
 
 bool SharePrecopy::Stamp::operator==(const Stamp& o) const {
-  auto same = [](const timespec& a, const timespec& b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; };
-  return ino == o.ino && mode == o.mode && uid == o.uid && gid == o.gid && size == o.size && nlink == o.nlink &&
-         rdev == o.rdev && same(mtime, o.mtime) && same(ctime, o.ctime);
+  auto same = [](const timespec& a, const timespec& b) {
+    return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+  };
+  return ino == o.ino && mode == o.mode && uid == o.uid && gid == o.gid && size == o.size &&
+         nlink == o.nlink && rdev == o.rdev && same(mtime, o.mtime) && same(ctime, o.ctime);
 }
 
 std::map<std::string, SharePrecopy::Stamp> scan_tree(const std::string& dir) {
@@ -83,9 +86,9 @@ SharePrecopy::SharePrecopy(const ShareInfo& share, const std::string& temp_dir, 
   : m_share(share), m_temp_dir(temp_dir), m_level(level) {
   ::clock_gettime(CLOCK_REALTIME_COARSE, &m_started);
   m_base = capture_to_temp(temp_dir, "the capture of share " + share.tag, [&](int fd) {
-    return write_tree_tar_zst(share.source_dir, fd, level, [this](const std::string& name, const struct stat& st) {
-      m_stamps.emplace(name, Stamp::of(st));
-    });
+    return write_tree_tar_zst(
+      share.source_dir, fd, level,
+      [this](const std::string& name, const struct stat& st) { m_stamps.emplace(name, Stamp::of(st)); });
   });
 }
 

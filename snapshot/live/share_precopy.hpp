@@ -20,12 +20,12 @@
 namespace ks {
 
 struct ShareDelta {
-  ShareCapture tar;                 // the changed entries, zstd pax tar
-  std::string removed;              // JSON {"removed": [names]}: removed before the tar is applied
+  ShareCapture tar;    // the changed entries, zstd pax tar
+  std::string removed; // JSON {"removed": [names]}: removed before the tar is applied
   std::string removed_sha256;
-  uint64_t changed = 0;             // entries in the tar
+  uint64_t changed = 0; // entries in the tar
   uint64_t removed_count = 0;
-  double seconds = 0;               // rescan + capture, all while the VM is stopped
+  double seconds = 0; // rescan + capture, all while the VM is stopped
 };
 
 class SharePrecopy {

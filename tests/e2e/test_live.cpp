@@ -2,12 +2,12 @@
 // archive is one consistent instant of memory, devices, virtiofsd and the share.
 #include "tests/e2e/snapshot_steps.hpp"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstring>
-#include <algorithm>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -108,7 +108,8 @@ TEST_CASE("a live save of a virtio-fs guest: journal, share and checksums agree 
   TempDir tmp;
   { std::ofstream(tmp / "big.bin", std::ios::binary) << big; }
   std::string md5 = run_command({"md5sum", tmp / "big.bin"}).output.substr(0, 32);
-  GuestVm vm({.profile = Profile::kata, .workload = "live", .share_files = {{"big.bin", big}, {"big.md5", md5}}});
+  GuestVm vm(
+    {.profile = Profile::kata, .workload = "live", .share_files = {{"big.bin", big}, {"big.md5", md5}}});
   vm.wait_console("ksnap: sum ok 1\n", Millis(120000));
   vm.wait_console("ksnap: rewrite 5\n");
   std::string archive = vm.dir() + "/live.ksnap";
@@ -152,9 +153,11 @@ TEST_CASE("auto mode saves a paused VM in stop mode and says why, live mode refu
   REQUIRE(r.status == 0);
   CHECK(nlohmann::json::parse(r.output)["mode"] == "stop");
   CHECK_THAT(r.error_output, Catch::Contains("notice: saving in stop mode: the VM is paused"));
-  CommandResult live = run_cli({"save", "--qmp", vm.qmp_path(), "-o", vm.dir() + "/live.ksnap", "--mode", "live"});
+  CommandResult live =
+    run_cli({"save", "--qmp", vm.qmp_path(), "-o", vm.dir() + "/live.ksnap", "--mode", "live"});
   CHECK(live.status == 2);
-  CHECK_THAT(live.error_output, Catch::StartsWith("kata-snapshot: error: cannot save this VM live: the VM is paused"));
+  CHECK_THAT(live.error_output,
+             Catch::StartsWith("kata-snapshot: error: cannot save this VM live: the VM is paused"));
   CHECK_FALSE(fs::exists(vm.dir() + "/live.ksnap"));
   CHECK_FALSE(vm.qmp().execute("query-status")["running"].get<bool>()); // still stopped
 }
@@ -162,12 +165,14 @@ TEST_CASE("auto mode saves a paused VM in stop mode and says why, live mode refu
 // Host to host through a pipe throttled to a few MB/s, so that the transfer takes seconds:
 // the guest runs while most of it goes, and the pause it sees is the final stop plus the
 // tail of the transfer. The source stays paused after the stop (the caller quits it).
-TEST_CASE("save --mode live --after pause -o - | throttled pipe | load -: the guest pauses only for the tail") {
+TEST_CASE(
+  "save --mode live --after pause -o - | throttled pipe | load -: the guest pauses only for the tail") {
   GuestVm vm({});
   vm.wait_console("ksnap: tick 3");
   const TestEnv& env = test_env();
-  std::string script = env.cli + " save --qmp " + vm.qmp_path() + " -o - --mode live --after pause -q | pv -q -L 3m | " +
-                       env.cli + " load - --run-dir " + vm.dir() + "/run --json";
+  std::string script = env.cli + " save --qmp " + vm.qmp_path() +
+                       " -o - --mode live --after pause -q | pv -q -L 3m | " + env.cli +
+                       " load - --run-dir " + vm.dir() + "/run --json";
   SpawnOptions so;
   so.argv = {"bash", "-o", "pipefail", "-c", script};
   so.stdout_path = vm.dir() + "/load.json";
@@ -213,6 +218,6 @@ TEST_CASE("save --mode live --after pause -o - | throttled pipe | load -: the gu
                    .count();
   require_continues(vm, m); // it goes on from the source's last tick
   WARN("transfer " << transfer << " s, pause the guest saw about " << pause << " s");
-  CHECK(transfer > 2.0);          // the throttle made the transfer take seconds
-  CHECK(pause < transfer / 2);    // and the guest ran through most of it
+  CHECK(transfer > 2.0);       // the throttle made the transfer take seconds
+  CHECK(pause < transfer / 2); // and the guest ran through most of it
 }

@@ -155,8 +155,8 @@ TEST_CASE("save --after quit of a frozen guest, then the load thaws it and its w
   GuestVm vm({.workload = "disk", .disk_mb = 32});
   vm.wait_console("ksnap: wrote 3\n");
   std::string archive = vm.dir() + "/vm.ksnap";
-  std::vector<std::string> args = {"save", "--qmp", vm.qmp_path(), "-o", archive, "--after", "quit", "--json",
-                                   "--mode", mode};
+  std::vector<std::string> args = {"save",    "--qmp", vm.qmp_path(), "-o",     archive,
+                                   "--after", "quit",  "--json",      "--mode", mode};
   if (mode == "live") {
     args.insert(args.end(), {"--quiesce", "required"});
   }

@@ -48,7 +48,8 @@ std::map<std::string, std::string> describe_tree(const std::string& dir) {
 }
 
 // Writes base and delta as a live save's archive would, and restores it into TARGET.
-void restore_through_load(SharePrecopy& p, const ShareDelta& d, const std::string& dir, const std::string& target) {
+void restore_through_load(SharePrecopy& p, const ShareDelta& d, const std::string& dir,
+                          const std::string& target) {
   Json share = {{"tag", "t"},
                 {"source_dir", target},
                 {"capture", "full"},

@@ -32,7 +32,8 @@ TEST_CASE("member inbox: a posted member comes between the chunks read before an
   MemberInbox inbox;
   std::atomic<uint64_t> progress{0};
   std::thread writer([&] {
-    write_vmstate(pipe.read.get(), w, {.chunk_size = k_chunk, .level = 1, .threads = 2, .progress = &progress, .inbox = &inbox});
+    write_vmstate(pipe.read.get(), w,
+                  {.chunk_size = k_chunk, .level = 1, .threads = 2, .progress = &progress, .inbox = &inbox});
   });
   std::string before(3 * k_chunk, 'b');
   std::memcpy(before.data(), "QEVM\0\0\0\3", 8);
@@ -43,7 +44,9 @@ TEST_CASE("member inbox: a posted member comes between the chunks read before an
   }
   REQUIRE(progress == before.size());
   std::string delta = "the delta";
-  inbox.post([&](ArchiveWriter& aw) { aw.add_member("shares/t.removed.json", std::as_bytes(std::span(delta)), sha256_hex(delta)); });
+  inbox.post([&](ArchiveWriter& aw) {
+    aw.add_member("shares/t.removed.json", std::as_bytes(std::span(delta)), sha256_hex(delta));
+  });
   write_all(pipe.write.get(), std::string(2 * k_chunk + 100, 'a'), "the test pipe");
   pipe.write.reset();
   writer.join();

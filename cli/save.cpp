@@ -25,6 +25,7 @@ struct SaveArgs {
   std::vector<std::string> labels;
   bool force = false;
   size_t chunk_mib = 8;
+  uint64_t max_transfer_mib = 0;
   std::string sandbox;
   std::string kata_root = "/";
 };
@@ -56,6 +57,7 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
   a.o.labels = parse_pairs(a.labels, "--label");
   a.o.overwrite = a.force ? Overwrite::yes : Overwrite::no;
   a.o.chunk_size = a.chunk_mib << 20;
+  a.o.live_limits.max_bytes = a.max_transfer_mib << 20;
   a.o.progress = !g.quiet && !g.json;
   a.o.quiet = g.quiet;
   a.o.verbose = g.verbose;
@@ -107,6 +109,11 @@ void add_save(CLI::App& app, Registry& reg) {
     ->add_option("--max-downtime", a->o.live_limits.max_downtime_ms,
                  "Live mode: the longest final stop QEMU may plan for, in ms (default 20)")
     ->check(CLI::Range(1, 60000));
+  cmd
+    ->add_option("--max-transfer", a->max_transfer_mib,
+                 "Live mode: give up once QEMU has sent this many MiB, passes included (default: 3 x RAM "
+                 "+ 1 GiB)")
+    ->check(CLI::Range(1, 1 << 30));
   cmd
     ->add_option("--vmstate", a->vmstate,
                  "VM state layout: auto (default: multifd where QEMU has it, else stream), multifd "

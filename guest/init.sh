@@ -96,6 +96,11 @@ live)
   echo "ksnap: ready"
   wait
   ;;
+dirty)
+  # Dirties 16 MiB of memory with random data over and over, as fast as the vCPU can.
+  echo "ksnap: ready"
+  while :; do head -c 16777216 /dev/urandom > /dev/shm/dirty; echo "ksnap: dirtied"; done
+  ;;
 bench-share)
   # A virtio-fs share that changes while it is saved: hot.bin (1 MiB) rewritten every 0.1 s,
   # and a pulse line every 10 ms whose gaps the host times.

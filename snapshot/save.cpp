@@ -116,6 +116,7 @@ private:
   std::string m_machine;
   std::string m_layout = k_layout_stream;
   unsigned m_channels = 0; // multifd
+  size_t m_chunk_size = 0; // --chunk-size, or less where many connections each fill one
   uint64_t m_ram = 0;
   bool m_was_running = false;
   bool m_paused = false;
@@ -209,12 +210,14 @@ void SaveSession::preflight() {
 // QEMU loads it with large reads, but the compression no longer overlaps QEMU's work
 // (docs/kata-snapshot.1.md has the measured trade-off).
 std::string SaveSession::choose_layout() {
+  m_chunk_size = m_o.chunk_size;
   if (m_o.layout == VmstateLayout::stream) {
     return k_layout_stream;
   }
   if (m_o.layout == VmstateLayout::automatic || m_o.layout == VmstateLayout::multifd) {
     if (qemu_has_multifd(m_vm->qmp)) {
       m_channels = multifd_channels(m_o.threads);
+      m_chunk_size = channel_chunk_size(m_o.chunk_size, m_channels + 1);
       return k_layout_multifd;
     }
     if (m_o.layout == VmstateLayout::automatic) {
@@ -356,7 +359,7 @@ Json SaveSession::build_manifest() const {
   Json vmstate = {{"layout", m_layout},
                   {"compression", "zstd"},
                   {"level", m_o.compress_level},
-                  {"chunk_size", m_o.chunk_size}};
+                  {"chunk_size", m_chunk_size}};
   int version = k_format_version_stream;
   if (m_layout == k_layout_mapped_ram) {
     version = k_format_version_mapped_ram;
@@ -414,7 +417,7 @@ void SaveSession::stream_multifd() {
   unsigned threads = m_o.threads ? m_o.threads : default_stream_threads();
   migrate_while("unix:" + socket.path(),
                 [&](std::atomic<uint64_t>& progress, const std::atomic<bool>& abort) {
-                  StreamOptions so{.chunk_size = m_o.chunk_size,
+                  StreamOptions so{.chunk_size = m_chunk_size,
                                    .level = m_o.compress_level,
                                    .threads = threads,
                                    .progress = &progress,
@@ -449,7 +452,7 @@ void SaveSession::stream_mapped_ram() {
   unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
   m_stats = write_vmstate(
     file.get(), *m_writer,
-    {.chunk_size = m_o.chunk_size, .level = m_o.compress_level, .threads = threads, .inbox = &m_inbox});
+    {.chunk_size = m_chunk_size, .level = m_o.compress_level, .threads = threads, .inbox = &m_inbox});
 }
 
 void SaveSession::cancel_migration() noexcept {
@@ -475,7 +478,7 @@ void SaveSession::stream_pipe() {
   Fd& in = pipe.read;
   migrate_while(std::string("fd:") + k_fd_name,
                 [&](std::atomic<uint64_t>& progress, const std::atomic<bool>&) {
-                  StreamOptions so{.chunk_size = m_o.chunk_size,
+                  StreamOptions so{.chunk_size = m_chunk_size,
                                    .level = m_o.compress_level,
                                    .threads = threads,
                                    .progress = &progress,

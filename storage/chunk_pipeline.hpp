@@ -8,6 +8,7 @@
 #include "storage/zstd_codec.hpp"
 #include "util/sha256.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <string>
@@ -22,9 +23,19 @@ struct CompressedChunk {
 
 inline constexpr size_t k_piece_size = 128u << 10; // decompressed pieces: fit in L2 next to QEMU
 
-// Chunks in flight on THREADS workers.
-inline size_t chunk_pool_capacity(unsigned threads) {
-  return 2 * static_cast<size_t>(threads) + 1;
+// What the chunk buffers of one pipeline may take, whatever the thread count: every job in
+// flight holds a chunk and its frame (about 2 x CHUNK_SIZE). Measured: a save with 16
+// workers and no bound peaked at 411 MiB.
+inline constexpr size_t k_chunk_memory_budget = 128u << 20;
+
+// Jobs in flight on THREADS workers: two per worker (one worked on, one done and waiting
+// for its turn), but no more than the budget left after HELD bytes of other buffers (a
+// multifd save's partial chunk per connection) allows, and at least 2.
+inline size_t chunk_pool_capacity(unsigned threads, size_t chunk_size, size_t held = 0) {
+  size_t by_threads = 2 * static_cast<size_t>(threads) + 1;
+  size_t left = k_chunk_memory_budget > held ? k_chunk_memory_budget - held : 0;
+  size_t by_memory = left / (2 * std::max<size_t>(chunk_size, 1));
+  return std::max<size_t>(2, std::min(by_threads, by_memory));
 }
 
 // A worker's job: compresses and hashes CHUNK, whose buffer goes back to BUFFERS.

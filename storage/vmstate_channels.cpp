@@ -49,10 +49,19 @@ struct Connection {
 
 } // namespace
 
+size_t channel_chunk_size(size_t wanted, unsigned connections) {
+  size_t size = wanted;
+  while (size > (1u << 20) && size * connections > k_chunk_memory_budget / 2) {
+    size /= 2;
+  }
+  return size;
+}
+
 StreamStats write_vmstate_channels(const ChannelSource& source, ArchiveWriter& writer,
                                    const StreamOptions& o) {
   BufferPool buffers(zstd_frame_bound(o.chunk_size)); // first: it outlives the workers using it
-  OrderedPool<CompressedChunk> pool(o.threads, chunk_pool_capacity(o.threads));
+  OrderedPool<CompressedChunk> pool(
+    o.threads, chunk_pool_capacity(o.threads, o.chunk_size, source.connections * o.chunk_size));
   std::vector<Connection> conns;
   StreamStats stats;
   uint64_t filled_chunks = 0;

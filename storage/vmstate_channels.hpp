@@ -42,6 +42,11 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
                                   const std::function<Fd()>& connect, const StreamOptions& options,
                                   const OtherMember& other);
 
+// The chunk size for a multifd save over CONNECTIONS: each connection fills a chunk of its
+// own, so with many of them the chunks shrink (by halves, to 1 MiB at least) until those
+// partial chunks take at most half of the pipeline's memory budget.
+size_t channel_chunk_size(size_t wanted, unsigned connections);
+
 inline constexpr uint64_t k_channel_flush_after = 2;
 inline constexpr size_t k_channel_queue = k_channel_flush_after + 3;
 // A load gives up when a full queue has not moved for this long.

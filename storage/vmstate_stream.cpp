@@ -94,7 +94,7 @@ void pwrite_sparse(int fd, std::span<const std::byte> data, uint64_t offset) {
 
 StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions& o) {
   BufferPool buffers(zstd_frame_bound(o.chunk_size)); // first: it outlives the workers using it
-  OrderedPool<Compressed> pool(o.threads, chunk_pool_capacity(o.threads));
+  OrderedPool<Compressed> pool(o.threads, chunk_pool_capacity(o.threads, o.chunk_size));
   StreamStats stats;
   struct stat st {};
   off_t offset = ::lseek(in_fd, 0, SEEK_CUR);
@@ -180,7 +180,7 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
   // also write each chunk in place (chunk N at N * chunk_size) and leave zeros as holes.
   const bool in_place = o.sparse && out_fd >= 0;
   const bool pieces = o.threads <= 1 && !in_place;
-  OrderedPool<Ready> pool(o.threads, chunk_pool_capacity(o.threads));
+  OrderedPool<Ready> pool(o.threads, chunk_pool_capacity(o.threads, o.chunk_size));
 
   StreamStats stats;
   Bytes piece = buffers.get(k_piece_size);

@@ -221,3 +221,31 @@ TEST_CASE(
   CHECK(transfer > 2.0);       // the throttle made the transfer take seconds
   CHECK(pause < transfer / 2); // and the guest ran through most of it
 }
+
+TEST_CASE(
+  "a live save that does not converge within its bounds fails, naming the dirty rate, and the VM runs on") {
+  GuestVm vm({.workload = "dirty"});
+  vm.wait_console("ksnap: dirtied");
+  nlohmann::json params;
+  {
+    qmp::Client qmp = vm.qmp();
+    params = qmp.execute("query-migrate-parameters");
+  }
+  std::string archive = vm.dir() + "/vm.ksnap";
+  CommandResult r = run_cli({"save", "--qmp", vm.qmp_path(), "-o", archive, "--mode", "live",
+                             "--max-downtime", "1", "--max-transfer", "400"});
+  INFO(r.error_output);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.error_output,
+             Catch::StartsWith("kata-snapshot: error: the live save did not converge: the guest "
+                               "dirties memory at ") &&
+               Catch::Contains("hint: save with --mode stop"));
+  CHECK_FALSE(fs::exists(archive));
+  {
+    qmp::Client qmp = vm.qmp();
+    CHECK(qmp.execute("query-status")["status"] == "running");
+    CHECK(qmp.execute("query-migrate-parameters") == params);
+  }
+  size_t offset = vm.console().size();
+  vm.wait_console("ksnap: dirtied", Millis(60000), offset); // and it goes on
+}

@@ -6,6 +6,7 @@
 #include "util/deadline.hpp"
 #include "util/error.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -210,7 +211,8 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
 
   struct Series {
     std::deque<ArchiveReader::Member> queue;
-    uint64_t queued = 0; // chunks handed to this series so far
+    uint64_t queued = 0;   // chunks handed to this series so far
+    uint64_t checking = 0; // taken from the queue, hash not checked yet
     uint64_t chunks = 0;
     uint64_t bytes = 0;
     int fd = -1; // the connection to QEMU while it is open (under the mutex)
@@ -246,9 +248,8 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
     cv.notify_all();
   };
   const size_t max_chunk = std::max<size_t>(o.chunk_size, 256u << 20);
-  auto feed = [&](unsigned index) {
+  auto feed = [&](unsigned index, Fd& conn) {
     Series& s = series[index];
-    Fd conn;
     Bytes piece = buffers.get(k_piece_size);
     auto write = [&](std::span<const std::byte> data) {
       if (conn) {
@@ -270,9 +271,15 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
         }
         m = std::move(s.queue.front());
         s.queue.pop_front();
+        ++s.checking;
       }
       cv.notify_all();        // room in the queue
       reader.check_member(m); // no byte reaches QEMU before its hash matched
+      {
+        std::lock_guard lock(mutex);
+        --s.checking;
+      }
+      cv.notify_all();
       if (s.chunks++ == 0) {
 
         Bytes data = buffers.get(0);
@@ -305,8 +312,11 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
   std::vector<std::thread> threads;
   for (unsigned i = 0; i < series.size(); ++i) {
     threads.emplace_back([&, i] {
+      // The connection outlives a failure until fail() has recorded it: closed first, QEMU
+      // would fail on its end and another channel's broken pipe could be reported first.
+      Fd conn;
       try {
-        feed(i);
+        feed(i, conn);
       } catch (...) {
         fail(std::current_exception());
       }
@@ -341,6 +351,21 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
     ++series[index].queued;
     cv.notify_all();
   };
+  auto check_queued = [&] {
+    std::unique_lock lock(mutex);
+    for (size_t i = 1; i < series.size(); ++i) {
+      for (const auto& m : series[i].queue) {
+        reader.check_member(m); // hashing a few chunks while feeders wait: only at the end
+      }
+    }
+    cv.wait(lock, [&] {
+      return error ||
+             std::all_of(series.begin(), series.end(), [](const Series& s) { return s.checking == 0; });
+    });
+    if (error) {
+      std::rethrow_exception(error);
+    }
+  };
   try {
     std::vector<ArchiveReader::Member> held; // the main channel's newest chunk, if any
     while (auto member = reader.next()) {
@@ -365,7 +390,11 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
         push(std::move(*member), *index);
       }
     }
-    // index.json checked (reader.next() returned nullopt): the main channel may end.
+    // index.json checked (reader.next() returned nullopt). Before the main channel may end,
+    // every chunk still queued for the other channels is checked too: QEMU fails as soon as
+    // the main channel ends with data missing, and the damage must be what is reported,
+    // not the broken pipes of that failure.
+    check_queued();
     if (!held.empty()) {
       push(std::move(held.back()), 0);
     }

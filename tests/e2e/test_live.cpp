@@ -222,8 +222,7 @@ TEST_CASE(
   CHECK(pause < transfer / 2); // and the guest ran through most of it
 }
 
-TEST_CASE(
-  "a live save that does not converge within its bounds fails, naming the dirty rate, and the VM runs on") {
+TEST_CASE("a live save that passes its bound on bytes fails, naming the dirty rate, and the VM runs on") {
   GuestVm vm({.workload = "dirty"});
   vm.wait_console("ksnap: dirtied");
   nlohmann::json params;
@@ -232,8 +231,10 @@ TEST_CASE(
     params = qmp.execute("query-migrate-parameters");
   }
   std::string archive = vm.dir() + "/vm.ksnap";
+  // The guest holds about 45 MB that is not zero (kernel, initramfs, 16 MiB of random data
+  // rewritten over and over): a bound of 24 MiB is passed during QEMU's first pass.
   CommandResult r = run_cli({"save", "--qmp", vm.qmp_path(), "-o", archive, "--mode", "live",
-                             "--max-downtime", "1", "--max-transfer", "400"});
+                             "--max-downtime", "1", "--max-transfer", "24"});
   INFO(r.error_output);
   CHECK(r.status == 1);
   CHECK_THAT(r.error_output,

@@ -33,6 +33,33 @@ void rewrite_archive(const std::string& src, const std::string& dst, const std::
   w.finish();
 }
 
+// Where MEMBER's data starts in the tar BYTES, and its size (pax path records honoured).
+std::pair<size_t, size_t> member_data(const std::string& bytes, const std::string& member) {
+  std::string pax_path;
+  for (size_t pos = 0; pos + 512 <= bytes.size();) {
+    std::string_view header(bytes.data() + pos, 512);
+    if (header.find_first_not_of('\0') == std::string_view::npos) {
+      break; // end of archive
+    }
+    size_t size = std::stoul(std::string(header.substr(124, 12)), nullptr, 8);
+    std::string_view data(bytes.data() + pos + 512, size);
+    if (header[156] == 'x') { // pax records: "LEN path=NAME\n"
+      size_t at = data.find(" path=");
+      pax_path =
+        at == std::string_view::npos ? "" : std::string(data.substr(at + 6, data.find('\n', at) - at - 6));
+    } else {
+      std::string name = pax_path.empty() ? std::string(header.substr(0, header.find('\0'))) : pax_path;
+      pax_path.clear();
+      if (name == member && size > 0) {
+        return {pos + 512, size};
+      }
+    }
+    pos += 512 + (size + 511) / 512 * 512;
+  }
+  FAIL("the archive has no member " << member);
+  return {0, 0};
+}
+
 void expect_refused(const std::string& archive, const std::string& run_dir, const std::string& fragment) {
   CommandResult r = run_cli({"load", archive, "--run-dir", run_dir});
   INFO(r.error_output);
@@ -67,9 +94,10 @@ TEST_CASE("damaged archives are refused with exit 3 and no QEMU is left running"
     expect_refused(write("cut.ksnap", data.substr(0, data.size() * 2 / 3)), vm.dir() + "/run-cut",
                    "is damaged");
   }
+  // One byte of MEMBER's data flipped, AT bytes in (or its last byte, if it is shorter).
   auto flipped = [](std::string bytes, const std::string& member, size_t at) {
-    size_t header = bytes.find(member) / 512 * 512;
-    bytes[header + 512 + at] ^= 0x01;
+    auto [offset, size] = member_data(bytes, member);
+    bytes[offset + std::min(at, size - 1)] ^= 0x01;
     return bytes;
   };
   // Cut just before index.json's pax header: every chunk is intact, the index is gone.

@@ -72,12 +72,17 @@ Precopy::Event Precopy::observe(const nlohmann::json& mig) {
 }
 
 void Precopy::not_converging(const nlohmann::json& ram, const std::string& why) const {
+  if (!m_first_pass) { // no dirty rate yet: the bound is below what the guest has in use
+    throw Error("the live save passed its bound during QEMU's first pass over memory: " + why,
+                ExitCode::failed,
+                "raise --max-transfer (the guest has more memory in use), or save with --mode stop");
+  }
   uint64_t rate = ram.value("dirty-pages-rate", 0ull) * ram.value("page-size", 4096ull);
-  throw Error("the live save did not converge: the guest dirties memory at " + human_size(rate) + "/s and " +
-                why,
-              ExitCode::failed,
-              "save with --mode stop (the VM pauses for the whole save), raise --max-downtime (now " +
-                std::to_string(m_limits.max_downtime_ms) + " ms), or save when the guest is quieter");
+  throw Error(
+    "the live save did not converge: the guest dirties memory at " + human_size(rate) + "/s and " + why,
+    ExitCode::failed,
+    "save with --mode stop (the VM pauses for the whole save), raise --max-downtime (now " +
+      std::to_string(m_limits.max_downtime_ms) + " ms) or --max-transfer, or save when the guest is quieter");
 }
 
 void Precopy::switchover() {

@@ -48,12 +48,12 @@ lines=$(tr -d '\r' < "$work/console.log" | wc -l)
 "$cli" save --qmp "$work/qmp.sock" -o "$work/demo.ksnap" --mode live --after pause --json >"$work/save.json" &
 save_pid=$!
 while kill -0 "$save_pid" 2>/dev/null; do # the guest's output while the save runs
-  tr -d '\r' < "$work/console.log" | tail -n +"$((lines + 1))" | grep tick | sed 's/^/  during the save: /'
+  tr -d '\r' < "$work/console.log" | tail -n +"$((lines + 1))" | { grep tick || true; } | sed 's/^/  during the save: /'
   lines=$(tr -d '\r' < "$work/console.log" | wc -l)
   sleep 0.1
 done
 wait "$save_pid"
-sed -n 's/.*"vm_paused_seconds": *\([0-9.]*\).*/the guest was stopped only for the final switchover: \1 s/p' "$work/save.json"
+sed -n 's/.*"qemu_downtime_seconds": *\([0-9.]*\).*/the guest was stopped only for the final switchover: \1 s (QEMU'"'"'s measure)/p' "$work/save.json"
 echo "(--after pause keeps it stopped at that instant, as a migration to another host would)"
 saved=$(last_tick)
 lines=$(tr -d '\r' < "$work/console.log" | wc -l)

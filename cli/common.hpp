@@ -38,6 +38,7 @@ struct Registry {
 
 void add_guest(CLI::App& app, Registry& reg);
 void add_save(CLI::App& app, Registry& reg);
+void add_watchdog(CLI::App& app, Registry& reg);
 void add_load(CLI::App& app, Registry& reg);
 void add_inspect(CLI::App& app, Registry& reg);
 void add_verify(CLI::App& app, Registry& reg);

@@ -54,6 +54,7 @@ int run(int argc, char** argv) {
 
   add_guest(app, reg);
   add_check_kernel(app, reg);
+  add_watchdog(app, reg);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -81,7 +81,10 @@ Fd staging_file(const std::string& dir, uint64_t bytes, std::string* where) {
 
 QemuFdset::QemuFdset(qmp::Client& qmp, int fd, int access) : m_qmp(qmp) {
   Fd reopened = open_file("/proc/self/fd/" + std::to_string(fd), access | O_CLOEXEC);
-  m_id = m_qmp.execute_with_fd("add-fd", qmp::Json::object(), reopened.get()).at("fdset-id").get<int64_t>();
+  // The opaque tag lets a watchdog find what a killed save left in QEMU (snapshot/watchdog.hpp).
+  m_id = m_qmp.execute_with_fd("add-fd", {{"opaque", k_fdset_opaque}}, reopened.get())
+           .at("fdset-id")
+           .get<int64_t>();
 }
 
 void QemuFdset::remove() noexcept {

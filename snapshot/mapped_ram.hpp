@@ -28,6 +28,9 @@ bool qemu_has_mapped_ram(qmp::Client& qmp);
 // an unlinked file in DIR. WHERE (if given) receives a description for messages.
 Fd staging_file(const std::string& dir, uint64_t bytes, std::string* where = nullptr);
 
+// The opaque string of every fd kata-snapshot adds to a QEMU fdset.
+inline constexpr const char* k_fdset_opaque = "kata-snapshot";
+
 // FD handed to QEMU through an fdset (add-fd), for a "file:/dev/fdset/N" URI; QEMU opens
 // it with ACCESS (O_RDONLY to load, O_WRONLY to save), so FD is reopened that way. The
 // destructor removes the fdset again.

@@ -15,6 +15,7 @@
 #include "snapshot/share_capture.hpp"
 #include "snapshot/vm.hpp"
 #include "snapshot/vm_lock.hpp"
+#include "snapshot/watchdog.hpp"
 #include "storage/archive_writer.hpp"
 #include "storage/vmstate_channels.hpp"
 #include "storage/vmstate_stream.hpp"
@@ -64,6 +65,7 @@ public:
 
   void discover();
   void preflight();
+  void guard();
   // Stop mode freezes now, for the whole save. A live save freezes only when required:
   // QEMU picks the final stop (Precopy), so the freeze would span the whole pre-copy, and
   // the snapshot holds the guest's page cache anyway. It is thawed right after that stop.
@@ -101,6 +103,7 @@ private:
   void restore_vm() noexcept;
 
   const SaveOptions& m_o;
+  std::optional<Watchdog> m_watchdog; // first: it stands down after every other member cleaned up
   std::optional<Vm> m_vm;
   std::optional<VmLock> m_lock;
   Quiescer m_quiescer;
@@ -247,6 +250,27 @@ void SaveSession::choose_mode() {
   } else if (!m_o.quiet) {
     std::fprintf(stderr, "kata-snapshot: notice: saving in stop mode: %s\n", why_not.c_str());
   }
+}
+
+// From here on a killed save would leave the VM changed: a watchdog process of our own
+// puts it back if this process dies before the session ends (snapshot/watchdog.hpp).
+void SaveSession::guard() {
+  WatchdogPlan plan;
+  plan.qmp_socket = m_o.qmp_socket;
+  plan.qemu_pid = m_vm->pid;
+  plan.was_running = m_was_running;
+  plan.capabilities = m_vm->qmp.execute("query-migrate-capabilities");
+  Json params = m_vm->qmp.execute("query-migrate-parameters");
+  for (const auto& name : watched_parameters()) {
+    if (params.contains(name)) {
+      plan.parameters[name] = params[name];
+    }
+  }
+  plan.helper_socket = helper_socket_path(m_vm->argv).value_or("");
+  if (m_file) {
+    plan.remove.push_back(m_file->temp_path());
+  }
+  m_watchdog.emplace(plan);
 }
 
 std::string SaveSession::temp_dir() const {
@@ -409,6 +433,7 @@ void SaveSession::stream_multifd() {
   struct stat st {};
   uid_t qemu_uid = ::stat(("/proc/" + std::to_string(m_vm->pid)).c_str(), &st) == 0 ? st.st_uid : ::geteuid();
   MigrationSocket socket(qemu_uid);
+  m_watchdog->also_remove(dir_name(socket.path()));
   MultifdSetup setup(m_vm->qmp, m_channels);
   pid_t qemu = m_vm->pid;
   ChannelSource source{.listen_fd = socket.listen_fd(),
@@ -692,6 +717,8 @@ SaveResult save(const SaveOptions& options) {
   log.done("discover");
   s.preflight(); // migratable, output writable with room, before anything is paused
   log.done("preflight");
+  s.guard(); // a watchdog process puts the VM back should this one be killed
+  log.done("guard");
   s.quiesce(); // helper: sync + freeze (or recorded as skipped)
   log.done("quiesce");
   s.pause(); // stop the vCPUs, lift the bandwidth cap, capture the shares, start the archive

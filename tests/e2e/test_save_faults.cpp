@@ -290,6 +290,72 @@ TEST_CASE("SIGTERM in the middle of a live save: the VM runs, thawed, QEMU's set
   CHECK_THAT(status.output, Catch::Contains("thawed"));
 }
 
+// SIGKILL: nothing runs in the killed save; its watchdog process puts the VM back.
+TEST_CASE("SIGKILL of a save: its watchdog resumes the VM, cancels the migration and removes the temp file") {
+  std::string mode = GENERATE(as<std::string>{}, "stop", "live");
+  GuestVm vm({});
+  vm.wait_console("ksnap: tick 2");
+  nlohmann::json caps;
+  nlohmann::json params;
+  {
+    qmp::Client qmp = vm.qmp();
+    caps = qmp.execute("query-migrate-capabilities");
+    params = qmp.execute("query-migrate-parameters");
+  }
+  std::string out = vm.dir() + "/vm.ksnap";
+  const std::string watchdog = std::string("watchdog\0--fd\0003\0--qmp\0", 22) + vm.qmp_path(); // its argv
+  SpawnOptions so;
+  so.argv = {test_env().cli,     "save", "--qmp",     vm.qmp_path(), "-o",           out, "--mode", mode,
+             "--compress-level", "19",   "--threads", "1",           "--chunk-size", "1"};
+  so.stderr_path = vm.dir() + "/save.err";
+  ChildProcess save = ChildProcess::spawn(so);
+  auto temp_exists = [&] {
+    for (const auto& e : fs::directory_iterator(vm.dir())) {
+      if (e.path().filename().string().rfind(".vm.ksnap.tmp-", 0) == 0) {
+        return e.file_size() > 0;
+      }
+    }
+    return false;
+  };
+  Deadline d(Millis(60000));
+  while (!temp_exists() && save.running() && !d.expired()) {
+    std::this_thread::sleep_for(Millis(20));
+  }
+  REQUIRE(save.running());
+  ::kill(save.pid(), SIGKILL);
+  auto killed_at = std::chrono::steady_clock::now();
+  REQUIRE(save.wait(Deadline(Millis(10000))) == 128 + SIGKILL);
+  // The watchdog: about a second at most on this machine.
+  Deadline recovered(Millis(20000));
+  while ((!processes_with(watchdog).empty() || temp_exists()) && !recovered.expired()) {
+    std::this_thread::sleep_for(Millis(50));
+  }
+  WARN(mode << " mode: the watchdog was done " << seconds_since(killed_at) << " s after the SIGKILL");
+  INFO(read_file(vm.dir() + "/save.err"));
+  CHECK(processes_with(watchdog).empty());
+  CHECK_FALSE(temp_exists());
+  CHECK_FALSE(fs::exists(out));
+  CHECK_THAT(read_file(vm.dir() + "/save.err"), Catch::Contains("watchdog: the save of QEMU pid"));
+  {
+    qmp::Client qmp = vm.qmp();
+    CHECK(qmp.execute("query-status")["status"] == "running");
+    // Failed (QEMU saw the dead save's end of the stream first) or cancelled (by the watchdog).
+    CHECK_THAT(qmp.execute("query-migrate")["status"].get<std::string>(),
+               Catch::Equals("failed") || Catch::Equals("cancelled"));
+    CHECK(qmp.execute("query-migrate-capabilities") == caps);
+    CHECK(qmp.execute("query-migrate-parameters") == params);
+  }
+  long t = vm.last_tick();
+  vm.wait_console("ksnap: tick " + std::to_string(t + 2) + "\n");
+  // And a save that finishes leaves no watchdog behind, nor a VM it resumed.
+  CommandResult ok = run_cli({"save", "--qmp", vm.qmp_path(), "-o", out, "--mode", mode, "--after", "pause"});
+  INFO(ok.error_output);
+  REQUIRE(ok.status == 0);
+  std::this_thread::sleep_for(Millis(500));
+  CHECK(processes_with(watchdog).empty());
+  CHECK_FALSE(vm.qmp().execute("query-status")["running"].get<bool>());
+}
+
 TEST_CASE("a VM locked by another kata-snapshot is refused with exit 4") {
   GuestVm vm({.workload = "idle"});
   TempDir locks;

@@ -1,0 +1,17 @@
+// kata-snapshot watchdog --fd N: not for operators. A save starts it to put the VM back if
+// the save is killed (snapshot/watchdog.hpp); it is hidden from --help.
+#include "cli/common.hpp"
+#include "snapshot/watchdog.hpp"
+
+namespace ks::cli {
+
+void add_watchdog(CLI::App& app, Registry& reg) {
+  auto fd = std::make_shared<int>(-1);
+  auto* cmd = app.add_subcommand("watchdog", "Internal: guards a running save against being killed");
+  cmd->group(""); // hidden
+  cmd->add_option("--fd", *fd, "The pipe from the save")->required();
+  cmd->add_option("--qmp", [](const std::vector<std::string>&) { return true; }, "The VM it guards (for ps)");
+  cmd->callback([&reg, fd] { reg.action = [fd] { return run_watchdog(*fd); }; });
+}
+
+} // namespace ks::cli

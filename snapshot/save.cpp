@@ -1,47 +1,23 @@
-// The save pipeline: discover -> lock -> preflight -> quiesce -> pause -> stream -> commit ->
-// thaw and resume. SaveSession's destructor undoes whatever a failed or interrupted save
-// changed: it cancels the migration, restores the bandwidth limit, thaws, resumes a VM that
-// was running, and deletes the temp file.
-#include "snapshot/save.hpp"
-
-#include "snapshot/devices.hpp"
-#include "snapshot/live/precopy.hpp"
-#include "snapshot/live/share_precopy.hpp"
-#include "snapshot/mapped_ram.hpp"
-#include "snapshot/multifd.hpp"
-#include "snapshot/progress.hpp"
+// The save pipeline: discover -> lock -> preflight -> guard -> quiesce -> pause -> stream ->
+// commit -> thaw and resume. SaveSession's destructor undoes whatever a failed or
+// interrupted save changed: it cancels the migration, restores QEMU's migration settings,
+// thaws, resumes a VM that was running, and deletes the temp file; a watchdog process does
+// the same should this process be killed. The streaming itself is in save_stream.cpp.
+#include "snapshot/save_session.hpp"
 #include "snapshot/step_timer.hpp"
-
-#include "snapshot/share_capture.hpp"
-#include "snapshot/vm.hpp"
-#include "snapshot/vm_lock.hpp"
-#include "snapshot/watchdog.hpp"
-#include "storage/archive_writer.hpp"
 #include "storage/vmstate_channels.hpp"
-#include "storage/vmstate_stream.hpp"
-#include "util/atomic_file.hpp"
 #include "util/cancel.hpp"
-#include "util/deadline.hpp"
-
-#include "util/done_flag.hpp"
-
 #include "util/strings.hpp"
-#include "util/unix_socket.hpp"
 
-#include <atomic>
 #include <cstdio>
 #include <cstdlib>
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <thread>
 #include <unistd.h>
 
 namespace ks {
 
 namespace {
 
-constexpr const char* k_fd_name = "ksnap-save";
 constexpr uint64_t k_unlimited_bandwidth = 1ull << 40; // bytes/s: effectively no cap
 
 // Resident memory of PID in bytes (anon + file + shmem), or 0 when unknown.
@@ -58,85 +34,7 @@ uint64_t resident_bytes(pid_t pid) {
   return 0;
 }
 
-class SaveSession {
-public:
-  explicit SaveSession(const SaveOptions& o) : m_o(o), m_quiescer(o.quiesce, std::chrono::seconds(60)) {}
-  ~SaveSession() { rollback(); }
-
-  void discover();
-  void preflight();
-  void guard();
-  // Stop mode freezes now, for the whole save. A live save freezes only when required:
-  // QEMU picks the final stop (Precopy), so the freeze would span the whole pre-copy, and
-  // the snapshot holds the guest's page cache anyway. It is thawed right after that stop.
-  void quiesce() {
-    if (m_live && m_o.quiesce == QuiescePolicy::automatic) {
-      m_quiescer.not_needed("a live save holds the guest's page cache; --quiesce required freezes "
-                            "the guest for the whole pre-copy");
-      return;
-    }
-    m_quiescer.freeze(m_vm->argv);
-  }
-  void pause();
-  void stream();
-  void commit();
-  SaveResult finish();
-
-private:
-  Json build_manifest() const;
-  std::string choose_layout();
-  void choose_mode();
-  void capture_shares();
-  void watch(const Json& mig);
-  void switchover();
-  std::string temp_dir() const;
-  void stream_pipe();
-  void stream_mapped_ram();
-  void stream_multifd();
-  using StreamBody =
-    std::function<StreamStats(std::atomic<uint64_t>& progress, const std::atomic<bool>& abort)>;
-  void migrate_while(const std::string& uri, const StreamBody& body);
-  void cancel_migration() noexcept;
-  void release_vm();
-  void wait_for_migration_end(const Deadline& deadline, ProgressLine* bar = nullptr);
-  void rollback() noexcept;
-  void restore_vm() noexcept;
-
-  const SaveOptions& m_o;
-  std::optional<Watchdog> m_watchdog; // first: it stands down after every other member cleaned up
-  std::optional<Vm> m_vm;
-  std::optional<VmLock> m_lock;
-  Quiescer m_quiescer;
-  std::optional<AtomicFile> m_file;
-  int m_out_fd = -1;
-  std::optional<ArchiveWriter> m_writer;
-  StreamStats m_stats;
-  Json m_version;
-  std::string m_qemu_version;
-  std::vector<ShareInfo> m_shares;
-  NetworkInfo m_network;
-  Json m_devices = Json::array();
-  std::string m_machine;
-  std::string m_layout = k_layout_stream;
-  unsigned m_channels = 0; // multifd
-  size_t m_chunk_size = 0; // --chunk-size, or less where many connections each fill one
-  uint64_t m_ram = 0;
-  bool m_was_running = false;
-  bool m_paused = false;
-  bool m_migrating = false;
-  std::optional<uint64_t> m_old_bandwidth;
-  bool m_done = false;
-  // Live mode: QEMU's pre-copy, the shares' bases, and where their deltas are posted.
-  bool m_live = false;
-  std::optional<Precopy> m_precopy;
-  std::vector<SharePrecopy> m_share_precopy;
-  MemberInbox m_inbox;
-  std::optional<double> m_share_downtime;
-  Json m_live_facts; // Precopy::describe() at the end, with the shares' part of the downtime
-  std::chrono::steady_clock::time_point m_start = std::chrono::steady_clock::now();
-  std::chrono::steady_clock::time_point m_stopped_at;
-  std::optional<double> m_paused_seconds; // from stop to cont, when this save resumed the VM
-};
+} // namespace
 
 void SaveSession::discover() {
   m_vm = open_vm(m_o.qmp_socket);
@@ -324,45 +222,6 @@ void SaveSession::capture_shares() {
   }
 }
 
-// Live mode, with every query-migrate answer: at the final stop take the shares' deltas and
-// let QEMU finish; resume (and thaw) as soon as it completed.
-void SaveSession::watch(const Json& mig) {
-  if (!m_precopy) {
-    return;
-  }
-  switch (m_precopy->observe(mig)) {
-  case Precopy::Event::stopped:
-    switchover();
-    break;
-  case Precopy::Event::completed:
-    if (m_o.after == AfterSave::resume) {
-      release_vm(); // the state is sent: the guest need not wait for the archive
-    }
-    break;
-  case Precopy::Event::none:
-    break;
-  }
-}
-
-// The VM is stopped (the snapshot instant): the shares' deltas are posted to the archive
-// ahead of anything QEMU sends from now on, then QEMU sends the rest.
-void SaveSession::switchover() {
-  m_paused = true;
-  m_stopped_at = std::chrono::steady_clock::now();
-  for (auto& p : m_share_precopy) {
-    auto delta = std::make_shared<ShareDelta>(p.delta());
-    std::string tag = p.share().tag;
-    m_inbox.post([delta, tag](ArchiveWriter& w) {
-      w.add_member(SharePrecopy::removed_member(tag), std::as_bytes(std::span(delta->removed)),
-                   delta->removed_sha256);
-      w.add_member_from_fd(SharePrecopy::delta_member(tag), delta->tar.file.get(), delta->tar.size,
-                           delta->tar.sha256);
-    });
-  }
-  m_share_downtime = seconds_since(m_stopped_at);
-  m_precopy->switchover();
-}
-
 Json SaveSession::build_manifest() const {
   std::string binary = m_vm->argv.binary();
   char exe[4096];
@@ -415,195 +274,6 @@ Json SaveSession::build_manifest() const {
           {"live", m_live ? Json{{"mechanism", k_mechanism_precopy}, {"instant", "switchover"}} : Json()},
           {"labels", m_o.labels},
           {"vmstate", vmstate}};
-}
-
-void SaveSession::stream() {
-  if (m_layout == k_layout_mapped_ram) {
-    stream_mapped_ram();
-  } else if (m_layout == k_layout_multifd) {
-    stream_multifd();
-  } else {
-    stream_pipe();
-  }
-}
-
-// multifd: QEMU connects its main channel and every multifd channel to our socket; each
-// connection is chunked and compressed as it comes.
-void SaveSession::stream_multifd() {
-  struct stat st {};
-  uid_t qemu_uid = ::stat(("/proc/" + std::to_string(m_vm->pid)).c_str(), &st) == 0 ? st.st_uid : ::geteuid();
-  MigrationSocket socket(qemu_uid);
-  m_watchdog->also_remove(dir_name(socket.path()));
-  MultifdSetup setup(m_vm->qmp, m_channels);
-  pid_t qemu = m_vm->pid;
-  ChannelSource source{.listen_fd = socket.listen_fd(),
-                       .connections = m_channels + 1,
-                       .accept_peer = [qemu](int fd) { return peer_pid(fd) == qemu; }};
-  unsigned threads = m_o.threads ? m_o.threads : default_stream_threads();
-  migrate_while("unix:" + socket.path(),
-                [&](std::atomic<uint64_t>& progress, const std::atomic<bool>& abort) {
-                  StreamOptions so{.chunk_size = m_chunk_size,
-                                   .level = m_o.compress_level,
-                                   .threads = threads,
-                                   .progress = &progress,
-                                   .abort = &abort,
-                                   .inbox = &m_inbox};
-                  return write_vmstate_channels(source, *m_writer, so);
-                });
-}
-
-// mapped-ram: QEMU writes the whole state into a staging file, then the file is compressed
-// into the archive. With --after resume the VM runs again as soon as QEMU is done.
-void SaveSession::stream_mapped_ram() {
-  Fd file = staging_file(temp_dir(), m_ram);
-  try {
-    MigrationCapability cap(m_vm->qmp, k_layout_mapped_ram, true);
-    QemuFdset target(m_vm->qmp, file.get(), O_WRONLY);
-    ProgressLine bar(m_o.progress, "saving", m_ram);
-    m_vm->qmp.execute("migrate", {{"uri", target.uri()}});
-    m_migrating = true;
-    wait_for_migration_end(Deadline::never(), &bar);
-  } catch (...) {
-    cancel_migration(); // before the capability goes back: QEMU refuses that mid-migration
-    throw;
-  }
-  if (m_o.after == AfterSave::resume) {
-    release_vm(); // the state is in the file: the guest need not wait for the compression
-  }
-  if (::lseek(file.get(), 0, SEEK_SET) != 0) {
-    throw Error("failed to rewind the vmstate staging file");
-  }
-  // QEMU is done with its part: every core compresses.
-  unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
-  m_stats = write_vmstate(
-    file.get(), *m_writer,
-    {.chunk_size = m_chunk_size, .level = m_o.compress_level, .threads = threads, .inbox = &m_inbox});
-}
-
-void SaveSession::cancel_migration() noexcept {
-  if (!m_migrating) {
-    return;
-  }
-  try {
-    m_vm->qmp.execute("migrate_cancel");
-    m_migrating = false;
-    wait_migration_idle(m_vm->qmp); // QEMU gives a VM it stopped back only once cancelled
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "kata-snapshot: warning: migrate_cancel failed: %s\n", e.what());
-  }
-}
-
-void SaveSession::stream_pipe() {
-  Pipe pipe = make_pipe();
-  grow_pipe(pipe.write.get(), 1 << 20); // fewer wake-ups between QEMU and the reader
-  m_vm->qmp.send_fd(k_fd_name, pipe.write.get());
-
-  pipe.write.reset(); // QEMU holds the only write end: its close is our end of file
-  unsigned threads = m_o.threads ? m_o.threads : default_stream_threads();
-  Fd& in = pipe.read;
-  migrate_while(std::string("fd:") + k_fd_name,
-                [&](std::atomic<uint64_t>& progress, const std::atomic<bool>&) {
-                  StreamOptions so{.chunk_size = m_chunk_size,
-                                   .level = m_o.compress_level,
-                                   .threads = threads,
-                                   .progress = &progress,
-                                   .inbox = &m_inbox};
-                  struct Close { // on error, QEMU's next write fails with EPIPE and the migration fails
-                    Fd& fd;
-                    ~Close() { fd.reset(); }
-                  } close{in};
-                  return write_vmstate(in.get(), *m_writer, so);
-                });
-}
-
-// QEMU migrates to URI while BODY, on a thread, reads and archives what it sends until the
-// end; meanwhile signals and QEMU's failures are watched for. ABORT turns true when BODY
-// should give up (QEMU will not send what it waits for).
-void SaveSession::migrate_while(const std::string& uri, const StreamBody& body) {
-  DoneFlag done;
-  std::atomic<uint64_t> progress{0};
-  std::atomic<bool> abort{false};
-  std::exception_ptr error;
-  std::thread reader([&] {
-    try {
-      m_stats = body(progress, abort);
-    } catch (...) {
-      error = std::current_exception();
-    }
-    done.set();
-  });
-  ProgressLine bar(m_o.progress, "saving", m_ram);
-  try {
-    m_vm->qmp.execute("migrate", {{"uri", uri}});
-    m_migrating = true;
-    // Wake on the end of the stream at once; meanwhile watch for signals and QEMU failing.
-    // Live: the final stop waits for us, so QEMU is watched closely.
-    const auto poll = std::chrono::milliseconds(m_live ? 5 : 50);
-    while (!done.wait_for(poll)) {
-      if (cancel_requested()) {
-        m_vm->qmp.execute("migrate_cancel");
-      }
-      Json mig = m_vm->qmp.execute("query-migrate");
-      std::string status = mig.value("status", "");
-      if (status == "failed") {
-        m_vm->qmp.execute("migrate_cancel");
-      }
-      if (status == "failed" || status == "cancelled") {
-        abort = true; // QEMU may never connect, or send the rest
-      }
-      watch(mig);
-      bar.update(progress.load());
-    }
-  } catch (...) {
-    // Make sure the reader thread ends before we unwind (QEMU may still hold the pipe).
-    try {
-      if (m_migrating) {
-        m_vm->qmp.execute("migrate_cancel");
-      }
-    } catch (...) {
-    }
-    abort = true;
-    reader.join();
-    throw;
-  }
-
-  reader.join();
-  bar.finish();
-  throw_if_cancelled();
-  if (error && abort) {
-    wait_for_migration_end(Deadline(Millis(0))); // QEMU's own reason comes first
-  }
-  if (error) {
-    std::rethrow_exception(error);
-  }
-  wait_for_migration_end(Deadline(std::chrono::seconds(30)));
-}
-
-// Polls QEMU until it reports the migration completed; throws when it failed or was
-// cancelled, on a signal, or when DEADLINE passes. BAR (if any) follows the RAM sent.
-void SaveSession::wait_for_migration_end(const Deadline& deadline, ProgressLine* bar) {
-  for (;;) {
-    throw_if_cancelled();
-    Json mig = m_vm->qmp.execute("query-migrate");
-    std::string status = mig.value("status", "");
-    if (status == "completed") {
-      m_migrating = false;
-      watch(mig);
-      return;
-    }
-    if (status == "failed" || status == "cancelled") {
-      throw Error("QEMU's migration " + status +
-                  (mig.contains("error-desc") ? ": " + mig["error-desc"].get<std::string>() : ""));
-    }
-    if (deadline.expired()) {
-      throw Error("QEMU closed the migration stream but did not report completion (status " + status + ")");
-    }
-    watch(mig);
-    if (bar && mig.contains("ram")) {
-      bar->update(mig["ram"].value("transferred", 0ull));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
 }
 
 void SaveSession::commit() {
@@ -707,8 +377,6 @@ void SaveSession::rollback() noexcept {
   }
   m_quiescer.thaw(); // after cont: the helper answers only while the vCPUs run
 }
-
-} // namespace
 
 SaveResult save(const SaveOptions& options) {
   SaveSession s(options);

@@ -91,7 +91,10 @@ const Json* ShareRestore::share_of(const std::string& name, Part& part) const {
     for (auto [key, p] : {std::pair{"member", Part::base},
                           {"removed_member", Part::removed},
                           {"delta_member", Part::delta}}) {
-      if (share.value(key, "") == name && !name.empty()) {
+      // Nothing is ever written into a directory the snapshot did not capture (--share
+      // TAG=none: shared storage left in place), whatever a hostile manifest names.
+      bool whole = share.value("capture", "full") == "full";
+      if (whole && share.value(key, "") == name && !name.empty()) {
         part = p;
         return &share;
       }
@@ -156,6 +159,10 @@ bool ShareRestore::apply_inline(const ArchiveReader& reader, ArchiveReader::Memb
   reader.check_member(member); // nothing is removed or written before its hash matched
   std::string what = reader.what() + ": " + member.name;
   if (part == Part::removed) {
+    if (member.data.size() > k_max_removed_list) {
+      throw Error(what + " is larger than " + std::to_string(k_max_removed_list >> 20) + " MiB",
+                  ExitCode::archive_invalid);
+    }
     apply_removed(*share, std::string(reinterpret_cast<const char*>(member.data.data()), member.data.size()),
                   what);
     return true;

@@ -49,10 +49,10 @@ std::map<std::string, std::string> describe_tree(const std::string& dir) {
 
 // Writes base and delta as a live save's archive would, and restores it into TARGET.
 void restore_through_load(SharePrecopy& p, const ShareDelta& d, const std::string& dir,
-                          const std::string& target) {
+                          const std::string& target, const std::string& capture = "full") {
   Json share = {{"tag", "t"},
                 {"source_dir", target},
-                {"capture", "full"},
+                {"capture", capture},
                 {"member", "shares/t.tar.zst"},
                 {"removed_member", SharePrecopy::removed_member("t")},
                 {"delta_member", SharePrecopy::delta_member("t")}};
@@ -114,6 +114,30 @@ TEST_CASE("share pre-copy: base + delta restores the tree as it was at the delta
   fs::create_directories(target);
   restore_through_load(p, d, tmp.path(), target);
   CHECK(describe_tree(target) == describe_tree(src));
+}
+
+TEST_CASE("share pre-copy: a delta for a share captured without its contents is refused, nothing removed") {
+  TempDir tmp;
+  std::string src = tmp / "src";
+  fs::create_directories(src);
+  write(src + "/a", "a");
+  ShareInfo info;
+  info.tag = "t";
+  info.source_dir = src;
+  SharePrecopy p(info, tmp.path(), 1);
+  fs::remove(src + "/a");
+  ShareDelta d = p.delta();
+  std::string target = tmp / "target"; // shared storage that the snapshot did not capture
+  fs::create_directories(target);
+  write(target + "/a", "precious");
+  try {
+    restore_through_load(p, d, tmp.path(), target, "none");
+    FAIL("the delta was applied");
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::archive_invalid);
+    CHECK_THAT(e.what(), Catch::Contains("which its manifest does not list"));
+  }
+  CHECK(read_file(target + "/a") == "precious");
 }
 
 TEST_CASE("share pre-copy: an unchanged tree has an empty delta once the clock moved on") {

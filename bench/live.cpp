@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <random>
 #include <sys/stat.h>
 #include <thread>
@@ -31,7 +32,9 @@ struct Figures {
   uint64_t bytes = 0;
 };
 
-// The longest time FILE did not grow while RUNNING, polled every millisecond.
+// The longest time FILE did not grow while RUNNING, polled every millisecond. A silence
+// still going on when RUNNING turns false counts up to the file's next growth (2 s at most):
+// a stop-mode save resumes the VM as its very last step, just before it exits.
 double longest_silence(const std::string& file, const std::atomic<bool>& running) {
   auto size = [&] {
     struct stat st {};
@@ -40,13 +43,23 @@ double longest_silence(const std::string& file, const std::atomic<bool>& running
   off_t last = size();
   auto since = Clock::now();
   double longest = 0;
-  while (running) {
+  std::optional<Clock::time_point> ended;
+  for (;;) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
     off_t now = size();
     if (now != last) {
       longest = std::max(longest, std::chrono::duration<double>(Clock::now() - since).count());
       last = now;
       since = Clock::now();
+      if (ended) {
+        break;
+      }
+    }
+    if (!running && !ended) {
+      ended = Clock::now();
+    }
+    if (ended && Clock::now() - *ended > std::chrono::seconds(2)) {
+      break;
     }
   }
   return longest;

@@ -49,13 +49,17 @@ void wait_migration_idle(qmp::Client& qmp) {
   }
 }
 
-bool qemu_has_mapped_ram(qmp::Client& qmp) {
+bool qemu_has_capability(qmp::Client& qmp, const std::string& name) {
   for (const auto& cap : qmp.execute("query-migrate-capabilities")) {
-    if (cap.value("capability", "") == k_layout_mapped_ram) {
+    if (cap.value("capability", "") == name) {
       return true;
     }
   }
   return false;
+}
+
+bool qemu_has_mapped_ram(qmp::Client& qmp) {
+  return qemu_has_capability(qmp, k_layout_mapped_ram);
 }
 
 Fd staging_file(const std::string& dir, uint64_t bytes, std::string* where) {

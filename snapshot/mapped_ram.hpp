@@ -21,6 +21,9 @@ inline constexpr const char* k_layout_mapped_ram = "mapped-ram"; // QEMU's mappe
 // and a cancelled migration has given the VM back only then.
 void wait_migration_idle(qmp::Client& qmp);
 
+// True when QEMU knows the migration capability NAME.
+bool qemu_has_capability(qmp::Client& qmp, const std::string& name);
+
 // True when QEMU knows the mapped-ram migration capability (QEMU 9.0 and later).
 bool qemu_has_mapped_ram(qmp::Client& qmp);
 

@@ -15,12 +15,9 @@
 namespace ks {
 
 bool qemu_has_multifd(qmp::Client& qmp) {
-  bool capability = false;
-  for (const auto& cap : qmp.execute("query-migrate-capabilities")) {
-    capability = capability || cap.value("capability", "") == k_layout_multifd;
-  }
   // zero-page-detection=multifd (QEMU 9.0): zero pages travel as offsets, not as pages.
-  return capability && qmp.execute("query-migrate-parameters").contains("zero-page-detection");
+  return qemu_has_capability(qmp, k_layout_multifd) &&
+         qmp.execute("query-migrate-parameters").contains("zero-page-detection");
 }
 
 unsigned multifd_channels(unsigned threads) {

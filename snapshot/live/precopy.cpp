@@ -9,22 +9,13 @@ namespace {
 
 constexpr uint64_t k_mib = 1u << 20;
 
-bool has_capability(qmp::Client& qmp, const std::string& name) {
-  for (const auto& cap : qmp.execute("query-migrate-capabilities")) {
-    if (cap.value("capability", "") == name) {
-      return true;
-    }
-  }
-  return false;
-}
-
 } // namespace
 
 std::string live_unsupported_reason(qmp::Client& qmp, bool running) {
   if (!running) {
     return "the VM is paused, so a stop-mode save does not pause it any longer";
   }
-  if (!has_capability(qmp, "pause-before-switchover")) {
+  if (!qemu_has_capability(qmp, "pause-before-switchover")) {
     return "this QEMU has no pause-before-switchover migration capability";
   }
   return {};

@@ -292,8 +292,10 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
         }
         if (connect) {
           conn = connect();
-
           std::lock_guard lock(mutex);
+          if (error) {
+            return; // failed while connecting: fail() could not shut this connection down
+          }
           s.fd = conn.get();
         }
         write(data);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -21,6 +22,9 @@ struct GlobalOptions {
 
 // Adds --json, -v and -q to a subcommand.
 void add_output_flags(CLI::App& cmd, GlobalOptions& global);
+
+// Adds --lock-wait SECONDS: how long to wait for a repository another command has locked.
+void add_lock_wait_option(CLI::App& cmd, std::chrono::milliseconds& wait);
 
 // Prints JSON on stdout (machine output) or the human text, per --json.
 void print_result(const GlobalOptions& global, const nlohmann::json& json, const std::string& human);
@@ -44,5 +48,10 @@ void add_inspect(CLI::App& app, Registry& reg);
 void add_verify(CLI::App& app, Registry& reg);
 void add_ps(CLI::App& app, Registry& reg);
 void add_check_kernel(CLI::App& app, Registry& reg);
+void add_copy(CLI::App& app, Registry& reg);
+void add_list(CLI::App& app, Registry& reg);
+void add_prune(CLI::App& app, Registry& reg);
+void add_check(CLI::App& app, Registry& reg);
+void add_gc(CLI::App& app, Registry& reg);
 
 } // namespace ks::cli

@@ -15,6 +15,14 @@ void add_output_flags(CLI::App& cmd, GlobalOptions& global) {
   cmd.add_flag("-q,--quiet", global.quiet, "Only errors on stderr");
 }
 
+void add_lock_wait_option(CLI::App& cmd, std::chrono::milliseconds& wait) {
+  cmd
+    .add_option_function<double>(
+      "--lock-wait", [&wait](double s) { wait = std::chrono::milliseconds(static_cast<int64_t>(s * 1000)); },
+      "Seconds to wait for a repository another kata-snapshot has locked, then exit 4 (default 60)")
+    ->check(CLI::Range(0.0, 86400.0));
+}
+
 void print_result(const GlobalOptions& global, const nlohmann::json& json, const std::string& human) {
   if (global.json) {
     std::cout << json.dump(2) << std::endl;
@@ -54,6 +62,11 @@ int run(int argc, char** argv) {
 
   add_guest(app, reg);
   add_check_kernel(app, reg);
+  add_copy(app, reg);
+  add_list(app, reg);
+  add_prune(app, reg);
+  add_check(app, reg);
+  add_gc(app, reg);
   add_watchdog(app, reg);
   try {
     app.parse(argc, argv);

@@ -65,6 +65,7 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
   nlohmann::json j = {
     {"output", r.output},
     {"archive_bytes", r.archive_bytes},
+    {"stored_bytes", r.stored_bytes},
     {"vmstate_bytes", r.vmstate_bytes},
     {"chunks", r.chunks},
     {"seconds", r.seconds},
@@ -73,9 +74,16 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
     {"vm_paused_seconds", r.vm_paused_seconds ? nlohmann::json(*r.vm_paused_seconds) : nullptr},
     {"mode", r.mode},
     {"live", r.live}};
+  j.update(r.destination);
+  std::string where = r.output == "-" ? std::string("to stdout") : r.destination.value("output", r.output);
+  if (r.destination.contains("digest")) {
+    where += " (" + r.destination.value("digest", "") + ")";
+  }
+  std::string stored =
+    r.destination.contains("digest") ? ", " + human_size(r.stored_bytes) + " of it already stored" : std::string();
   std::string human =
-    "saved " + (r.output == "-" ? std::string("to stdout") : r.output) + ": " + human_size(r.archive_bytes) +
-    " (" + human_size(r.vmstate_bytes) + " of VM state) in " + std::to_string(r.seconds).substr(0, 4) +
+    "saved " + where + ": " + human_size(r.archive_bytes) + stored + " (" + human_size(r.vmstate_bytes) +
+    " of VM state) in " + std::to_string(r.seconds).substr(0, 4) +
     " s; VM " + r.vm_state +
     (r.vm_paused_seconds ? " (paused for " + milliseconds(*r.vm_paused_seconds) + ")" : std::string()) +
     (r.mode == "live" ? "; live save, instant " + r.live.value("instant", std::string()) : std::string());
@@ -98,7 +106,11 @@ void add_save(CLI::App& app, Registry& reg) {
   cmd->add_option("--qmp", a->o.qmp_socket, "QMP socket of the VM");
   cmd->add_option("--sandbox", a->sandbox, "Kata sandbox id (instead of --qmp)");
   cmd->add_option("--kata-root", a->kata_root, "Prefix of Kata's /run paths (default /)");
-  cmd->add_option("-o,--output", a->o.output, "Archive to write, or - for stdout")->required();
+  cmd
+    ->add_option("-o,--output", a->o.output,
+                 "Where the snapshot goes: a .ksnap FILE, - for stdout, or oci:DIR[:TAG] (a repository; "
+                 "without a tag, the UTC time such as 20261127T020000Z)")
+    ->required();
   cmd
     ->add_option("--mode", a->mode,
                  "live (the guest runs while QEMU pre-copies its memory; it stops only for the final "
@@ -138,7 +150,8 @@ void add_save(CLI::App& app, Registry& reg) {
   cmd->add_option("--chunk-size", a->chunk_mib, "vmstate chunk size in MiB (default 8)")
     ->check(CLI::Range(1, 256));
   cmd->add_option("--label", a->labels, "KEY=VALUE recorded in the manifest");
-  cmd->add_flag("--force", a->force, "Overwrite an existing archive");
+  cmd->add_flag("--force", a->force, "Overwrite an existing archive, or replace a repository's tag");
+  add_lock_wait_option(*cmd, a->o.lock_wait);
   add_output_flags(*cmd, reg.global);
   cmd->callback([&reg, a] { reg.action = [&reg, a] { return run_save(*a, reg.global); }; });
 }

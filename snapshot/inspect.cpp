@@ -2,6 +2,7 @@
 
 #include "snapshot/host_check.hpp"
 #include "storage/archive_reader.hpp"
+#include "storage/store/store.hpp"
 #include "storage/vmstate_channels.hpp"
 #include "storage/vmstate_stream.hpp"
 #include "util/error.hpp"
@@ -13,34 +14,13 @@
 
 namespace ks {
 
-namespace {
-
-Fd open_archive(const std::string& archive) {
-  if (archive == "-") {
-    return Fd(::dup(STDIN_FILENO));
-  }
-  try {
-    return open_file(archive, O_RDONLY);
-  } catch (const Error& e) {
-    throw Error(e.what(), ExitCode::archive_invalid);
-  }
-}
-
-std::string label(const std::string& archive) {
-  return archive == "-" ? "the archive on stdin" : archive;
-}
-
-} // namespace
-
 nlohmann::json read_manifest(const std::string& archive) {
-  Fd in = open_archive(archive);
-  ArchiveReader reader(in.get(), label(archive));
-  return reader.manifest();
+  return open_snapshot(archive)->manifest();
 }
 
 nlohmann::json verify_archive(const std::string& archive, bool host, unsigned threads) {
-  Fd in = open_archive(archive);
-  ArchiveReader reader(in.get(), label(archive));
+  std::unique_ptr<ArchiveReader> opened = open_snapshot(archive);
+  ArchiveReader& reader = *opened;
   uint64_t other_members = 0;
   StreamOptions so{.chunk_size = reader.manifest()["vmstate"].value("chunk_size", size_t{8} << 20),
                    .threads = threads ? threads : std::max(1u, std::thread::hardware_concurrency())};

@@ -15,6 +15,7 @@
 #include "snapshot/step_timer.hpp"
 #include "snapshot/vm.hpp"
 #include "storage/archive_reader.hpp"
+#include "storage/store/store.hpp"
 #include "storage/vmstate_channels.hpp"
 #include "storage/vmstate_stream.hpp"
 #include "util/cancel.hpp"
@@ -105,8 +106,7 @@ private:
 
   const LoadOptions& m_o;
   std::future<HostCheck> m_host_check;
-  Fd m_in;
-  std::optional<ArchiveReader> m_reader;
+  std::unique_ptr<ArchiveReader> m_reader;
   std::string m_layout;
   // mapped-ram: the vmstate is staged into a file on a thread while QEMU starts.
   Fd m_staging;
@@ -130,16 +130,7 @@ private:
 };
 
 void LoadSession::open_archive() {
-  if (m_o.archive == "-") {
-    m_in = Fd(::dup(STDIN_FILENO));
-  } else {
-    try {
-      m_in = open_file(m_o.archive, O_RDONLY);
-    } catch (const Error& e) {
-      throw Error(e.what(), ExitCode::archive_invalid);
-    }
-  }
-  m_reader.emplace(m_in.get(), m_o.archive == "-" ? "the archive on stdin" : m_o.archive);
+  m_reader = open_snapshot(m_o.archive); // a .ksnap file, stdin, or a repository's snapshot
   m_shares = ShareRestore(m_reader->manifest(), m_o.share_dirs, m_o.virtiofsd, m_o.force);
   m_network = NetworkInfo::from_json(m_reader->manifest().value("network", nlohmann::json()));
   m_layout = m_reader->manifest()["vmstate"].value("layout", k_layout_stream);

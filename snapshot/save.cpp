@@ -80,27 +80,15 @@ void SaveSession::preflight() {
     }
     throw Error("QEMU cannot migrate this VM: " + join(reasons, "; "));
   }
+  m_output = SnapshotOutput::open(m_o.output, {.overwrite = m_o.overwrite == Overwrite::yes,
+                                               .lock_wait = m_o.lock_wait,
+                                               .purpose = "save"});
   m_layout = choose_layout();
   choose_mode();
-  if (m_o.output == "-") {
-    if (::isatty(STDOUT_FILENO)) {
-      throw Error("refusing to write a binary archive to a terminal", ExitCode::usage,
-                  "redirect stdout, or pass -o FILE");
-    }
-    m_out_fd = STDOUT_FILENO;
-    return;
-  }
-  m_file.emplace(m_o.output,
-                 m_o.overwrite == Overwrite::yes ? AtomicFile::Overwrite::yes : AtomicFile::Overwrite::no);
-  m_out_fd = m_file->fd();
-  struct statvfs fs {};
   uint64_t estimate = resident_bytes(m_vm->pid) / 2; // assumes at least 2:1 compression
-  if (::fstatvfs(m_out_fd, &fs) == 0) {
-    uint64_t free_bytes = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
-    if (free_bytes < estimate) {
-      throw Error("not enough space for the archive in " + dir_name(m_o.output) + ": " +
-                  human_size(free_bytes) + " free, about " + human_size(estimate) + " needed");
-    }
+  if (auto free_bytes = m_output->free_bytes(); free_bytes && *free_bytes < estimate) {
+    throw Error("not enough space for the snapshot in " + m_output->temp_dir() + ": " + human_size(*free_bytes) +
+                " free, about " + human_size(estimate) + " needed");
   }
 }
 
@@ -115,7 +103,11 @@ std::string SaveSession::choose_layout() {
   if (m_o.layout == VmstateLayout::stream) {
     return k_layout_stream;
   }
-  if (m_o.layout == VmstateLayout::automatic || m_o.layout == VmstateLayout::multifd) {
+  // Into a repository, mapped-ram: each page at a fixed offset, so an unchanged part of
+  // memory makes the same chunk as last time, which the repository already holds.
+  bool incremental = m_o.layout == VmstateLayout::automatic && m_output->deduplicates() &&
+                     qemu_has_mapped_ram(m_vm->qmp);
+  if (!incremental && (m_o.layout == VmstateLayout::automatic || m_o.layout == VmstateLayout::multifd)) {
     if (qemu_has_multifd(m_vm->qmp)) {
       m_channels = multifd_channels(m_o.threads);
       m_chunk_size = channel_chunk_size(m_o.chunk_size, m_channels + 1);
@@ -165,18 +157,14 @@ void SaveSession::guard() {
     }
   }
   plan.helper_socket = helper_socket_path(m_vm->argv).value_or("");
-  if (m_file) {
-    plan.remove.push_back(m_file->temp_path());
+  for (const auto& path : m_output->temp_paths()) {
+    plan.remove.push_back(path);
   }
   m_watchdog.emplace(plan);
 }
 
 std::string SaveSession::temp_dir() const {
-  if (m_o.output != "-") {
-    return dir_name(m_o.output);
-  }
-  const char* tmp = std::getenv("TMPDIR");
-  return tmp ? tmp : "/var/tmp";
+  return m_output->temp_dir();
 }
 
 void SaveSession::pause() {
@@ -209,7 +197,7 @@ void SaveSession::capture_shares() {
       captures.push_back(capture_share(share, temp_dir(), m_o.compress_level));
     }
   }
-  m_writer.emplace(m_out_fd, m_o.output == "-" ? "stdout" : m_o.output, build_manifest());
+  m_writer = &m_output->start(build_manifest());
   for (auto& p : m_share_precopy) {
     captures.push_back(std::move(p.base()));
   }
@@ -285,9 +273,7 @@ void SaveSession::commit() {
     index["live"] = m_live_facts;
   }
   m_writer->finish(index);
-  if (m_file) {
-    m_file->commit();
-  }
+  m_output->commit();
 }
 
 SaveResult SaveSession::finish() {
@@ -306,7 +292,9 @@ SaveResult SaveSession::finish() {
   }
   SaveResult r;
   r.output = m_o.output;
+  r.destination = m_output->describe();
   r.archive_bytes = m_writer->bytes_written();
+  r.stored_bytes = m_writer->bytes_stored();
   r.vmstate_bytes = m_stats.raw_bytes;
   r.chunks = m_stats.chunks;
   r.seconds = seconds_since(m_start);
@@ -356,8 +344,8 @@ void SaveSession::rollback() noexcept {
   if (m_done) {
     return;
   }
-  if (m_file) {
-    m_file->discard();
+  if (m_output) {
+    m_output->discard();
   }
   if (!m_vm) {
     return;

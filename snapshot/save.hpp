@@ -4,6 +4,7 @@
 #include "snapshot/live/precopy.hpp"
 #include "snapshot/quiesce.hpp"
 
+#include <chrono>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -19,7 +20,7 @@ enum class VmstateLayout { automatic, stream, mapped_ram, multifd };
 
 struct SaveOptions {
   std::string qmp_socket;
-  std::string output; // a path, or "-" for stdout
+  std::string output; // a reference (storage/store/reference.hpp): PATH, -, oci:DIR[:TAG]
   SaveMode mode = SaveMode::automatic;
   VmstateLayout layout = VmstateLayout::automatic;
 
@@ -36,11 +37,14 @@ struct SaveOptions {
   nlohmann::json kata;   // --sandbox: what sandbox_record() says about it (null otherwise)
   bool quiet = false;    // no notices on stderr
   PrecopyLimits live_limits;
+  std::chrono::milliseconds lock_wait{std::chrono::seconds(60)}; // for a repository's lock
 };
 
 struct SaveResult {
   std::string output;
+  nlohmann::json destination; // output (with the tag a repository save got), tag, digest
   uint64_t archive_bytes = 0;
+  uint64_t stored_bytes = 0; // of which a repository held already (not written again)
   uint64_t vmstate_bytes = 0;
   uint64_t chunks = 0;
   double seconds = 0;

@@ -15,6 +15,7 @@
 #include "snapshot/vm_lock.hpp"
 #include "snapshot/watchdog.hpp"
 #include "storage/archive_writer.hpp"
+#include "storage/store/store.hpp"
 #include "storage/member_inbox.hpp"
 #include "storage/vmstate_stream.hpp"
 #include "util/atomic_file.hpp"
@@ -23,6 +24,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -80,9 +82,8 @@ private:
   std::optional<Vm> m_vm;
   std::optional<VmLock> m_lock;
   Quiescer m_quiescer;
-  std::optional<AtomicFile> m_file;
-  int m_out_fd = -1;
-  std::optional<ArchiveWriter> m_writer;
+  std::unique_ptr<SnapshotOutput> m_output; // a file, stdout or a repository
+  ArchiveWriter* m_writer = nullptr;         // m_output's, once the manifest is known
   StreamStats m_stats;
   Json m_version;
   std::string m_qemu_version;

@@ -1,7 +1,9 @@
-// One kata-snapshot at a time per VM: an flock on a per-QEMU-pid lock file.
+// One kata-snapshot at a time per VM: an exclusive FileLock on a per-QEMU-pid lock file.
 #pragma once
 
-#include "util/fd.hpp"
+#include "util/file_lock.hpp"
+
+#include <optional>
 
 #include <sys/types.h>
 
@@ -13,7 +15,7 @@ public:
   explicit VmLock(pid_t qemu_pid);
 
 private:
-  Fd m_fd;
+  std::optional<FileLock> m_lock;
 };
 
 } // namespace ks

@@ -1,6 +1,7 @@
 #include "storage/archive_reader.hpp"
 
 #include "storage/buffer_pool.hpp"
+#include "storage/tar.hpp"
 
 #include "util/error.hpp"
 #include "util/sha256.hpp"
@@ -15,20 +16,34 @@ constexpr uint64_t k_max_member = 256ull << 20; // vmstate chunks and JSON are f
   throw Error(what + " is damaged: " + why, ExitCode::archive_invalid);
 }
 
+std::string attr(const ArchiveEntry& e, const char* name) {
+  auto it = e.attrs.find(name);
+  return it == e.attrs.end() ? std::string() : it->second;
+}
+
 } // namespace
 
-ArchiveReader::ArchiveReader(int fd, std::string what) : m_tar(fd, what), m_what(std::move(what)) {
-  TarReader::Entry e;
-  if (!m_tar.next(e)) {
+ArchiveReader::ArchiveReader(int fd, std::string what)
+  : ArchiveReader(std::make_unique<TarReader>(fd, what), what) {}
+
+ArchiveReader::ArchiveReader(Fd fd, std::string what) : ArchiveReader(fd.get(), std::move(what)) {
+  m_fd = std::move(fd);
+}
+
+ArchiveReader::ArchiveReader(std::unique_ptr<EntrySource> source, std::string what)
+  : m_tar(std::move(source)), m_what(std::move(what)) {
+  ArchiveEntry e;
+  if (!m_tar->next(e)) {
     throw Error(m_what + " is empty or not a kata-snapshot archive", ExitCode::archive_invalid);
   }
   if (e.name != k_manifest_member) {
     damaged(m_what, "the first member is " + e.name + ", not " + k_manifest_member);
   }
-  Member m{e.name, e.attrs.count(k_sha256_attr) ? e.attrs.at(k_sha256_attr) : "", read_data(e)};
+  Member m{e.name, attr(e, k_sha256_attr), "", read_data(e)};
   check_member(m);
   std::string text(reinterpret_cast<const char*>(m.data.data()), m.data.size());
   m_manifest = Json::parse(text, nullptr, false);
+  m_manifest_text = text;
   if (m_manifest.is_discarded()) {
     damaged(m_what, "manifest.json is not valid JSON");
   }
@@ -36,7 +51,7 @@ ArchiveReader::ArchiveReader(int fd, std::string what) : m_tar(fd, what), m_what
   m_manifest_sha256 = m.sha256;
 }
 
-Bytes ArchiveReader::read_data(const TarReader::Entry& e) {
+Bytes ArchiveReader::read_data(const ArchiveEntry& e) {
   if (e.size > k_max_member) {
     damaged(m_what, "member " + e.name + " is implausibly large (" + std::to_string(e.size) + " bytes)");
   }
@@ -44,7 +59,7 @@ Bytes ArchiveReader::read_data(const TarReader::Entry& e) {
   size_t got = 0;
 
   while (got < data.size()) {
-    size_t n = m_tar.read(std::span(data).subspan(got));
+    size_t n = m_tar->read(std::span(data).subspan(got));
     if (n == 0) {
       damaged(m_what, "member " + e.name + " is truncated");
     }
@@ -71,8 +86,8 @@ std::optional<std::string> ArchiveReader::next_if(const std::string& prefix) {
   if (m_pending) {
     return std::nullopt;
   }
-  TarReader::Entry e = next_entry();
-  if (e.name.rfind(prefix, 0) == 0) {
+  ArchiveEntry e = next_entry();
+  if (e.name != k_index_member && e.name.rfind(prefix, 0) == 0) {
     m_open = e;
     return e.name;
   }
@@ -82,15 +97,15 @@ std::optional<std::string> ArchiveReader::next_if(const std::string& prefix) {
   return std::nullopt;
 }
 
-TarReader::Entry ArchiveReader::next_entry() {
-  TarReader::Entry e;
-  if (!m_tar.next(e)) {
+ArchiveEntry ArchiveReader::next_entry() {
+  ArchiveEntry e;
+  if (!m_tar->next(e)) {
     damaged(m_what, "index.json is missing (the archive is incomplete or truncated)");
   }
   return e;
 }
 
-bool ArchiveReader::finish_if_index(const TarReader::Entry& e) {
+bool ArchiveReader::finish_if_index(const ArchiveEntry& e) {
   if (e.name != k_index_member) {
     return false;
   }
@@ -99,21 +114,21 @@ bool ArchiveReader::finish_if_index(const TarReader::Entry& e) {
   return true;
 }
 
-ArchiveReader::Member ArchiveReader::read_member(const TarReader::Entry& e) {
-  std::string sha = e.attrs.count(k_sha256_attr) ? e.attrs.at(k_sha256_attr) : "";
-  Member m{e.name, sha, read_data(e)};
+ArchiveReader::Member ArchiveReader::read_member(const ArchiveEntry& e) {
+  std::string sha = attr(e, k_sha256_attr);
+  Member m{e.name, sha, attr(e, k_raw_sha256_attr), read_data(e)};
   m_seen.push_back({{"name", m.name}, {"size", m.data.size()}, {"sha256", sha}});
   return m;
 }
 
 void ArchiveReader::stream_member(const std::function<void(const Source&)>& consume) {
   KS_ASSERT(m_open);
-  TarReader::Entry e = std::move(*m_open);
+  ArchiveEntry e = std::move(*m_open);
   m_open.reset();
   Sha256 hash;
   uint64_t total = 0;
   Source source = [&](std::span<std::byte> buf) {
-    size_t n = m_tar.read(buf);
+    size_t n = m_tar->read(buf);
     hash.update(buf.first(n));
     total += n;
     return n;
@@ -126,7 +141,7 @@ void ArchiveReader::stream_member(const std::function<void(const Source&)>& cons
   if (total != e.size) {
     damaged(m_what, "member " + e.name + " is truncated");
   }
-  std::string sha = e.attrs.count(k_sha256_attr) ? e.attrs.at(k_sha256_attr) : "";
+  std::string sha = attr(e, k_sha256_attr);
   if (sha.empty() || hash.hex_digest() != sha) {
     damaged(m_what, "member " + e.name + " does not match its SHA-256 (corrupted)");
   }
@@ -142,15 +157,15 @@ std::optional<ArchiveReader::Member> ArchiveReader::next() {
   if (m_index_done) {
     return std::nullopt;
   }
-  TarReader::Entry e = next_entry();
+  ArchiveEntry e = next_entry();
   if (finish_if_index(e)) {
     return std::nullopt;
   }
   return read_member(e);
 }
 
-void ArchiveReader::read_index(const TarReader::Entry& e) {
-  Member m{e.name, e.attrs.count(k_sha256_attr) ? e.attrs.at(k_sha256_attr) : "", read_data(e)};
+void ArchiveReader::read_index(const ArchiveEntry& e) {
+  Member m{e.name, attr(e, k_sha256_attr), "", read_data(e)};
   check_member(m);
   Json index =
     Json::parse(std::string(reinterpret_cast<const char*>(m.data.data()), m.data.size()), nullptr, false);
@@ -170,10 +185,11 @@ void ArchiveReader::read_index(const TarReader::Entry& e) {
       damaged(m_what, "member " + m_seen[i].value("name", "?") + " does not match index.json");
     }
   }
-  TarReader::Entry after;
-  if (m_tar.next(after)) {
+  ArchiveEntry after;
+  if (m_tar->next(after)) {
     damaged(m_what, "unexpected member " + after.name + " after index.json");
   }
+  m_index = std::move(index);
 }
 
 } // namespace ks

@@ -1,12 +1,15 @@
-// Reads a .ksnap archive front to back from a file or a pipe, checking every member's
-// SHA-256 against its pax header and, at the end, against index.json.
+// Reads an archive front to back, from a .ksnap file or pipe or from any other EntrySource
+// (a repository), checking every member's SHA-256 against its header and, at the end,
+// against index.json.
 #pragma once
 
+#include "storage/entry_io.hpp"
 #include "storage/manifest.hpp"
-#include "storage/tar.hpp"
+#include "util/fd.hpp"
 #include "storage/zstd_codec.hpp"
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -16,10 +19,14 @@ class BufferPool;
 
 class ArchiveReader {
 public:
-  // Reads and validates manifest.json, which must be the first member.
+  // Reads and validates manifest.json, which must be the first member: of the .ksnap tar
+  // read from FD (which stays the caller's), or of SOURCE.
   ArchiveReader(int fd, std::string what);
+  ArchiveReader(Fd fd, std::string what); // FD is the reader's
+  ArchiveReader(std::unique_ptr<EntrySource> source, std::string what);
 
   const Json& manifest() const { return m_manifest; }
+  const std::string& manifest_text() const { return m_manifest_text; } // its exact bytes
   const std::string& what() const { return m_what; }
 
   // Members' data buffers come from POOL (nullptr: fresh ones), for the chunk pipeline.
@@ -27,7 +34,8 @@ public:
 
   struct Member {
     std::string name;
-    std::string sha256; // from the pax header
+    std::string sha256;     // from the pax header
+    std::string raw_sha256; // a repository's chunks: the uncompressed bytes' SHA-256, unchecked
     Bytes data;
   };
   // The next member up to (not including) index.json; nullopt once index.json has been read
@@ -48,24 +56,32 @@ public:
   // after the last byte if it does not match its SHA-256.
   using Source = std::function<size_t(std::span<std::byte>)>;
   void stream_member(const std::function<void(const Source&)>& consume);
+  // The header of the member next_if() returned (its size, its SHA-256).
+  const ArchiveEntry& open_entry() const { return *m_open; }
+
+  // index.json, once next() has returned nullopt.
+  const Json& index() const { return m_index; }
 
 private:
-  void read_index(const TarReader::Entry& entry);
-  TarReader::Entry next_entry();                       // throws when the archive ends before index.json
-  bool finish_if_index(const TarReader::Entry& entry); // checks index.json when ENTRY is it
-  Member read_member(const TarReader::Entry& entry);   // reads and records a member
-  Bytes read_data(const TarReader::Entry& entry);
+  void read_index(const ArchiveEntry& entry);
+  ArchiveEntry next_entry();                       // throws when the archive ends before index.json
+  bool finish_if_index(const ArchiveEntry& entry); // checks index.json when ENTRY is it
+  Member read_member(const ArchiveEntry& entry);   // reads and records a member
+  Bytes read_data(const ArchiveEntry& entry);
 
   std::optional<Member> m_pending;
   BufferPool* m_buffers = nullptr;
 
   bool m_index_done = false;
-  std::optional<TarReader::Entry> m_open; // header read by next_if(), data not yet
-  TarReader m_tar;
+  std::optional<ArchiveEntry> m_open; // header read by next_if(), data not yet
+  Fd m_fd;                            // when the reader owns it; outlives m_tar
+  std::unique_ptr<EntrySource> m_tar;
   std::string m_what;
   Json m_manifest;
+  std::string m_manifest_text;
   std::string m_manifest_sha256;
   Json m_seen = Json::array();
+  Json m_index;
 };
 
 } // namespace ks

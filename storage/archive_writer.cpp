@@ -1,10 +1,10 @@
 #include "storage/archive_writer.hpp"
 
+#include "storage/tar.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/sha256.hpp"
 
-#include <fcntl.h>
 #include <vector>
 
 namespace ks {
@@ -18,43 +18,75 @@ std::span<const std::byte> as_bytes(const std::string& s) {
 } // namespace
 
 ArchiveWriter::ArchiveWriter(int fd, std::string what, const Json& manifest)
-  : m_tar(fd, std::move(what)), m_fd(fd),
-    m_format_version(manifest.value("format_version", k_format_version)) {
-  std::string text = manifest.dump(2) + "\n";
-  m_manifest_sha256 = sha256_hex(text);
-  add_member(k_manifest_member, as_bytes(text), m_manifest_sha256);
+  : ArchiveWriter(std::make_unique<TarWriter>(fd, std::move(what)), manifest) {}
+
+ArchiveWriter::ArchiveWriter(std::unique_ptr<EntrySink> sink, const Json& manifest)
+  : ArchiveWriter(std::move(sink), ManifestText{manifest.dump(2) + "\n"}) {}
+
+ArchiveWriter::ArchiveWriter(std::unique_ptr<EntrySink> sink, const ManifestText& manifest)
+  : m_sink(std::move(sink)),
+    m_format_version(Json::parse(manifest.text).value("format_version", k_format_version)) {
+  m_manifest_sha256 = sha256_hex(manifest.text);
+  add_member(k_manifest_member, as_bytes(manifest.text), m_manifest_sha256);
 }
 
-void ArchiveWriter::add_member(const std::string& name, std::span<const std::byte> data,
-                               const std::string& sha256) {
-  m_tar.add(name, data, {{k_sha256_attr, sha256}});
-  m_members.push_back({{"name", name}, {"size", data.size()}, {"sha256", sha256}});
-  m_bytes += data.size();
-}
-
-void ArchiveWriter::add_member_from_fd(const std::string& name, int fd, uint64_t size,
-                                       const std::string& sha256) {
-  m_tar.begin(name, size, {{k_sha256_attr, sha256}});
-  std::vector<std::byte> buf(1 << 20);
-  uint64_t left = size;
-  while (left > 0) {
-    size_t n = read_full(fd, std::span(buf).first(std::min<uint64_t>(left, buf.size())), name);
-    if (n == 0) {
-      throw Error("the capture for " + name + " shrank while it was being archived");
-    }
-    m_tar.write(std::span(buf).first(n));
-    left -= n;
+TarAttrs ArchiveWriter::attrs(const std::string& sha256, const std::string& raw_sha256) {
+  TarAttrs a{{k_sha256_attr, sha256}};
+  if (!raw_sha256.empty()) {
+    a[k_raw_sha256_attr] = raw_sha256;
   }
+  return a;
+}
+
+void ArchiveWriter::record(const std::string& name, uint64_t size, const std::string& sha256) {
   m_members.push_back({{"name", name}, {"size", size}, {"sha256", sha256}});
   m_bytes += size;
 }
 
-void ArchiveWriter::start_writeback() {
-  // Fails harmlessly (ESPIPE, EINVAL) on pipes and filesystems without it.
-  ::sync_file_range(m_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+void ArchiveWriter::add_member(const std::string& name, std::span<const std::byte> data,
+                               const std::string& sha256, const std::string& raw_sha256) {
+  KS_ASSERT(m_open_left == 0);
+  m_sink->add(name, data, attrs(sha256, m_sink->wants_raw_hashes() ? raw_sha256 : ""));
+  record(name, data.size(), sha256);
+}
+
+void ArchiveWriter::add_stored(const std::string& name, const StoredMember& stored,
+                               const std::string& raw_sha256) {
+  KS_ASSERT(m_open_left == 0);
+  m_sink->add_stored(name, stored, attrs(stored.sha256, raw_sha256));
+  record(name, stored.size, stored.sha256);
+  m_stored += stored.size;
+}
+
+void ArchiveWriter::begin_member(const std::string& name, uint64_t size, const std::string& sha256,
+                                 const std::string& raw_sha256) {
+  KS_ASSERT(m_open_left == 0);
+  m_sink->begin(name, size, attrs(sha256, m_sink->wants_raw_hashes() ? raw_sha256 : ""));
+  record(name, size, sha256);
+  m_open_left = size;
+}
+
+void ArchiveWriter::write_member(std::span<const std::byte> data) {
+  KS_ASSERT(data.size() <= m_open_left);
+  m_sink->write(data);
+  m_open_left -= data.size();
+}
+
+void ArchiveWriter::add_member_from_fd(const std::string& name, int fd, uint64_t size,
+                                       const std::string& sha256) {
+  begin_member(name, size, sha256);
+  std::vector<std::byte> buf(1 << 20);
+  while (m_open_left > 0) {
+    size_t n = read_full(fd, std::span(buf).first(std::min<uint64_t>(m_open_left, buf.size())), name);
+    if (n == 0) {
+      throw Error("the capture for " + name + " shrank while it was being archived");
+    }
+    write_member(std::span(buf).first(n));
+  }
 }
 
 void ArchiveWriter::finish(const Json& extra_index_fields) {
+  KS_ASSERT(m_open_left == 0);
   Json index = {{"format", k_format_name},
                 {"format_version", m_format_version},
 
@@ -62,8 +94,8 @@ void ArchiveWriter::finish(const Json& extra_index_fields) {
                 {"members", m_members}};
   index.update(extra_index_fields);
   std::string text = index.dump(2) + "\n";
-  m_tar.add(k_index_member, as_bytes(text), {{k_sha256_attr, sha256_hex(text)}});
-  m_tar.close();
+  m_sink->add(k_index_member, as_bytes(text), attrs(sha256_hex(text), ""));
+  m_sink->close();
 }
 
 } // namespace ks

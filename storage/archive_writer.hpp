@@ -1,40 +1,68 @@
-// Writes a .ksnap archive: manifest.json first, then vmstate chunks and shares, index.json last.
+// Writes an archive: manifest.json first, then vmstate chunks and shares, index.json last,
+// into a .ksnap tar or any other EntrySink (a repository).
 #pragma once
 
+#include "storage/entry_io.hpp"
 #include "storage/manifest.hpp"
-#include "storage/tar.hpp"
 #include "storage/zstd_codec.hpp"
 
+#include <memory>
+#include <optional>
 #include <string>
 
 namespace ks {
 
 class ArchiveWriter {
 public:
+  // A .ksnap tar into FD (a file or a pipe; FD stays the caller's).
   ArchiveWriter(int fd, std::string what, const Json& manifest);
+  ArchiveWriter(std::unique_ptr<EntrySink> sink, const Json& manifest);
+  // A copy: manifest.json's exact bytes, as read from another archive.
+  struct ManifestText {
+    std::string text;
+  };
+  ArchiveWriter(std::unique_ptr<EntrySink> sink, const ManifestText& manifest);
 
-  // Adds a finished member (its SHA-256 goes in the pax header and in the index).
-  void add_member(const std::string& name, std::span<const std::byte> data, const std::string& sha256);
+  // Adds a finished member (its SHA-256 goes in the pax header and in the index). RAW_SHA256,
+  // the hash of a chunk's uncompressed bytes, is kept where the sink wants it.
+  void add_member(const std::string& name, std::span<const std::byte> data, const std::string& sha256,
+                  const std::string& raw_sha256 = {});
   // Adds a member of SIZE bytes read from FD (a large one, such as a share capture).
   void add_member_from_fd(const std::string& name, int fd, uint64_t size, const std::string& sha256);
-  // Writes index.json and the tar trailer. Without this the archive is incomplete.
+  // Adds a member of SIZE bytes in pieces: begin_member(), write_member()*.
+  void begin_member(const std::string& name, uint64_t size, const std::string& sha256,
+                    const std::string& raw_sha256 = {});
+  void write_member(std::span<const std::byte> data);
+  // Writes index.json and completes the archive. Without this the archive is incomplete.
   void finish(const Json& extra_index_fields = Json::object());
 
-  uint64_t bytes_written() const { return m_bytes; }
+  // Whether chunks' raw hashes are wanted, and a stored chunk with raw hash RAW_SHA256,
+  // which add_stored() then records without compressing or writing it again.
+  bool wants_raw_hashes() const { return m_sink->wants_raw_hashes(); }
+  std::optional<StoredMember> find_raw(const std::string& raw_sha256) const {
+    return m_sink->find_raw(raw_sha256);
+  }
+  void add_stored(const std::string& name, const StoredMember& stored, const std::string& raw_sha256);
+
+  uint64_t bytes_written() const { return m_bytes; }  // members' bytes, stored ones included
+  uint64_t bytes_stored() const { return m_stored; }  // of which already stored before
 
   // For a regular file: start writeback of what is written so far (without waiting), so the
   // final fsync has little left to do. Called every few chunks.
-  void start_writeback();
+  void start_writeback() { m_sink->start_writeback(); }
 
 private:
-  TarWriter m_tar;
-  int m_fd;
+  void record(const std::string& name, uint64_t size, const std::string& sha256);
+  static TarAttrs attrs(const std::string& sha256, const std::string& raw_sha256);
 
+  std::unique_ptr<EntrySink> m_sink;
   std::string m_manifest_sha256;
   int m_format_version;
 
   Json m_members = Json::array();
   uint64_t m_bytes = 0;
+  uint64_t m_stored = 0;
+  uint64_t m_open_left = 0; // bytes still to come of the member begun
 };
 
 } // namespace ks

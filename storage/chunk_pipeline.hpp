@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace ks {
@@ -18,7 +19,9 @@ namespace ks {
 struct CompressedChunk {
   Bytes frame;
   std::string sha256;
-  std::string name; // the archive member it becomes
+  std::string name;       // the archive member it becomes
+  std::string raw_sha256; // of the uncompressed bytes, when the writer wants it
+  std::optional<StoredMember> stored; // already in the repository: FRAME is empty
 };
 
 inline constexpr size_t k_piece_size = 128u << 10; // decompressed pieces: fit in L2 next to QEMU
@@ -38,10 +41,22 @@ inline size_t chunk_pool_capacity(unsigned threads, size_t chunk_size, size_t he
   return std::max<size_t>(2, std::min(by_threads, by_memory));
 }
 
-// A worker's job: compresses and hashes CHUNK, whose buffer goes back to BUFFERS.
+// A worker's job: compresses and hashes CHUNK, whose buffer goes back to BUFFERS. Into a
+// repository, CHUNK's own SHA-256 first: a chunk the repository holds (an unchanged part of
+// the guest's memory) is neither compressed nor written again. SHA-256, because the guest
+// chooses these bytes: no crafted collision may stand in for another chunk.
 inline CompressedChunk compress_chunk(const std::shared_ptr<Bytes>& chunk, int level, BufferPool& buffers,
-                                      std::string name) {
-  CompressedChunk c{buffers.get(0), {}, std::move(name)};
+                                      std::string name, const ArchiveWriter& writer) {
+  CompressedChunk c{buffers.get(0), {}, std::move(name), {}, std::nullopt};
+  if (writer.wants_raw_hashes()) {
+    c.raw_sha256 = sha256_hex(*chunk);
+    c.stored = writer.find_raw(c.raw_sha256);
+    if (c.stored) {
+      c.sha256 = c.stored->sha256;
+      buffers.put(std::move(*chunk));
+      return c;
+    }
+  }
   zstd_compress(*chunk, level, c.frame);
   buffers.put(std::move(*chunk));
   c.sha256 = sha256_hex(c.frame);
@@ -50,7 +65,12 @@ inline CompressedChunk compress_chunk(const std::shared_ptr<Bytes>& chunk, int l
 
 // Writes C into the archive and gives its buffer back.
 inline void add_chunk(ArchiveWriter& writer, CompressedChunk&& c, BufferPool& buffers, uint64_t written) {
-  writer.add_member(c.name, c.frame, c.sha256);
+  if (c.stored) {
+    writer.add_stored(c.name, *c.stored, c.raw_sha256);
+    buffers.put(std::move(c.frame));
+    return;
+  }
+  writer.add_member(c.name, c.frame, c.sha256, c.raw_sha256);
   buffers.put(std::move(c.frame));
   if (written % 4 == 0) {
     writer.start_writeback(); // let the kernel write behind us: a steady stream, no burst at fsync

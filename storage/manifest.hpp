@@ -25,6 +25,9 @@ inline constexpr const char* k_manifest_member = "manifest.json";
 inline constexpr const char* k_index_member = "index.json";
 inline constexpr const char* k_vmstate_prefix = "vmstate/";
 inline constexpr const char* k_sha256_attr = "user.ksnap.sha256";
+// A vmstate chunk's uncompressed SHA-256: kept by repositories (a layer annotation), which
+// look it up to reuse a stored chunk instead of compressing it again. Never in a .ksnap tar.
+inline constexpr const char* k_raw_sha256_attr = "user.ksnap.raw_sha256";
 
 // Name of vmstate chunk N: vmstate/000042.zst. With the multifd layout, chunk N of series
 // S > 0 (QEMU's multifd channel S - 1) is vmstate/multifd-<S-1>/000042.zst.

@@ -4,6 +4,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <fcntl.h>
 #include <ctime>
 #include <vector>
 
@@ -29,6 +30,7 @@ std::string why(archive* a) {
 
 struct TarWriter::Impl {
   ArchivePtr a{archive_write_new()};
+  int fd = -1;
   std::string what;
   bool closed = false;
 
@@ -39,6 +41,7 @@ struct TarWriter::Impl {
 
 TarWriter::TarWriter(int fd, std::string what) : m_impl(std::make_unique<Impl>()) {
   m_impl->what = std::move(what);
+  m_impl->fd = fd;
   archive* a = m_impl->a.get();
   if (archive_write_set_format_pax(a) != ARCHIVE_OK ||
       archive_write_set_format_option(a, "pax", "xattrheader", "SCHILY") != ARCHIVE_OK ||
@@ -49,6 +52,11 @@ TarWriter::TarWriter(int fd, std::string what) : m_impl(std::make_unique<Impl>()
 }
 
 TarWriter::~TarWriter() = default;
+
+void TarWriter::start_writeback() {
+  // Fails harmlessly (ESPIPE, EINVAL) on pipes and filesystems without it.
+  ::sync_file_range(m_impl->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+}
 
 void TarWriter::begin(const std::string& name, uint64_t size, const TarAttrs& attrs) {
   EntryPtr e(archive_entry_new());

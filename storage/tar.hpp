@@ -1,6 +1,8 @@
 // A thin pax-tar layer over libarchive; archive.h stays inside tar.cpp.
 #pragma once
 
+#include "storage/entry_io.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -13,22 +15,21 @@
 
 namespace ks {
 
-using TarAttrs = std::map<std::string, std::string>; // pax extended attributes (xattrs)
-
-class TarWriter {
+class TarWriter : public EntrySink {
 public:
   // Writes to FD (a file or a pipe); FD stays owned by the caller.
   explicit TarWriter(int fd, std::string what);
-  ~TarWriter();
+  ~TarWriter() override;
   TarWriter(const TarWriter&) = delete;
   TarWriter& operator=(const TarWriter&) = delete;
 
   // A regular file member, mode 0600, with ATTRS in its pax header.
-  void add(const std::string& name, std::span<const std::byte> data, const TarAttrs& attrs);
+  void add(const std::string& name, std::span<const std::byte> data, const TarAttrs& attrs) override;
   // The same, for a member written in pieces: begin(), write()*, and SIZE must match.
-  void begin(const std::string& name, uint64_t size, const TarAttrs& attrs);
-  void write(std::span<const std::byte> data);
-  void close();
+  void begin(const std::string& name, uint64_t size, const TarAttrs& attrs) override;
+  void write(std::span<const std::byte> data) override;
+  void close() override;
+  void start_writeback() override;
 
 private:
   struct Impl;
@@ -53,23 +54,19 @@ uint64_t write_entries_tar_zst(const std::string& dir, const std::vector<std::st
 using ByteSource = std::function<size_t(std::span<std::byte>)>;
 uint64_t extract_tar_zst(const ByteSource& source, const std::string& dir, const std::string& what);
 
-class TarReader {
+class TarReader : public EntrySource {
 public:
   // Reads from FD (a file or a pipe).
   explicit TarReader(int fd, std::string what);
-  ~TarReader();
+  ~TarReader() override;
   TarReader(const TarReader&) = delete;
   TarReader& operator=(const TarReader&) = delete;
 
-  struct Entry {
-    std::string name;
-    uint64_t size = 0;
-    TarAttrs attrs;
-  };
+  using Entry = ArchiveEntry;
   // The next member's header; false at the end of the archive. Throws (exit 3) on damage.
-  bool next(Entry& entry);
+  bool next(Entry& entry) override;
   // Reads member data; returns 0 at the end of the member.
-  size_t read(std::span<std::byte> buf);
+  size_t read(std::span<std::byte> buf) override;
 
 private:
   struct Impl;

@@ -38,6 +38,7 @@ Compressed zero_frame(size_t size, int level) {
   Compressed z;
   zstd_compress(zeros, level, z.frame);
   z.sha256 = sha256_hex(z.frame);
+  z.raw_sha256 = sha256_hex(zeros);
   return z;
 }
 
@@ -136,7 +137,7 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
         write_next();
       }
       pool.submit([&buffers, z = zero] {
-        Compressed c{buffers.get(0), z->sha256, {}};
+        Compressed c{buffers.get(0), z->sha256, {}, z->raw_sha256, std::nullopt};
         c.frame.assign(z->frame.begin(), z->frame.end());
         return c;
       });
@@ -155,7 +156,7 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
       write_next();
     }
     int level = o.level;
-    pool.submit([chunk, level, &buffers] { return compress_chunk(chunk, level, buffers, {}); });
+    pool.submit([chunk, level, &buffers, &writer] { return compress_chunk(chunk, level, buffers, {}, writer); });
     if (n < o.chunk_size) {
       break; // end of file
     }

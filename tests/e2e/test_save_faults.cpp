@@ -365,6 +365,7 @@ TEST_CASE("a VM locked by another kata-snapshot is refused with exit 4") {
   CommandResult r = run_cli({"save", "--qmp", vm.qmp_path(), "-o", vm.dir() + "/vm.ksnap"});
   ::unsetenv("KSNAP_LOCK_DIR");
   CHECK(r.status == 4);
-  CHECK_THAT(r.error_output, Catch::Contains("is locked by another kata-snapshot"));
+  CHECK_THAT(r.error_output, Catch::Contains("(QEMU pid " + std::to_string(vm.qemu_pid()) + ") is locked") &&
+                               Catch::Contains("hint: wait for the other kata-snapshot to finish"));
   CHECK(vm.qmp().execute("query-status")["status"] == "running");
 }

@@ -1,0 +1,235 @@
+#include "storage/store/oci_layout.hpp"
+
+#include "util/error.hpp"
+#include "util/fd.hpp"
+#include "util/file_lock.hpp"
+
+#include <cerrno>
+#include <dirent.h>
+#include <fcntl.h>
+#include <memory>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace ks {
+
+namespace {
+
+constexpr const char* k_layout_file = "{\"imageLayoutVersion\":\"1.0.0\"}";
+constexpr uint64_t k_max_index_size = 64u << 20;
+
+[[noreturn]] void damaged(const std::string& what, const std::string& why) {
+  throw Error(what + " is damaged: " + why, ExitCode::archive_invalid);
+}
+
+bool is_empty_dir(const std::string& dir) {
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
+  if (!d) {
+    return errno == ENOENT;
+  }
+  while (dirent* e = ::readdir(d.get())) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") {
+      return false;
+    }
+  }
+  return true;
+}
+
+void write_new(const std::string& path, const std::string& text) {
+  AtomicFile f(path, AtomicFile::Overwrite::yes);
+  write_all(f.fd(), text, path);
+  f.commit();
+}
+
+} // namespace
+
+Json Descriptor::to_json() const {
+  Json j = {{"mediaType", media_type}, {"digest", digest}, {"size", size}};
+  if (!annotations.empty()) {
+    j["annotations"] = annotations;
+  }
+  return j;
+}
+
+std::string Descriptor::annotation(const std::string& key) const {
+  auto it = annotations.find(key);
+  return it != annotations.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+std::string sha256_digest(const std::string& hex) {
+  bool ok = hex.size() == 64;
+  for (char c : hex) {
+    ok = ok && ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'));
+  }
+  if (!ok) {
+    throw Error("\"" + hex + "\" is not a SHA-256 digest", ExitCode::archive_invalid);
+  }
+  return "sha256:" + hex;
+}
+
+Descriptor Descriptor::parse(const Json& j, const std::string& what) {
+  if (!j.is_object() || !j.contains("digest") || !j["digest"].is_string() || !j.contains("size") ||
+      !j["size"].is_number_unsigned() || !j.contains("mediaType") || !j["mediaType"].is_string()) {
+    damaged(what, "a descriptor lacks its mediaType, digest or size");
+  }
+  Descriptor d{j["mediaType"], j["digest"], j["size"].get<uint64_t>(),
+               j.value("annotations", Json::object())};
+  if (!d.digest.starts_with("sha256:")) {
+    damaged(what, "digest " + d.digest + " is not a sha256 digest");
+  }
+  try {
+    sha256_digest(d.hex());
+  } catch (const Error& e) {
+    damaged(what, e.what());
+  }
+  if (!d.annotations.is_object()) {
+    damaged(what, "the annotations of " + d.digest + " are not an object");
+  }
+  return d;
+}
+
+OciLayout::OciLayout(std::string dir, Create create) : m_dir(std::move(dir)) {
+  while (m_dir.size() > 1 && m_dir.ends_with('/')) {
+    m_dir.pop_back();
+  }
+  struct stat st {};
+  bool has_layout = ::stat((m_dir + "/oci-layout").c_str(), &st) == 0;
+  if (!has_layout && create == Create::yes) {
+    if (!is_empty_dir(m_dir)) {
+      throw Error(m_dir + " exists and is not an OCI image layout", ExitCode::failed,
+                  "name a new or empty directory, or an existing oci: repository");
+    }
+    make_dirs(m_dir + "/blobs/sha256");
+    write_new(m_dir + "/index.json",
+              Json{{"schemaVersion", 2}, {"mediaType", k_oci_index_type}, {"manifests", Json::array()}}.dump() +
+                "\n");
+    write_new(m_dir + "/oci-layout", std::string(k_layout_file) + "\n");
+    has_layout = true;
+  }
+  if (!has_layout) {
+    throw Error(m_dir + " is not an OCI image layout (no oci-layout file)", ExitCode::archive_invalid);
+  }
+  Json layout = Json::parse(read_file(m_dir + "/oci-layout"), nullptr, false);
+  if (!layout.is_object() || layout.value("imageLayoutVersion", "") != "1.0.0") {
+    damaged(m_dir, "oci-layout does not say imageLayoutVersion 1.0.0");
+  }
+  make_dirs(m_dir + "/.kata-snapshot");
+}
+
+std::string OciLayout::blob_path(const std::string& digest) const {
+  if (!digest.starts_with("sha256:")) {
+    throw Error("\"" + digest + "\" is not a sha256 digest", ExitCode::archive_invalid);
+  }
+  sha256_digest(digest.substr(7));
+  return m_dir + "/blobs/sha256/" + digest.substr(7);
+}
+
+std::optional<uint64_t> OciLayout::blob_size(const std::string& digest) const {
+  struct stat st {};
+  if (::lstat(blob_path(digest).c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    return std::nullopt;
+  }
+  return static_cast<uint64_t>(st.st_size);
+}
+
+bool OciLayout::put_blob(std::span<const std::byte> data, const std::string& digest) {
+  if (blob_size(digest) == data.size()) {
+    return false;
+  }
+  AtomicFile f(blob_path(digest), AtomicFile::Overwrite::yes);
+  write_all(f.fd(), data, f.temp_path());
+  f.commit();
+  return true;
+}
+
+Bytes OciLayout::read_blob(const Descriptor& d, uint64_t max, const std::string& what) const {
+  if (d.size > max) {
+    damaged(what, "blob " + d.digest + " is " + std::to_string(d.size) + " bytes, more than the " +
+                    std::to_string(max) + " allowed");
+  }
+  Fd f(::open(blob_path(d.digest).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!f) {
+    damaged(what, "blob " + d.digest + " is missing");
+  }
+  Bytes data(d.size + 1);
+  size_t n = read_full(f.get(), data, blob_path(d.digest));
+  if (n != d.size) {
+    damaged(what, "blob " + d.digest + " is not " + std::to_string(d.size) + " bytes long");
+  }
+  data.resize(n);
+  if (sha256_digest(sha256_hex(data)) != d.digest) {
+    damaged(what, "blob " + d.digest + " does not match its digest (corrupted)");
+  }
+  return data;
+}
+
+Json OciLayout::read_index() const {
+  std::string path = m_dir + "/index.json";
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) > k_max_index_size) {
+    damaged(m_dir, "index.json is missing or implausibly large");
+  }
+  Json index = Json::parse(read_file(path), nullptr, false);
+  if (!index.is_object() || index.value("schemaVersion", 0) != 2 || !index.contains("manifests") ||
+      !index["manifests"].is_array()) {
+    damaged(m_dir, "index.json is not an OCI image index");
+  }
+  return index;
+}
+
+void OciLayout::update_index(const std::function<void(Json& index)>& change) {
+  FileLock lock(m_dir + "/.kata-snapshot/index.lock",
+                {.mode = LockMode::exclusive,
+                 .wait = std::chrono::seconds(60),
+                 .purpose = "index.json update",
+                 .what = "index.json of " + m_dir,
+                 .hint = {}});
+  Json index = read_index();
+  change(index);
+  write_new(m_dir + "/index.json", index.dump(2) + "\n");
+}
+
+std::vector<std::string> OciLayout::blob_files() const {
+  std::vector<std::string> out;
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir((m_dir + "/blobs/sha256").c_str()), ::closedir);
+  if (!d) {
+    return out;
+  }
+  while (dirent* e = ::readdir(d.get())) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") {
+      out.push_back(n);
+    }
+  }
+  return out;
+}
+
+BlobWriter::BlobWriter(OciLayout& layout, std::string digest, uint64_t size)
+  : m_digest(std::move(digest)), m_size(size) {
+  if (layout.blob_size(m_digest) != size) {
+    m_file.emplace(layout.blob_path(m_digest), AtomicFile::Overwrite::yes);
+  }
+}
+
+void BlobWriter::write(std::span<const std::byte> data) {
+  m_hash.update(data);
+  m_got += data.size();
+  if (m_file) {
+    write_all(m_file->fd(), data, m_file->temp_path());
+  }
+}
+
+bool BlobWriter::commit() {
+  if (m_got != m_size || sha256_digest(m_hash.hex_digest()) != m_digest) {
+    throw Error("the data written for blob " + m_digest + " does not match its digest or size",
+                ExitCode::archive_invalid);
+  }
+  if (!m_file) {
+    return false;
+  }
+  m_file->commit();
+  return true;
+}
+
+} // namespace ks

@@ -1,0 +1,316 @@
+#include "storage/store/oci_snapshot.hpp"
+
+#include "util/error.hpp"
+#include "util/fd.hpp"
+
+#include <algorithm>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace ks {
+
+namespace {
+
+[[noreturn]] void damaged(const std::string& what, const std::string& why) {
+  throw Error(what + " is damaged: " + why, ExitCode::archive_invalid);
+}
+
+std::string attr(const TarAttrs& attrs, const char* key) {
+  auto it = attrs.find(key);
+  return it == attrs.end() ? std::string() : it->second;
+}
+
+std::span<const std::byte> as_bytes(const std::string& s) {
+  return std::as_bytes(std::span(s.data(), s.size()));
+}
+
+} // namespace
+
+std::string member_media_type(const std::string& name) {
+  if (name == k_manifest_member) {
+    return k_config_type;
+  }
+  if (name == k_index_member) {
+    return "application/vnd.kata-snapshot.index.v1+json";
+  }
+  if (name.starts_with(k_vmstate_prefix)) {
+    return "application/vnd.kata-snapshot.vmstate.v1+zstd";
+  }
+  if (name.ends_with(".tar.zst")) {
+    return "application/vnd.kata-snapshot.share.v1.tar+zstd";
+  }
+  if (name.ends_with(".json")) {
+    return "application/vnd.kata-snapshot.member.v1+json";
+  }
+  return "application/octet-stream";
+}
+
+std::string OciSnapshot::created() const {
+  auto it = annotations.find(k_created_annotation);
+  return it != annotations.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+uint64_t OciSnapshot::size() const {
+  uint64_t total = manifest.size + config.size;
+  for (const auto& l : layers) {
+    total += l.size;
+  }
+  return total;
+}
+
+OciSnapshot read_snapshot(const OciLayout& layout, const Descriptor& manifest) {
+  std::string what = "snapshot " + manifest.digest + " in " + layout.dir();
+  if (manifest.media_type != k_oci_manifest_type) {
+    damaged(what, "its media type is " + manifest.media_type + ", not an image manifest");
+  }
+  Bytes data = layout.read_blob(manifest, k_max_manifest_size, what);
+  Json m = Json::parse(std::string(reinterpret_cast<const char*>(data.data()), data.size()), nullptr, false);
+  if (!m.is_object() || m.value("schemaVersion", 0) != 2 || m.value("mediaType", "") != k_oci_manifest_type) {
+    damaged(what, "its manifest is not an OCI image manifest");
+  }
+  if (m.value("artifactType", "") != k_artifact_type) {
+    throw Error(what + " is not a kata-snapshot snapshot (artifactType \"" + m.value("artifactType", "") + "\")",
+                ExitCode::archive_invalid);
+  }
+  OciSnapshot s;
+  s.manifest = manifest;
+  s.tag = manifest.annotation(k_oci_ref_name);
+  s.config = Descriptor::parse(m.value("config", Json()), what);
+  if (s.config.media_type != k_config_type) {
+    damaged(what, "its config is " + s.config.media_type + ", not " + k_config_type);
+  }
+  if (!m.contains("layers") || !m["layers"].is_array()) {
+    damaged(what, "its manifest has no layers");
+  }
+  for (const auto& l : m["layers"]) {
+    Descriptor d = Descriptor::parse(l, what);
+    std::string title = d.annotation(k_title_annotation);
+    if (title.empty() || d.media_type != member_media_type(title)) {
+      damaged(what, "layer " + d.digest + " has no member name, or a media type that does not fit it");
+    }
+    s.layers.push_back(std::move(d));
+  }
+  if (s.layers.empty() || s.layers.back().annotation(k_title_annotation) != k_index_member) {
+    damaged(what, "its last layer is not index.json");
+  }
+  s.annotations = m.value("annotations", Json::object());
+  if (!s.annotations.is_object()) {
+    damaged(what, "its annotations are not an object");
+  }
+  return s;
+}
+
+std::vector<OciSnapshot> read_snapshots(const OciLayout& layout) {
+  std::vector<OciSnapshot> out;
+  for (const auto& j : layout.read_index()["manifests"]) {
+    Descriptor d = Descriptor::parse(j, layout.dir() + "/index.json");
+    if (d.media_type == k_oci_manifest_type) {
+      OciSnapshot s = read_snapshot(layout, d);
+      out.push_back(std::move(s));
+    }
+  }
+  return out;
+}
+
+OciSnapshot find_snapshot(const OciLayout& layout, const std::string& tag) {
+  std::optional<OciSnapshot> found;
+  for (const auto& j : layout.read_index()["manifests"]) {
+    Descriptor d = Descriptor::parse(j, layout.dir() + "/index.json");
+    if (!tag.empty() && d.annotation(k_oci_ref_name) != tag) {
+      continue;
+    }
+    OciSnapshot s = read_snapshot(layout, d);
+    if (!tag.empty()) {
+      return s;
+    }
+    if (!found || s.created() > found->created()) {
+      found = std::move(s);
+    }
+  }
+  if (!found) {
+    throw Error(tag.empty() ? "oci:" + layout.dir() + " holds no snapshot"
+                            : "oci:" + layout.dir() + " has no snapshot tagged " + tag,
+                ExitCode::archive_invalid, tag.empty() ? "" : "see the tags with: kata-snapshot list oci:" + layout.dir());
+  }
+  return *found;
+}
+
+RawIndex build_raw_index(const OciLayout& layout) {
+  RawIndex index;
+  for (const auto& s : read_snapshots(layout)) {
+    for (const auto& l : s.layers) {
+      std::string raw = l.annotation(k_raw_annotation);
+      if (!raw.empty() && !index.contains(raw) && layout.blob_size(l.digest) == l.size) {
+        index.emplace(raw, StoredMember{l.hex(), l.size});
+      }
+    }
+  }
+  return index;
+}
+
+OciSink::OciSink(OciLayout layout, std::string tag, bool overwrite, RawIndex known)
+  : m_layout(std::move(layout)), m_tag(std::move(tag)), m_overwrite(overwrite), m_known(std::move(known)) {}
+
+Descriptor OciSink::describe(const std::string& name, const std::string& sha256, uint64_t size,
+                             const TarAttrs& attrs) const {
+  Descriptor d{member_media_type(name), sha256_digest(sha256), size, Json::object()};
+  if (name != k_manifest_member) {
+    d.annotations[k_title_annotation] = name;
+  }
+  if (std::string raw = attr(attrs, k_raw_sha256_attr); !raw.empty()) {
+    d.annotations[k_raw_annotation] = raw;
+  }
+  return d;
+}
+
+void OciSink::add(const std::string& name, std::span<const std::byte> data, const TarAttrs& attrs) {
+  begin(name, data.size(), attrs);
+  write(data);
+}
+
+void OciSink::begin(const std::string& name, uint64_t size, const TarAttrs& attrs) {
+  KS_ASSERT(!m_open);
+  Descriptor d = describe(name, attr(attrs, k_sha256_attr), size, attrs);
+  if (!m_config) {
+    KS_ASSERT(name == k_manifest_member);
+    m_config = d;
+  } else {
+    m_layers.push_back(d);
+  }
+  m_open.emplace(m_layout, d.digest, size);
+  m_open_left = size;
+  if (size == 0) {
+    finish_open();
+  }
+}
+
+void OciSink::write(std::span<const std::byte> data) {
+  KS_ASSERT(m_open && data.size() <= m_open_left);
+  m_open->write(data);
+  if (m_layers.empty()) { // manifest.json, the config: its facts become annotations
+    m_manifest_text.append(reinterpret_cast<const char*>(data.data()), data.size());
+  }
+  m_open_left -= data.size();
+  if (m_open_left == 0) {
+    finish_open();
+  }
+}
+
+void OciSink::finish_open() {
+  if (m_open->commit()) {
+    m_written += m_layers.empty() ? m_config->size : m_layers.back().size;
+  }
+  m_open.reset();
+}
+
+std::optional<StoredMember> OciSink::find_raw(const std::string& raw_sha256) const {
+  auto it = m_known.find(raw_sha256);
+  return it == m_known.end() ? std::nullopt : std::optional(it->second);
+}
+
+void OciSink::add_stored(const std::string& name, const StoredMember& stored, const TarAttrs& attrs) {
+  KS_ASSERT(m_config && !m_open);
+  m_layers.push_back(describe(name, stored.sha256, stored.size, attrs));
+}
+
+Json OciSink::annotations() const {
+  Json m = Json::parse(m_manifest_text, nullptr, false);
+  Json a = Json::object();
+  if (!m.is_object()) {
+    return a;
+  }
+  a[k_created_annotation] = m.value("created", "");
+  a["io.kata-snapshot.host"] = m.value("host", Json::object()).value("hostname", "");
+  a["io.kata-snapshot.qemu-version"] = m.value("qemu", Json::object()).value("version", "");
+  a["io.kata-snapshot.mode"] = m.value("mode", "");
+  a["io.kata-snapshot.ram-bytes"] = std::to_string(m.value("vm", Json::object()).value("ram_bytes", 0ull));
+  Json kata = m.value("kata", Json());
+  if (kata.is_object() && kata.contains("sandbox") && kata["sandbox"].is_string()) {
+    a["io.kata-snapshot.sandbox"] = kata["sandbox"];
+  }
+  const Json labels = m.value("labels", Json::object());
+  if (labels.is_object()) {
+    for (auto it = labels.begin(); it != labels.end(); ++it) {
+      if (it->is_string()) {
+        a[k_label_annotation_prefix + it.key()] = *it;
+      }
+    }
+  }
+  return a;
+}
+
+void OciSink::close() {
+  KS_ASSERT(m_config && !m_open);
+  Json layers = Json::array();
+  for (const auto& l : m_layers) {
+    layers.push_back(l.to_json());
+  }
+  Json manifest = {{"schemaVersion", 2},
+                   {"mediaType", k_oci_manifest_type},
+                   {"artifactType", k_artifact_type},
+                   {"config", m_config->to_json()},
+                   {"layers", layers},
+                   {"annotations", annotations()}};
+  std::string text = manifest.dump();
+  if (text.size() > k_max_manifest_size) {
+    throw Error("the snapshot's OCI manifest would be " + std::to_string(text.size()) + " bytes, over the " +
+                  std::to_string(k_max_manifest_size) + " registries accept",
+                ExitCode::failed, "save with a larger --chunk-size");
+  }
+  m_digest = sha256_digest(sha256_hex(text));
+  m_layout.put_blob(as_bytes(text), m_digest);
+  Descriptor d{k_oci_manifest_type, m_digest, text.size(),
+               {{k_oci_ref_name, m_tag}, {k_created_annotation, manifest["annotations"].value(k_created_annotation, "")}}};
+  m_layout.update_index([&](Json& index) {
+    Json kept = Json::array();
+    for (const auto& j : index["manifests"]) {
+      bool same_tag = j.is_object() && j.value("annotations", Json::object()).value(k_oci_ref_name, "") == m_tag;
+      if (same_tag && !m_overwrite) {
+        throw Error("oci:" + m_layout.dir() + " already has a snapshot tagged " + m_tag, ExitCode::failed,
+                    "pass --force to replace it, or choose another tag");
+      }
+      if (!same_tag) {
+        kept.push_back(j);
+      }
+    }
+    kept.push_back(d.to_json());
+    index["manifests"] = kept;
+  });
+}
+
+OciSource::OciSource(OciLayout layout, OciSnapshot snapshot, std::string what)
+  : m_layout(std::move(layout)), m_snapshot(std::move(snapshot)), m_what(std::move(what)) {}
+
+bool OciSource::next(ArchiveEntry& entry) {
+  if (m_next > m_snapshot.layers.size()) {
+    return false;
+  }
+  const Descriptor& d = m_next == 0 ? m_snapshot.config : m_snapshot.layers[m_next - 1];
+  entry.name = m_next == 0 ? std::string(k_manifest_member) : d.annotation(k_title_annotation);
+  entry.size = d.size;
+  entry.attrs = {{k_sha256_attr, d.hex()}};
+  if (std::string raw = d.annotation(k_raw_annotation); !raw.empty()) {
+    entry.attrs[k_raw_sha256_attr] = raw;
+  }
+  ++m_next;
+  m_blob = Fd(::open(m_layout.blob_path(d.digest).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  struct stat st {};
+  if (!m_blob || ::fstat(m_blob.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    damaged(m_what, "blob " + d.digest + " of member " + entry.name + " is missing");
+  }
+  if (static_cast<uint64_t>(st.st_size) != d.size) {
+    damaged(m_what, "blob " + d.digest + " of member " + entry.name + " is " + std::to_string(st.st_size) +
+                      " bytes, the manifest says " + std::to_string(d.size));
+  }
+  m_left = d.size;
+  return true;
+}
+
+size_t OciSource::read(std::span<std::byte> buf) {
+  size_t n = read_full(m_blob.get(), buf.first(std::min<uint64_t>(buf.size(), m_left)), m_what);
+  m_left -= n;
+  return n;
+}
+
+} // namespace ks

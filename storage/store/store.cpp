@@ -1,0 +1,179 @@
+#include "storage/store/store.hpp"
+
+#include "storage/store/oci_layout.hpp"
+#include "storage/store/oci_snapshot.hpp"
+#include "storage/tar.hpp"
+#include "util/atomic_file.hpp"
+#include "util/error.hpp"
+#include "util/fd.hpp"
+#include "util/file_lock.hpp"
+
+#include <ctime>
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+namespace ks {
+
+namespace {
+
+std::optional<uint64_t> free_space(int fd) {
+  struct statvfs fs {};
+  if (::fstatvfs(fd, &fs) != 0) {
+    return std::nullopt;
+  }
+  return static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+}
+
+// A tag from the time, which sorts as the snapshots were taken: 20261127T020000Z.
+std::string time_tag() {
+  std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&now, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+  return buf;
+}
+
+// A .ksnap file under a temp name until commit(), or stdout.
+class FileOutput : public SnapshotOutput {
+public:
+  FileOutput(const Reference& ref, const OutputOptions& o) : m_ref(ref) {
+    if (ref.kind == Reference::Kind::pipe) {
+      if (::isatty(STDOUT_FILENO)) {
+        throw Error("refusing to write a binary archive to a terminal", ExitCode::usage,
+                    "redirect stdout, or pass -o FILE");
+      }
+      return;
+    }
+    m_file.emplace(ref.path, o.overwrite ? AtomicFile::Overwrite::yes : AtomicFile::Overwrite::no);
+  }
+  ArchiveWriter& start(const ArchiveWriter::ManifestText& manifest) override {
+    m_writer = std::make_unique<ArchiveWriter>(std::make_unique<TarWriter>(m_file ? m_file->fd() : STDOUT_FILENO, name()),
+                                               manifest);
+    return *m_writer;
+  }
+  void commit() override {
+    if (m_file) {
+      m_file->commit();
+    }
+  }
+  void discard() noexcept override {
+    if (m_file) {
+      m_file->discard();
+    }
+  }
+  std::string temp_dir() const override {
+    if (m_file) {
+      return dir_name(m_ref.path);
+    }
+    const char* tmp = std::getenv("TMPDIR");
+    return tmp ? tmp : "/var/tmp";
+  }
+  std::vector<std::string> temp_paths() const override {
+    return m_file ? std::vector<std::string>{m_file->temp_path()} : std::vector<std::string>{};
+  }
+  std::optional<uint64_t> free_bytes() const override {
+    return m_file ? free_space(m_file->fd()) : std::nullopt;
+  }
+  std::string name() const override { return m_file ? m_ref.path : "stdout"; }
+  Json describe() const override { return {{"output", m_file ? m_ref.path : "-"}}; }
+  bool deduplicates() const override { return false; }
+
+private:
+  Reference m_ref;
+  std::optional<AtomicFile> m_file;
+  std::unique_ptr<ArchiveWriter> m_writer;
+};
+
+// A snapshot into an OCI image layout, under a shared repository lock: blobs first (known
+// chunks skipped), the manifest and its tag in index.json last.
+class OciOutput : public SnapshotOutput {
+public:
+  OciOutput(const Reference& ref, const OutputOptions& o)
+    : m_ref(ref), m_layout(ref.path, OciLayout::Create::yes), m_overwrite(o.overwrite),
+      m_lock(m_layout.lock_path(), {.mode = LockMode::shared,
+                                    .wait = o.lock_wait,
+                                    .purpose = o.purpose,
+                                    .what = "the repository " + ref.path,
+                                    .hint = "a prune or gc is running; wait for it, or pass a longer --lock-wait"}) {
+    m_tag = ref.tag.empty() ? time_tag() : ref.tag;
+    if (!o.overwrite) {
+      for (const auto& j : m_layout.read_index()["manifests"]) {
+        if (j.is_object() && j.value("annotations", Json::object()).value(k_oci_ref_name, "") == m_tag) {
+          throw Error(ref.with_tag(m_tag) + " already exists", ExitCode::failed,
+                      "pass --force to replace it, or choose another tag");
+        }
+      }
+    }
+    make_dirs(m_layout.temp_dir());
+  }
+  ArchiveWriter& start(const ArchiveWriter::ManifestText& manifest) override {
+    auto sink = std::make_unique<OciSink>(m_layout, m_tag, m_overwrite, build_raw_index(m_layout));
+    m_sink = sink.get();
+    m_writer = std::make_unique<ArchiveWriter>(std::move(sink), manifest);
+    return *m_writer;
+  }
+  void commit() override {} // the writer's finish() tagged the manifest
+  void discard() noexcept override {} // blobs under temp names go with `gc`
+  std::string temp_dir() const override { return m_layout.temp_dir(); }
+  std::vector<std::string> temp_paths() const override { return {}; }
+  std::optional<uint64_t> free_bytes() const override {
+    Fd dir = open_file(m_layout.dir(), O_RDONLY | O_DIRECTORY);
+    return free_space(dir.get());
+  }
+  std::string name() const override { return m_ref.with_tag(m_tag); }
+  Json describe() const override {
+    Json j = {{"output", name()}, {"tag", m_tag}};
+    if (m_sink && !m_sink->digest().empty()) {
+      j["digest"] = m_sink->digest();
+      j["blob_bytes_written"] = m_sink->blob_bytes_written();
+    }
+    return j;
+  }
+  bool deduplicates() const override { return true; }
+
+private:
+  Reference m_ref;
+  OciLayout m_layout;
+  bool m_overwrite;
+  FileLock m_lock;
+  std::string m_tag;
+  OciSink* m_sink = nullptr;
+  std::unique_ptr<ArchiveWriter> m_writer;
+};
+
+} // namespace
+
+std::unique_ptr<ArchiveReader> open_snapshot(const std::string& text) {
+  Reference ref = parse_reference(text);
+  switch (ref.kind) {
+  case Reference::Kind::oci: {
+    OciLayout layout(ref.path, OciLayout::Create::no);
+    OciSnapshot snap = find_snapshot(layout, ref.tag);
+    std::string what = ref.with_tag(snap.tag.empty() ? ref.tag : snap.tag);
+    return std::make_unique<ArchiveReader>(std::make_unique<OciSource>(layout, std::move(snap), what), what);
+  }
+  case Reference::Kind::pipe:
+    return std::make_unique<ArchiveReader>(Fd(::dup(STDIN_FILENO)), "the archive on stdin");
+  default:
+    break;
+  }
+  Fd file;
+  try {
+    file = open_file(ref.path, O_RDONLY | O_CLOEXEC);
+  } catch (const Error& e) {
+    throw Error(e.what(), ExitCode::archive_invalid);
+  }
+  return std::make_unique<ArchiveReader>(std::move(file), ref.path);
+}
+
+std::unique_ptr<SnapshotOutput> SnapshotOutput::open(const std::string& text, const OutputOptions& o) {
+  Reference ref = parse_reference(text);
+  if (ref.kind == Reference::Kind::oci) {
+    return std::make_unique<OciOutput>(ref, o);
+  }
+  return std::make_unique<FileOutput>(ref, o);
+}
+
+} // namespace ks

@@ -11,7 +11,8 @@ void add_check(CLI::App& app, Registry& reg) {
     bool read_data = false;
   };
   auto a = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("check", "Check an oci: repository: manifests, blobs, and with --read-data every byte");
+  auto* cmd = app.add_subcommand(
+    "check", "Check an oci: repository: manifests, blobs, and with --read-data every byte");
   cmd->add_option("repository", a->ref, "oci:DIR (or oci:DIR:TAG for one snapshot)")->required();
   cmd->add_flag("--read-data", a->read_data, "Also hash every blob and decompress every vmstate chunk");
   add_output_flags(*cmd, reg.global);
@@ -24,7 +25,8 @@ void add_check(CLI::App& app, Registry& reg) {
         for (const auto& u : p["needed_by"]) {
           users += (users.empty() ? "" : ", ") + u.get<std::string>();
         }
-        human += "damaged: blob " + p.value("blob", "") + " " + p.value("problem", "") + "; needed by " + users + "\n";
+        human += "damaged: blob " + p.value("blob", "") + " " + p.value("problem", "") + "; needed by " +
+                 users + "\n";
       }
       human += a->ref + ": " + std::to_string(r.value("snapshots", 0)) + " snapshot(s), " +
                std::to_string(r.value("blobs", 0)) + " blobs, " +

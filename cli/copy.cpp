@@ -21,7 +21,8 @@ void add_copy(CLI::App& app, Registry& reg) {
     reg.action = [&reg, a] {
       Json r = copy_snapshot(a->src, a->dst, a->o);
       std::string human = "copied " + r.value("source", a->src) + " to " + r.value("output", a->dst) + ": " +
-                          std::to_string(r.value("members", 0)) + " members, " + human_size(r.value("bytes", 0ull)) +
+                          std::to_string(r.value("members", 0)) + " members, " +
+                          human_size(r.value("bytes", 0ull)) +
                           (r.contains("digest") ? " (" + r.value("digest", "") + ")" : std::string());
       if (a->dst == "-") {
         note(reg.global, human);

@@ -51,7 +51,10 @@ std::string describe(const nlohmann::json& m) {
 void add_inspect(CLI::App& app, Registry& reg) {
   auto archive = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand("inspect", "Show an archive's manifest (reads only the manifest)");
-  cmd->add_option("archive", *archive, "Snapshot: a .ksnap FILE, - for stdin, or oci:DIR[:TAG] (no tag: the newest)")->required();
+  cmd
+    ->add_option("archive", *archive,
+                 "Snapshot: a .ksnap FILE, - for stdin, or oci:DIR[:TAG] (no tag: the newest)")
+    ->required();
   add_output_flags(*cmd, reg.global);
   cmd->callback([&reg, archive] {
     reg.action = [&reg, archive] {
@@ -70,7 +73,10 @@ void add_verify(CLI::App& app, Registry& reg) {
   auto a = std::make_shared<Args>();
   auto* cmd =
     app.add_subcommand("verify", "Check every byte of an archive (hashes, index, QEMU stream header)");
-  cmd->add_option("archive", a->archive, "Snapshot: a .ksnap FILE, - for stdin, or oci:DIR[:TAG] (no tag: the newest)")->required();
+  cmd
+    ->add_option("archive", a->archive,
+                 "Snapshot: a .ksnap FILE, - for stdin, or oci:DIR[:TAG] (no tag: the newest)")
+    ->required();
   cmd->add_flag("--host", a->host, "Also check that this host can load it, and say why not");
   add_output_flags(*cmd, reg.global);
   cmd->callback([&reg, a] {

@@ -15,10 +15,12 @@ void add_list(CLI::App& app, Registry& reg) {
   cmd->callback([&reg, ref] {
     reg.action = [&reg, ref] {
       Json list = list_snapshots(*ref);
-      std::string human = "TAG                   CREATED               SIZE       ONLY HERE  HOST / SANDBOX, LABELS\n";
+      std::string human =
+        "TAG                   CREATED               SIZE       ONLY HERE  HOST / SANDBOX, LABELS\n";
       for (const auto& s : list) {
         char line[512];
-        std::string who = s.value("host", "") + (s.value("sandbox", "").empty() ? "" : " / " + s.value("sandbox", ""));
+        std::string who =
+          s.value("host", "") + (s.value("sandbox", "").empty() ? "" : " / " + s.value("sandbox", ""));
         for (auto it = s["labels"].begin(); it != s["labels"].end(); ++it) {
           who += " " + it.key() + "=" + it->get<std::string>();
         }

@@ -19,7 +19,8 @@ void add_prune(CLI::App& app, Registry& reg) {
   cmd->add_option("--keep-hourly", a->policy.hourly, "Keep the newest snapshot of each of the last N hours");
   cmd->add_option("--keep-daily", a->policy.daily, "Keep the newest snapshot of each of the last N days");
   cmd->add_option("--keep-weekly", a->policy.weekly, "Keep the newest snapshot of each of the last N weeks");
-  cmd->add_option("--keep-monthly", a->policy.monthly, "Keep the newest snapshot of each of the last N months");
+  cmd->add_option("--keep-monthly", a->policy.monthly,
+                  "Keep the newest snapshot of each of the last N months");
   cmd->add_option("--keep-tag", a->policy.tags, "Keep snapshots tagged T, or labelled T (KEY or KEY=VALUE)");
   cmd->add_flag("--dry-run", a->o.dry_run, "Only say what would be removed");
   add_lock_wait_option(*cmd, a->o.lock_wait);

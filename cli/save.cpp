@@ -79,12 +79,12 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
   if (r.destination.contains("digest")) {
     where += " (" + r.destination.value("digest", "") + ")";
   }
-  std::string stored =
-    r.destination.contains("digest") ? ", " + human_size(r.stored_bytes) + " of it already stored" : std::string();
+  std::string stored = r.destination.contains("digest")
+                         ? ", " + human_size(r.stored_bytes) + " of it already stored"
+                         : std::string();
   std::string human =
     "saved " + where + ": " + human_size(r.archive_bytes) + stored + " (" + human_size(r.vmstate_bytes) +
-    " of VM state) in " + std::to_string(r.seconds).substr(0, 4) +
-    " s; VM " + r.vm_state +
+    " of VM state) in " + std::to_string(r.seconds).substr(0, 4) + " s; VM " + r.vm_state +
     (r.vm_paused_seconds ? " (paused for " + milliseconds(*r.vm_paused_seconds) + ")" : std::string()) +
     (r.mode == "live" ? "; live save, instant " + r.live.value("instant", std::string()) : std::string());
 

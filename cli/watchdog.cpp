@@ -1,7 +1,7 @@
 // kata-snapshot watchdog --fd N: not for operators. A save starts it to put the VM back if
 // the save is killed (snapshot/watchdog.hpp); it is hidden from --help.
-#include "cli/common.hpp"
 #include "snapshot/watchdog.hpp"
+#include "cli/common.hpp"
 
 namespace ks::cli {
 
@@ -10,7 +10,8 @@ void add_watchdog(CLI::App& app, Registry& reg) {
   auto* cmd = app.add_subcommand("watchdog", "Internal: guards a running save against being killed");
   cmd->group(""); // hidden
   cmd->add_option("--fd", *fd, "The pipe from the save")->required();
-  cmd->add_option("--qmp", [](const std::vector<std::string>&) { return true; }, "The VM it guards (for ps)");
+  cmd->add_option(
+    "--qmp", [](const std::vector<std::string>&) { return true; }, "The VM it guards (for ps)");
   cmd->callback([&reg, fd] { reg.action = [fd] { return run_watchdog(*fd); }; });
 }
 

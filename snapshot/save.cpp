@@ -80,15 +80,15 @@ void SaveSession::preflight() {
     }
     throw Error("QEMU cannot migrate this VM: " + join(reasons, "; "));
   }
-  m_output = SnapshotOutput::open(m_o.output, {.overwrite = m_o.overwrite == Overwrite::yes,
-                                               .lock_wait = m_o.lock_wait,
-                                               .purpose = "save"});
+  m_output = SnapshotOutput::open(
+    m_o.output,
+    {.overwrite = m_o.overwrite == Overwrite::yes, .lock_wait = m_o.lock_wait, .purpose = "save"});
   m_layout = choose_layout();
   choose_mode();
   uint64_t estimate = resident_bytes(m_vm->pid) / 2; // assumes at least 2:1 compression
   if (auto free_bytes = m_output->free_bytes(); free_bytes && *free_bytes < estimate) {
-    throw Error("not enough space for the snapshot in " + m_output->temp_dir() + ": " + human_size(*free_bytes) +
-                " free, about " + human_size(estimate) + " needed");
+    throw Error("not enough space for the snapshot in " + m_output->temp_dir() + ": " +
+                human_size(*free_bytes) + " free, about " + human_size(estimate) + " needed");
   }
 }
 
@@ -105,8 +105,8 @@ std::string SaveSession::choose_layout() {
   }
   // Into a repository, mapped-ram: each page at a fixed offset, so an unchanged part of
   // memory makes the same chunk as last time, which the repository already holds.
-  bool incremental = m_o.layout == VmstateLayout::automatic && m_output->deduplicates() &&
-                     qemu_has_mapped_ram(m_vm->qmp);
+  bool incremental =
+    m_o.layout == VmstateLayout::automatic && m_output->deduplicates() && qemu_has_mapped_ram(m_vm->qmp);
   if (!incremental && (m_o.layout == VmstateLayout::automatic || m_o.layout == VmstateLayout::multifd)) {
     if (qemu_has_multifd(m_vm->qmp)) {
       m_channels = multifd_channels(m_o.threads);

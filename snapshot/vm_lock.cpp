@@ -21,10 +21,11 @@ VmLock::VmLock(pid_t qemu_pid) {
   std::string dir = lock_dir();
   make_dirs(dir);
   std::string path = dir + "/qemu-" + std::to_string(qemu_pid) + ".lock";
-  m_lock.emplace(path, FileLock::Options{.mode = LockMode::exclusive,
-                                         .purpose = "kata-snapshot on this VM",
-                                         .what = "the VM (QEMU pid " + std::to_string(qemu_pid) + ")",
-                                         .hint = "wait for the other kata-snapshot to finish, or check " + path});
+  m_lock.emplace(path,
+                 FileLock::Options{.mode = LockMode::exclusive,
+                                   .purpose = "kata-snapshot on this VM",
+                                   .what = "the VM (QEMU pid " + std::to_string(qemu_pid) + ")",
+                                   .hint = "wait for the other kata-snapshot to finish, or check " + path});
 }
 
 } // namespace ks

@@ -5,8 +5,8 @@
 
 #include "storage/entry_io.hpp"
 #include "storage/manifest.hpp"
-#include "util/fd.hpp"
 #include "storage/zstd_codec.hpp"
+#include "util/fd.hpp"
 
 #include <functional>
 #include <memory>

@@ -44,8 +44,8 @@ public:
   }
   void add_stored(const std::string& name, const StoredMember& stored, const std::string& raw_sha256);
 
-  uint64_t bytes_written() const { return m_bytes; }  // members' bytes, stored ones included
-  uint64_t bytes_stored() const { return m_stored; }  // of which already stored before
+  uint64_t bytes_written() const { return m_bytes; } // members' bytes, stored ones included
+  uint64_t bytes_stored() const { return m_stored; } // of which already stored before
 
   // For a regular file: start writeback of what is written so far (without waiting), so the
   // final fsync has little left to do. Called every few chunks.

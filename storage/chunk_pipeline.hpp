@@ -19,8 +19,8 @@ namespace ks {
 struct CompressedChunk {
   Bytes frame;
   std::string sha256;
-  std::string name;       // the archive member it becomes
-  std::string raw_sha256; // of the uncompressed bytes, when the writer wants it
+  std::string name;                   // the archive member it becomes
+  std::string raw_sha256;             // of the uncompressed bytes, when the writer wants it
   std::optional<StoredMember> stored; // already in the repository: FRAME is empty
 };
 

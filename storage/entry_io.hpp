@@ -49,8 +49,11 @@ public:
   // Content-addressed sinks: the stored member whose uncompressed bytes have SHA-256 RAW
   // (then add_stored() records it without writing), and whether raw hashes are wanted.
   virtual bool wants_raw_hashes() const { return false; }
-  virtual std::optional<StoredMember> find_raw(const std::string& /*raw_sha256*/) const { return std::nullopt; }
-  virtual void add_stored(const std::string& /*name*/, const StoredMember& /*stored*/, const TarAttrs& /*attrs*/) {}
+  virtual std::optional<StoredMember> find_raw(const std::string& /*raw_sha256*/) const {
+    return std::nullopt;
+  }
+  virtual void add_stored(const std::string& /*name*/, const StoredMember& /*stored*/,
+                          const TarAttrs& /*attrs*/) {}
   // A file: start writeback of what is written so far (without waiting).
   virtual void start_writeback() {}
 };

@@ -4,8 +4,8 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <fcntl.h>
 #include <ctime>
+#include <fcntl.h>
 #include <vector>
 
 namespace ks {

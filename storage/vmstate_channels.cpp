@@ -93,10 +93,10 @@ StreamStats write_vmstate_channels(const ChannelSource& source, ArchiveWriter& w
     if (pool.full()) {
       write_next();
     }
-    pool.submit([chunk, level = o.level, &buffers, &writer,
-                 name = vmstate_member_name(c.next_chunk++, *c.series)] {
-      return compress_chunk(chunk, level, buffers, name, writer);
-    });
+    pool.submit(
+      [chunk, level = o.level, &buffers, &writer, name = vmstate_member_name(c.next_chunk++, *c.series)] {
+        return compress_chunk(chunk, level, buffers, name, writer);
+      });
   };
   // Which series a connection is, from its first bytes: QEMU's stream header, or multifd.
   auto identify = [&](Connection& c) {

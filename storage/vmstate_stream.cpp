@@ -156,7 +156,8 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
       write_next();
     }
     int level = o.level;
-    pool.submit([chunk, level, &buffers, &writer] { return compress_chunk(chunk, level, buffers, {}, writer); });
+    pool.submit(
+      [chunk, level, &buffers, &writer] { return compress_chunk(chunk, level, buffers, {}, writer); });
     if (n < o.chunk_size) {
       break; // end of file
     }

@@ -101,9 +101,10 @@ OciLayout::OciLayout(std::string dir, Create create) : m_dir(std::move(dir)) {
                   "name a new or empty directory, or an existing oci: repository");
     }
     make_dirs(m_dir + "/blobs/sha256");
-    write_new(m_dir + "/index.json",
-              Json{{"schemaVersion", 2}, {"mediaType", k_oci_index_type}, {"manifests", Json::array()}}.dump() +
-                "\n");
+    write_new(
+      m_dir + "/index.json",
+      Json{{"schemaVersion", 2}, {"mediaType", k_oci_index_type}, {"manifests", Json::array()}}.dump() +
+        "\n");
     write_new(m_dir + "/oci-layout", std::string(k_layout_file) + "\n");
     has_layout = true;
   }
@@ -179,12 +180,11 @@ Json OciLayout::read_index() const {
 }
 
 void OciLayout::update_index(const std::function<void(Json& index)>& change) {
-  FileLock lock(m_dir + "/.kata-snapshot/index.lock",
-                {.mode = LockMode::exclusive,
-                 .wait = std::chrono::seconds(60),
-                 .purpose = "index.json update",
-                 .what = "index.json of " + m_dir,
-                 .hint = {}});
+  FileLock lock(m_dir + "/.kata-snapshot/index.lock", {.mode = LockMode::exclusive,
+                                                       .wait = std::chrono::seconds(60),
+                                                       .purpose = "index.json update",
+                                                       .what = "index.json of " + m_dir,
+                                                       .hint = {}});
   Json index = read_index();
   change(index);
   write_new(m_dir + "/index.json", index.dump(2) + "\n");

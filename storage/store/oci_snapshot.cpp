@@ -70,7 +70,8 @@ OciSnapshot read_snapshot(const OciLayout& layout, const Descriptor& manifest) {
     damaged(what, "its manifest is not an OCI image manifest");
   }
   if (m.value("artifactType", "") != k_artifact_type) {
-    throw Error(what + " is not a kata-snapshot snapshot (artifactType \"" + m.value("artifactType", "") + "\")",
+    throw Error(what + " is not a kata-snapshot snapshot (artifactType \"" + m.value("artifactType", "") +
+                  "\")",
                 ExitCode::archive_invalid);
   }
   OciSnapshot s;
@@ -103,7 +104,8 @@ OciSnapshot read_snapshot(const OciLayout& layout, const Descriptor& manifest) {
 
 std::vector<OciSnapshot> read_snapshots(const OciLayout& layout) {
   std::vector<OciSnapshot> out;
-  for (const auto& j : layout.read_index()["manifests"]) {
+  const Json index = layout.read_index();
+  for (const auto& j : index["manifests"]) {
     Descriptor d = Descriptor::parse(j, layout.dir() + "/index.json");
     if (d.media_type == k_oci_manifest_type) {
       OciSnapshot s = read_snapshot(layout, d);
@@ -115,7 +117,8 @@ std::vector<OciSnapshot> read_snapshots(const OciLayout& layout) {
 
 OciSnapshot find_snapshot(const OciLayout& layout, const std::string& tag) {
   std::optional<OciSnapshot> found;
-  for (const auto& j : layout.read_index()["manifests"]) {
+  const Json index = layout.read_index();
+  for (const auto& j : index["manifests"]) {
     Descriptor d = Descriptor::parse(j, layout.dir() + "/index.json");
     if (!tag.empty() && d.annotation(k_oci_ref_name) != tag) {
       continue;
@@ -131,7 +134,8 @@ OciSnapshot find_snapshot(const OciLayout& layout, const std::string& tag) {
   if (!found) {
     throw Error(tag.empty() ? "oci:" + layout.dir() + " holds no snapshot"
                             : "oci:" + layout.dir() + " has no snapshot tagged " + tag,
-                ExitCode::archive_invalid, tag.empty() ? "" : "see the tags with: kata-snapshot list oci:" + layout.dir());
+                ExitCode::archive_invalid,
+                tag.empty() ? "" : "see the tags with: kata-snapshot list oci:" + layout.dir());
   }
   return *found;
 }
@@ -260,12 +264,16 @@ void OciSink::close() {
   }
   m_digest = sha256_digest(sha256_hex(text));
   m_layout.put_blob(as_bytes(text), m_digest);
-  Descriptor d{k_oci_manifest_type, m_digest, text.size(),
-               {{k_oci_ref_name, m_tag}, {k_created_annotation, manifest["annotations"].value(k_created_annotation, "")}}};
+  Descriptor d{k_oci_manifest_type,
+               m_digest,
+               text.size(),
+               {{k_oci_ref_name, m_tag},
+                {k_created_annotation, manifest["annotations"].value(k_created_annotation, "")}}};
   m_layout.update_index([&](Json& index) {
     Json kept = Json::array();
     for (const auto& j : index["manifests"]) {
-      bool same_tag = j.is_object() && j.value("annotations", Json::object()).value(k_oci_ref_name, "") == m_tag;
+      bool same_tag =
+        j.is_object() && j.value("annotations", Json::object()).value(k_oci_ref_name, "") == m_tag;
       if (same_tag && !m_overwrite) {
         throw Error("oci:" + m_layout.dir() + " already has a snapshot tagged " + m_tag, ExitCode::failed,
                     "pass --force to replace it, or choose another tag");

@@ -10,13 +10,14 @@ namespace ks {
 namespace {
 
 // containers-transports(5) names this tool does not read or write.
-constexpr std::array k_other_transports = {"oci-archive", "docker-archive", "docker-daemon", "dir",
-                                           "containers-storage", "sif", "ostree"};
+constexpr std::array k_other_transports = {
+  "oci-archive", "docker-archive", "docker-daemon", "dir", "containers-storage", "sif", "ostree"};
 
 } // namespace
 
 bool valid_tag(const std::string& tag) {
-  if (tag.empty() || tag.size() > 128 || !(std::isalnum(static_cast<unsigned char>(tag[0])) || tag[0] == '_')) {
+  if (tag.empty() || tag.size() > 128 ||
+      !(std::isalnum(static_cast<unsigned char>(tag[0])) || tag[0] == '_')) {
     return false;
   }
   for (char c : tag) {

@@ -4,13 +4,13 @@
 #include "storage/store/oci_snapshot.hpp"
 #include "storage/store/store.hpp"
 #include "util/error.hpp"
-#include "util/file_lock.hpp"
 #include "util/fd.hpp"
+#include "util/file_lock.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <memory>
 #include <map>
+#include <memory>
 #include <set>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -35,12 +35,13 @@ OciLayout open_repository(const std::string& text, bool tag_allowed, std::string
 }
 
 FileLock lock_exclusive(const OciLayout& layout, const std::string& purpose, const RepoOptions& o) {
-  return FileLock(layout.lock_path(), {.mode = LockMode::exclusive,
-                                       .wait = o.lock_wait,
-                                       .purpose = purpose,
-                                       .what = "the repository " + layout.dir(),
-                                       .hint = "a save, prune or gc is running; wait for it, or pass a longer "
-                                               "--lock-wait"});
+  return FileLock(layout.lock_path(),
+                  {.mode = LockMode::exclusive,
+                   .wait = o.lock_wait,
+                   .purpose = purpose,
+                   .what = "the repository " + layout.dir(),
+                   .hint = "a save, prune or gc is running; wait for it, or pass a longer "
+                           "--lock-wait"});
 }
 
 void note_taken_over(const FileLock& lock) {
@@ -64,7 +65,8 @@ std::vector<std::string> blobs_of(const OciSnapshot& s) {
 std::set<std::string> referenced_blobs(const OciLayout& layout) {
   std::set<std::string> seen;
   std::vector<Descriptor> todo;
-  for (const auto& j : layout.read_index()["manifests"]) {
+  const Json index = layout.read_index();
+  for (const auto& j : index["manifests"]) {
     todo.push_back(Descriptor::parse(j, layout.dir() + "/index.json"));
   }
   while (!todo.empty()) {
@@ -73,12 +75,14 @@ std::set<std::string> referenced_blobs(const OciLayout& layout) {
     if (!seen.insert(d.digest).second) {
       continue;
     }
-    bool nested = d.media_type.find("manifest") != std::string::npos || d.media_type.find("index") != std::string::npos;
+    bool nested =
+      d.media_type.find("manifest") != std::string::npos || d.media_type.find("index") != std::string::npos;
     if (!nested || d.media_type == member_media_type(k_index_member)) {
       continue;
     }
     Bytes data = layout.read_blob(d, k_max_manifest_size, "oci:" + layout.dir());
-    Json m = Json::parse(std::string(reinterpret_cast<const char*>(data.data()), data.size()), nullptr, false);
+    Json m =
+      Json::parse(std::string(reinterpret_cast<const char*>(data.data()), data.size()), nullptr, false);
     if (!m.is_object()) {
       throw Error("oci:" + layout.dir() + " is damaged: manifest " + d.digest + " is not JSON",
                   ExitCode::archive_invalid);
@@ -169,7 +173,8 @@ Json list_snapshots(const std::string& ref) {
       sizes[l.digest] = l.size;
     }
   }
-  std::stable_sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.created() < b.created(); });
+  std::stable_sort(all.begin(), all.end(),
+                   [](const auto& a, const auto& b) { return a.created() < b.created(); });
   Json out = Json::array();
   for (const auto& s : all) {
     if (!tag.empty() && s.tag != tag) {
@@ -247,7 +252,8 @@ Json check_repository(const std::string& ref, bool read_data) {
   std::map<std::string, Descriptor> blobs;
   Json problems = Json::array();
   unsigned snapshots = 0;
-  for (const auto& j : layout.read_index()["manifests"]) {
+  const Json index = layout.read_index();
+  for (const auto& j : index["manifests"]) {
     Descriptor d = Descriptor::parse(j, layout.dir() + "/index.json");
     std::string name = d.annotation(k_oci_ref_name).empty() ? d.digest : d.annotation(k_oci_ref_name);
     if (!tag.empty() && d.annotation(k_oci_ref_name) != tag) {
@@ -302,12 +308,8 @@ Json check_repository(const std::string& ref, bool read_data) {
       problems.push_back({{"blob", digest}, {"problem", problem}, {"needed_by", needed_by[digest]}});
     }
   }
-  return {{"ok", problems.empty()},
-          {"repository", layout.dir()},
-          {"snapshots", snapshots},
-          {"blobs", blobs.size()},
-          {"read_data", read_data},
-          {"problems", problems}};
+  return {{"ok", problems.empty()}, {"repository", layout.dir()}, {"snapshots", snapshots},
+          {"blobs", blobs.size()},  {"read_data", read_data},     {"problems", problems}};
 }
 
 Json gc_repository(const std::string& ref, const RepoOptions& o) {

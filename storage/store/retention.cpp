@@ -41,7 +41,8 @@ bool has_tag(const RetentionItem& item, const std::string& t) {
 
 } // namespace
 
-std::vector<RetentionDecision> apply_policy(const std::vector<RetentionItem>& items, const KeepPolicy& policy) {
+std::vector<RetentionDecision> apply_policy(const std::vector<RetentionItem>& items,
+                                            const KeepPolicy& policy) {
   std::vector<size_t> order(items.size());
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),

@@ -29,6 +29,7 @@ struct RetentionDecision {
 };
 
 // One decision per item, in the order given.
-std::vector<RetentionDecision> apply_policy(const std::vector<RetentionItem>& items, const KeepPolicy& policy);
+std::vector<RetentionDecision> apply_policy(const std::vector<RetentionItem>& items,
+                                            const KeepPolicy& policy);
 
 } // namespace ks

@@ -49,8 +49,8 @@ public:
     m_file.emplace(ref.path, o.overwrite ? AtomicFile::Overwrite::yes : AtomicFile::Overwrite::no);
   }
   ArchiveWriter& start(const ArchiveWriter::ManifestText& manifest) override {
-    m_writer = std::make_unique<ArchiveWriter>(std::make_unique<TarWriter>(m_file ? m_file->fd() : STDOUT_FILENO, name()),
-                                               manifest);
+    m_writer = std::make_unique<ArchiveWriter>(
+      std::make_unique<TarWriter>(m_file ? m_file->fd() : STDOUT_FILENO, name()), manifest);
     return *m_writer;
   }
   void commit() override {
@@ -92,14 +92,16 @@ class OciOutput : public SnapshotOutput {
 public:
   OciOutput(const Reference& ref, const OutputOptions& o)
     : m_ref(ref), m_layout(ref.path, OciLayout::Create::yes), m_overwrite(o.overwrite),
-      m_lock(m_layout.lock_path(), {.mode = LockMode::shared,
-                                    .wait = o.lock_wait,
-                                    .purpose = o.purpose,
-                                    .what = "the repository " + ref.path,
-                                    .hint = "a prune or gc is running; wait for it, or pass a longer --lock-wait"}) {
+      m_lock(m_layout.lock_path(),
+             {.mode = LockMode::shared,
+              .wait = o.lock_wait,
+              .purpose = o.purpose,
+              .what = "the repository " + ref.path,
+              .hint = "a prune or gc is running; wait for it, or pass a longer --lock-wait"}) {
     m_tag = ref.tag.empty() ? time_tag() : ref.tag;
     if (!o.overwrite) {
-      for (const auto& j : m_layout.read_index()["manifests"]) {
+      const Json index = m_layout.read_index();
+      for (const auto& j : index["manifests"]) {
         if (j.is_object() && j.value("annotations", Json::object()).value(k_oci_ref_name, "") == m_tag) {
           throw Error(ref.with_tag(m_tag) + " already exists", ExitCode::failed,
                       "pass --force to replace it, or choose another tag");
@@ -114,7 +116,7 @@ public:
     m_writer = std::make_unique<ArchiveWriter>(std::move(sink), manifest);
     return *m_writer;
   }
-  void commit() override {} // the writer's finish() tagged the manifest
+  void commit() override {}           // the writer's finish() tagged the manifest
   void discard() noexcept override {} // blobs under temp names go with `gc`
   std::string temp_dir() const override { return m_layout.temp_dir(); }
   std::vector<std::string> temp_paths() const override { return {}; }

@@ -36,7 +36,9 @@ public:
 
   // The archive's writer, once its manifest is known (or its exact bytes, for a copy).
   virtual ArchiveWriter& start(const ArchiveWriter::ManifestText& manifest) = 0;
-  ArchiveWriter& start(const Json& manifest) { return start(ArchiveWriter::ManifestText{manifest.dump(2) + "\n"}); }
+  ArchiveWriter& start(const Json& manifest) {
+    return start(ArchiveWriter::ManifestText{manifest.dump(2) + "\n"});
+  }
   // After the writer's finish(): the snapshot appears under its final name.
   virtual void commit() = 0;
   // Removes what an unfinished save wrote under temp names (also from cleanup paths).

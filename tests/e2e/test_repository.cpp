@@ -9,9 +9,9 @@
 #include <catch2/catch.hpp>
 #include <csignal>
 #include <fcntl.h>
-#include <unistd.h>
 #include <filesystem>
 #include <thread>
+#include <unistd.h>
 
 using namespace ks;
 using namespace ks::test;
@@ -78,7 +78,8 @@ TEST_CASE("three saves into a repository: the later ones store little, and each 
   std::vector<nlohmann::json> saves;
   for (int i = 0; i < 3; ++i) {
     std::string tag = "s" + std::to_string(i);
-    saves.push_back(save_paused(vm.qmp_path(), repo + ":" + tag, {"--chunk-size", "1", "--label", "n=" + tag}));
+    saves.push_back(
+      save_paused(vm.qmp_path(), repo + ":" + tag, {"--chunk-size", "1", "--label", "n=" + tag}));
     marks.push_back(mark(vm));
     CHECK(saves.back()["tag"] == tag);
     CHECK(saves.back()["digest"].get<std::string>().starts_with("sha256:"));
@@ -90,7 +91,8 @@ TEST_CASE("three saves into a repository: the later ones store little, and each 
   REQUIRE(list.size() == 3);
   uint64_t first = list[0]["size"].get<uint64_t>();
   for (int i = 1; i < 3; ++i) {
-    INFO("snapshot " << i << " holds " << list[i]["unique_size"] << " of its own bytes; the first is " << first);
+    INFO("snapshot " << i << " holds " << list[i]["unique_size"] << " of its own bytes; the first is "
+                     << first);
     CHECK(list[i]["labels"]["n"] == "s" + std::to_string(i));
     CHECK(list[i]["unique_size"].get<uint64_t>() < first / 10);
     CHECK(saves[i]["stored_bytes"].get<uint64_t>() > saves[i]["archive_bytes"].get<uint64_t>() / 2);
@@ -107,7 +109,8 @@ TEST_CASE("three saves into a repository: the later ones store little, and each 
   }
 }
 
-TEST_CASE("copy .ksnap -> oci: -> .ksnap gives byte-identical members; skopeo reads and copies the repository") {
+TEST_CASE(
+  "copy .ksnap -> oci: -> .ksnap gives byte-identical members; skopeo reads and copies the repository") {
   GuestVm vm({});
   vm.wait_console("ksnap: tick 2");
   std::string archive = vm.dir() + "/vm.ksnap";
@@ -142,7 +145,8 @@ TEST_CASE("repository faults: damaged and missing blobs, a killed save, locks") 
   std::string repo = "oci:" + dir;
   save_paused(vm.qmp_path(), repo + ":good", {"--chunk-size", "1"});
   vm.qmp().execute("cont");
-  nlohmann::json manifest = nlohmann::json::parse(run_command({"skopeo", "inspect", "--raw", repo + ":good"}).output);
+  nlohmann::json manifest =
+    nlohmann::json::parse(run_command({"skopeo", "inspect", "--raw", repo + ":good"}).output);
   auto blob = [&](const std::string& title) {
     for (const auto& l : manifest["layers"]) {
       if (l["annotations"]["org.opencontainers.image.title"] == title) {
@@ -156,7 +160,8 @@ TEST_CASE("repository faults: damaged and missing blobs, a killed save, locks") 
     std::string path = blob("vmstate/000002.zst");
     std::string bytes = read_file(path);
     bytes[bytes.size() / 2] ^= 0x01;
-    std::filesystem::permissions(path, std::filesystem::perms::owner_write, std::filesystem::perm_options::add);
+    std::filesystem::permissions(path, std::filesystem::perms::owner_write,
+                                 std::filesystem::perm_options::add);
     write_file(path, bytes);
     CHECK(run_cli({"check", repo}).status == 0); // sizes are right: only the data is wrong
     CommandResult c = run_cli({"check", repo, "--read-data"});
@@ -176,8 +181,8 @@ TEST_CASE("repository faults: damaged and missing blobs, a killed save, locks") 
   }
   SECTION("a save killed in the middle leaves the repository clean; gc removes its blobs") {
     long before = files_in(dir + "/blobs/sha256");
-    ChildProcess save = spawn({test_env().cli, "save", "--qmp", vm.qmp_path(), "-o", repo + ":killed", "--chunk-size",
-                               "1", "--compress-level", "19", "--threads", "1"},
+    ChildProcess save = spawn({test_env().cli, "save", "--qmp", vm.qmp_path(), "-o", repo + ":killed",
+                               "--chunk-size", "1", "--compress-level", "19", "--threads", "1"},
                               vm.dir() + "/killed.err");
     wait_until([&] { return files_in(dir + "/blobs/sha256") > before + 2; });
     ::kill(save.pid(), SIGKILL);
@@ -192,7 +197,9 @@ TEST_CASE("repository faults: damaged and missing blobs, a killed save, locks") 
   }
   SECTION("prune waits for a save's lock, then exits 4; a lock left by a dead process is taken over") {
     ChildProcess holder = spawn({"flock", "-s", dir + "/.kata-snapshot/lock", "sleep", "30"}, "");
-    wait_until([&] { return run_command({"flock", "-n", "-x", dir + "/.kata-snapshot/lock", "true"}).status != 0; });
+    wait_until([&] {
+      return run_command({"flock", "-n", "-x", dir + "/.kata-snapshot/lock", "true"}).status != 0;
+    });
     CommandResult p = run_cli({"prune", repo, "--keep-last", "1", "--lock-wait", "1"});
     CHECK(p.status == 4);
     CHECK_THAT(p.error_output, Catch::Contains("the repository " + dir + " is locked"));
@@ -208,6 +215,7 @@ TEST_CASE("repository faults: damaged and missing blobs, a killed save, locks") 
                  .dump());
     CommandResult q = run_cli({"prune", repo, "--keep-last", "1"});
     CHECK(q.status == 0);
-    CHECK_THAT(q.error_output, Catch::Contains("took over the repository lock left by") && Catch::Contains("pid 999999"));
+    CHECK_THAT(q.error_output,
+               Catch::Contains("took over the repository lock left by") && Catch::Contains("pid 999999"));
   }
 }

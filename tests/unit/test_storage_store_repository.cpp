@@ -1,0 +1,210 @@
+// An OCI image layout as a snapshot repository, with small synthetic snapshots: the
+// mapping, reuse of stored chunks, prune + gc + check, and hostile repositories.
+#include "storage/store/oci_layout.hpp"
+#include "storage/store/oci_snapshot.hpp"
+#include "storage/store/repository.hpp"
+#include "storage/store/store.hpp"
+#include "tests/support/fake_qmp.hpp"
+#include "util/error.hpp"
+#include "util/fd.hpp"
+#include "util/sha256.hpp"
+
+#include <catch2/catch.hpp>
+#include <fcntl.h>
+#include <filesystem>
+
+using namespace ks;
+using ks::test::TempDir;
+
+namespace {
+
+Bytes bytes_of(const std::string& s) {
+  Bytes b(s.size());
+  std::memcpy(b.data(), s.data(), s.size());
+  return b;
+}
+
+// A snapshot of two vmstate chunks (PAYLOADS) into REF, taken at CREATED; its result.
+Json put_snapshot(const std::string& ref, const std::string& created,
+                  const std::vector<std::string>& payloads, const Json& labels = Json::object()) {
+  std::unique_ptr<SnapshotOutput> out = SnapshotOutput::open(ref, {});
+  Json m = {{"format", k_format_name},
+            {"format_version", 2},
+            {"created", created},
+            {"labels", labels},
+            {"qemu", {{"argv", {"qemu-system-x86_64"}}}},
+            {"vmstate", {{"chunk_size", 65536}, {"layout", "mapped-ram"}}}};
+  ArchiveWriter& w = out->start(m);
+  uint64_t n = 0;
+  for (const auto& p : payloads) {
+    Bytes raw = bytes_of(p);
+    std::string raw_sha = sha256_hex(raw);
+    std::string name = vmstate_member_name(n++);
+    if (auto stored = w.find_raw(raw_sha)) {
+      w.add_stored(name, *stored, raw_sha);
+      continue;
+    }
+    Bytes frame;
+    zstd_compress(raw, 1, frame);
+    w.add_member(name, frame, sha256_hex(frame), raw_sha);
+  }
+  w.finish();
+  out->commit();
+  Json r = out->describe();
+  r["stored"] = w.bytes_stored();
+  return r;
+}
+
+std::string text(const std::string& path) {
+  return read_file(path);
+}
+
+void write_text(const std::string& path, const std::string& s) {
+  std::filesystem::permissions(path, std::filesystem::perms::owner_write, std::filesystem::perm_options::add);
+  Fd f = open_file(path, O_WRONLY | O_TRUNC);
+  write_all(f.get(), s, path);
+}
+
+ExitCode code_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  return ExitCode::ok;
+}
+
+} // namespace
+
+TEST_CASE("repository: a snapshot is an OCI image manifest whose layers are the archive's members") {
+  TempDir t;
+  std::string ref = "oci:" + t / "repo";
+  Json r = put_snapshot(ref + ":one", "2026-11-27T02:00:00Z", {"aaaa", "bbbb"}, {{"env", "prod"}});
+  CHECK(r["tag"] == "one");
+  CHECK(text(t / "repo/oci-layout") == "{\"imageLayoutVersion\":\"1.0.0\"}\n");
+  OciLayout layout(t / "repo", OciLayout::Create::no);
+  OciSnapshot s = find_snapshot(layout, "one");
+  CHECK(s.manifest.digest == r["digest"]);
+  CHECK(s.config.media_type == k_config_type);
+  REQUIRE(s.layers.size() == 3);
+  CHECK(s.layers[0].annotation(k_title_annotation) == "vmstate/000000.zst");
+  CHECK(s.layers[0].annotation(k_raw_annotation) == sha256_hex(std::string("aaaa")));
+  CHECK(s.layers[2].annotation(k_title_annotation) == "index.json");
+  CHECK(s.annotations["io.kata-snapshot.label.env"] == "prod");
+  CHECK(s.created() == "2026-11-27T02:00:00Z");
+  // Read back through the same reader as a .ksnap file: every member checked.
+  std::unique_ptr<ArchiveReader> reader = open_snapshot(ref + ":one");
+  int members = 0;
+  while (auto m = reader->next()) {
+    reader->check_member(*m);
+    ++members;
+  }
+  CHECK(members == 2);
+  CHECK(reader->index()["members"].size() == 3);
+  // The same tag again is refused unless replaced.
+  CHECK(code_of([&] { put_snapshot(ref + ":one", "2026-11-27T03:00:00Z", {"x"}); }) == ExitCode::failed);
+}
+
+TEST_CASE("repository: a chunk stored before is found by its raw hash and not written again") {
+  TempDir t;
+  std::string ref = "oci:" + t / "repo";
+  Json first = put_snapshot(ref + ":a", "2026-11-27T02:00:00Z", {"same", "old"});
+  CHECK(first["stored"] == 0);
+  Json second = put_snapshot(ref + ":b", "2026-11-27T03:00:00Z", {"same", "new"});
+  OciLayout layout(t / "repo", OciLayout::Create::no);
+  CHECK(second["stored"].get<uint64_t>() == find_snapshot(layout, "a").layers[0].size);
+  Json list = list_snapshots(ref);
+  REQUIRE(list.size() == 2);
+  CHECK(list[1]["unique_size"].get<uint64_t>() < list[1]["size"].get<uint64_t>());
+}
+
+TEST_CASE("repository: prune keeps what the rules say, gc frees exactly the rest, check stays clean") {
+  TempDir t;
+  std::string ref = "oci:" + t / "repo";
+  const char* times[] = {"2026-11-20T02:00:00Z", "2026-11-25T02:00:00Z", "2026-11-26T02:00:00Z",
+                         "2026-11-26T14:00:00Z", "2026-11-27T02:00:00Z"};
+  int i = 0;
+  for (const char* when : times) {
+    put_snapshot(ref + ":t" + std::to_string(i), when, {"shared", "own " + std::to_string(i)},
+                 i == 0 ? Json{{"keep", "yes"}} : Json::object());
+    ++i;
+  }
+  Json dry = prune_snapshots(ref, {.daily = 2}, {.dry_run = true});
+  CHECK(dry["removed"].size() == 3);
+  CHECK(list_snapshots(ref).size() == 5);
+  Json pruned = prune_snapshots(ref, {.daily = 2, .tags = {"keep"}}, {});
+  std::vector<std::string> left;
+  for (const auto& s : list_snapshots(ref)) {
+    left.push_back(s["tag"]);
+  }
+  CHECK(left == std::vector<std::string>{"t0", "t3", "t4"});
+  auto blobs = [&] {
+    return std::distance(std::filesystem::directory_iterator(t / "repo/blobs/sha256"), {});
+  };
+  auto before = blobs();
+  Json gc = gc_repository(ref, {});
+  // Two snapshots went: each its manifest, manifest.json, own chunk and index.json.
+  CHECK(gc["removed"].size() == 8);
+  CHECK(blobs() == before - 8);
+  CHECK(check_repository(ref, true)["ok"] == true);
+  CHECK(code_of([&] { prune_snapshots(ref, {}, {}); }) == ExitCode::usage);
+}
+
+TEST_CASE("repository: damage is found and named with the snapshots that need it") {
+  TempDir t;
+  std::string ref = "oci:" + t / "repo";
+  put_snapshot(ref + ":a", "2026-11-27T02:00:00Z", {"shared", "a"});
+  put_snapshot(ref + ":b", "2026-11-27T03:00:00Z", {"shared", "b"});
+  OciLayout layout(t / "repo", OciLayout::Create::no);
+  std::string shared = layout.blob_path(find_snapshot(layout, "a").layers[0].digest);
+  std::string data = text(shared);
+  data[data.size() / 2] ^= 1;
+  write_text(shared, data);
+  CHECK(check_repository(ref, false)["ok"] == true); // sizes only
+  Json c = check_repository(ref, true);
+  REQUIRE(c["problems"].size() == 1);
+  CHECK(c["problems"][0]["needed_by"] == Json{"a", "b"});
+  CHECK(code_of([&] {
+          auto r = open_snapshot(ref + ":a");
+          while (auto m = r->next()) {
+            r->check_member(*m);
+          }
+        }) == ExitCode::archive_invalid);
+}
+
+TEST_CASE("repository: hostile index.json and manifests are refused, never followed") {
+  TempDir t;
+  std::string dir = t / "repo";
+  put_snapshot("oci:" + dir + ":a", "2026-11-27T02:00:00Z", {"x"});
+  Json index = Json::parse(text(dir + "/index.json"));
+  auto refused = [&](const Json& changed) {
+    write_text(dir + "/index.json", changed.dump());
+    CHECK(code_of([&] { open_snapshot("oci:" + dir + ":a"); }) == ExitCode::archive_invalid);
+    CHECK(code_of([&] { gc_repository("oci:" + dir, {}); }) == ExitCode::archive_invalid);
+  };
+  Json bad = index;
+  bad["manifests"][0]["digest"] = "sha256:../../../../etc/passwd";
+  refused(bad);
+  bad = index;
+  bad["manifests"][0]["size"] = 64u << 20; // over the manifest cap: never read into memory
+  refused(bad);
+  bad = index;
+  bad["manifests"][0]["size"] = bad["manifests"][0]["size"].get<uint64_t>() - 1;
+  refused(bad);
+  // A manifest that is someone else's artifact is not loaded as a snapshot.
+  OciLayout layout(dir, OciLayout::Create::no);
+  std::string other = R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",)"
+                      R"("artifactType":"application/example","config":{},"layers":[]})";
+  std::string digest = sha256_digest(sha256_hex(other));
+  layout.put_blob(std::as_bytes(std::span(other.data(), other.size())), digest);
+  bad = index;
+  bad["manifests"][0]["digest"] = digest;
+  bad["manifests"][0]["size"] = other.size();
+  write_text(dir + "/index.json", bad.dump());
+  try {
+    open_snapshot("oci:" + dir + ":a");
+    FAIL("loaded another artifact");
+  } catch (const Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("is not a kata-snapshot snapshot"));
+  }
+}

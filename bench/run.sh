@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # make bench: kata-snapshot against plain QEMU migration (bench/bench.cpp), then live mode
-# against stop mode (bench/live.cpp). BENCH_ONLY=save|live runs one of them.
+# against stop mode (bench/live.cpp), then oci: repositories against .ksnap files
+# (bench/repository.cpp). BENCH_ONLY=save|live|repository runs one of them.
 set -euo pipefail
 build=${1:-build}
 rounds=${BENCH_ROUNDS:-5}
-[ "${BENCH_ONLY:-}" = live ] || "$build/bench_snapshot" "$rounds"
-[ "${BENCH_ONLY:-}" = save ] || "$build/bench_live" "$rounds"
+only=${BENCH_ONLY:-}
+[ -n "$only" ] && [ "$only" != save ] || "$build/bench_snapshot" "$rounds"
+[ -n "$only" ] && [ "$only" != live ] || "$build/bench_live" "$rounds"
+[ -n "$only" ] && [ "$only" != repository ] || "$build/bench_repository" "$rounds"

@@ -32,7 +32,7 @@ void add_check(CLI::App& app, Registry& reg) {
                std::to_string(r.value("blobs", 0)) + " blobs, " +
                (r.value("ok", false) ? "no problems" : std::to_string(r["problems"].size()) + " problem(s)") +
                (a->read_data ? " (data read)" : " (data not read; --read-data reads it)");
-      print_result(reg.global, r, human);
+      print_result(reg.global, r, reg.global.quiet && r.value("ok", false) ? "" : human);
       return r.value("ok", false) ? 0 : static_cast<int>(ExitCode::archive_invalid);
     };
   });

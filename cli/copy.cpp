@@ -28,7 +28,7 @@ void add_copy(CLI::App& app, Registry& reg) {
         note(reg.global, human);
         return 0;
       }
-      print_result(reg.global, r, human);
+      print_result(reg.global, r, reg.global.quiet ? "" : human);
       return 0;
     };
   });

@@ -23,7 +23,7 @@ void add_gc(CLI::App& app, Registry& reg) {
                           std::to_string(r["removed"].size()) + " blob(s), " +
                           human_size(r.value("bytes_freed", 0ull)) + "; " +
                           std::to_string(r.value("referenced", 0)) + " referenced blob(s) kept";
-      print_result(reg.global, r, human);
+      print_result(reg.global, r, reg.global.quiet ? "" : human);
       return 0;
     };
   });

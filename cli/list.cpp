@@ -29,7 +29,7 @@ void add_list(CLI::App& app, Registry& reg) {
                       human_size(s.value("unique_size", 0ull)).c_str(), who.c_str());
         human += line;
       }
-      print_result(reg.global, Json{{"snapshots", list}}, human);
+      print_result(reg.global, Json{{"snapshots", list}}, reg.global.quiet ? "" : human);
       return 0;
     };
   });

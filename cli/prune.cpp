@@ -40,7 +40,7 @@ void add_prune(CLI::App& app, Registry& reg) {
       }
       human += std::to_string(r["removed"].size()) + " snapshot(s) " + (a->o.dry_run ? "would be " : "") +
                "removed; run `kata-snapshot gc " + a->ref + "` to free their blobs";
-      print_result(reg.global, r, human);
+      print_result(reg.global, r, reg.global.quiet ? "" : human);
       return 0;
     };
   });

@@ -24,7 +24,7 @@ struct SaveArgs {
   std::vector<std::string> shares;
   std::vector<std::string> labels;
   bool force = false;
-  size_t chunk_mib = 8;
+  size_t chunk_mib = 0;
   uint64_t max_transfer_mib = 0;
   std::string sandbox;
   std::string kata_root = "/";
@@ -128,7 +128,8 @@ void add_save(CLI::App& app, Registry& reg) {
     ->check(CLI::Range(1, 1 << 30));
   cmd
     ->add_option("--vmstate", a->vmstate,
-                 "VM state layout: auto (default: multifd where QEMU has it, else stream), multifd "
+                 "VM state layout: auto (default: multifd where QEMU has it, else stream; mapped-ram into "
+                 "an oci: repository), multifd "
                  "(several connections, loaded in parallel), stream (one pipe; archive format 1, which "
                  "every kata-snapshot reads) or mapped-ram (shorter pause, staged in memory)")
 
@@ -147,7 +148,9 @@ void add_save(CLI::App& app, Registry& reg) {
                   "Compression workers (default: every core but one; every core for mapped-ram); "
                   "with multifd also the channel count (default: every core, 2 to 8)");
 
-  cmd->add_option("--chunk-size", a->chunk_mib, "vmstate chunk size in MiB (default 8)")
+  cmd
+    ->add_option("--chunk-size", a->chunk_mib,
+                 "vmstate chunk size in MiB (default 8; 1 into an oci: repository)")
     ->check(CLI::Range(1, 256));
   cmd->add_option("--label", a->labels, "KEY=VALUE recorded in the manifest");
   cmd->add_flag("--force", a->force, "Overwrite an existing archive, or replace a repository's tag");

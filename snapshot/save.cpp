@@ -99,7 +99,9 @@ void SaveSession::preflight() {
 // QEMU loads it with large reads, but the compression no longer overlaps QEMU's work
 // (docs/kata-snapshot.1.md has the measured trade-off).
 std::string SaveSession::choose_layout() {
-  m_chunk_size = m_o.chunk_size;
+  // Into a repository, 1 MiB: a guest that changed little changes few chunks (measured on
+  // the idle 1 GiB bench guest: 1.3 % of the first save's bytes again, 8 MiB chunks: 8 %).
+  m_chunk_size = m_o.chunk_size ? m_o.chunk_size : m_output->deduplicates() ? 1u << 20 : 8u << 20;
   if (m_o.layout == VmstateLayout::stream) {
     return k_layout_stream;
   }
@@ -110,7 +112,7 @@ std::string SaveSession::choose_layout() {
   if (!incremental && (m_o.layout == VmstateLayout::automatic || m_o.layout == VmstateLayout::multifd)) {
     if (qemu_has_multifd(m_vm->qmp)) {
       m_channels = multifd_channels(m_o.threads);
-      m_chunk_size = channel_chunk_size(m_o.chunk_size, m_channels + 1);
+      m_chunk_size = channel_chunk_size(m_chunk_size, m_channels + 1);
       return k_layout_multifd;
     }
     if (m_o.layout == VmstateLayout::automatic) {

@@ -6,7 +6,9 @@
 
 #include <cerrno>
 #include <climits>
+#include <dirent.h>
 #include <fcntl.h>
+#include <memory>
 #include <poll.h>
 #include <unistd.h>
 
@@ -104,6 +106,22 @@ bool wait_readable(int fd, const Deadline& deadline) {
       throw_errno("poll failed");
     }
   }
+}
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> out;
+  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
+  while (d) {
+    dirent* e = ::readdir(d.get());
+    if (!e) {
+      break;
+    }
+    std::string name = e->d_name;
+    if (name != "." && name != "..") {
+      out.push_back(std::move(name));
+    }
+  }
+  return out;
 }
 
 std::string read_file(const std::string& path) {

@@ -5,6 +5,7 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace ks {
 
@@ -56,6 +57,9 @@ bool wait_readable(int fd, const Deadline& deadline);
 
 // Whole file as a string; throws naming PATH.
 std::string read_file(const std::string& path);
+
+// The names in directory DIR, "." and ".." left out; empty when DIR cannot be read.
+std::vector<std::string> list_dir(const std::string& dir);
 
 // The last LINES lines of a text file joined with " | " (a log's last words), or "".
 std::string log_tail(const std::string& path, size_t lines);

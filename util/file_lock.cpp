@@ -7,9 +7,7 @@
 #include <cerrno>
 #include <csignal>
 #include <ctime>
-#include <dirent.h>
 #include <fcntl.h>
-#include <memory>
 #include <nlohmann/json.hpp>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -71,12 +69,7 @@ struct Record {
 
 std::vector<Record> read_records(const std::string& dir) {
   std::vector<Record> out;
-  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
-  if (!d) {
-    return out;
-  }
-  while (dirent* e = ::readdir(d.get())) {
-    std::string name = e->d_name;
+  for (const auto& name : list_dir(dir)) {
     if (!name.ends_with(".json")) {
       continue;
     }

@@ -5,9 +5,7 @@
 #include "util/file_lock.hpp"
 
 #include <cerrno>
-#include <dirent.h>
 #include <fcntl.h>
-#include <memory>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,17 +21,8 @@ constexpr uint64_t k_max_index_size = 64u << 20;
 }
 
 bool is_empty_dir(const std::string& dir) {
-  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir(dir.c_str()), ::closedir);
-  if (!d) {
-    return errno == ENOENT;
-  }
-  while (dirent* e = ::readdir(d.get())) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") {
-      return false;
-    }
-  }
-  return true;
+  struct stat st {};
+  return ::stat(dir.c_str(), &st) != 0 ? errno == ENOENT : S_ISDIR(st.st_mode) && list_dir(dir).empty();
 }
 
 void write_new(const std::string& path, const std::string& text) {
@@ -191,18 +180,7 @@ void OciLayout::update_index(const std::function<void(Json& index)>& change) {
 }
 
 std::vector<std::string> OciLayout::blob_files() const {
-  std::vector<std::string> out;
-  std::unique_ptr<DIR, int (*)(DIR*)> d(::opendir((m_dir + "/blobs/sha256").c_str()), ::closedir);
-  if (!d) {
-    return out;
-  }
-  while (dirent* e = ::readdir(d.get())) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") {
-      out.push_back(n);
-    }
-  }
-  return out;
+  return list_dir(m_dir + "/blobs/sha256");
 }
 
 BlobWriter::BlobWriter(OciLayout& layout, std::string digest, uint64_t size)

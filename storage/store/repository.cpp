@@ -7,10 +7,8 @@
 #include "util/fd.hpp"
 #include "util/file_lock.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <map>
-#include <memory>
 #include <set>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -127,9 +125,15 @@ Json copy_snapshot(const std::string& src, const std::string& dst, const RepoOpt
   uint64_t members = 0;
   while (auto name = reader->next_if("")) {
     const ArchiveEntry& e = reader->open_entry();
-    auto raw = e.attrs.find(k_raw_sha256_attr);
-    writer.begin_member(*name, e.size, e.attrs.at(k_sha256_attr),
-                        raw == e.attrs.end() ? std::string() : raw->second);
+    auto attr = [&](const char* key) {
+      auto it = e.attrs.find(key);
+      return it == e.attrs.end() ? std::string() : it->second;
+    };
+    if (attr(k_sha256_attr).empty()) {
+      throw Error(reader->what() + " is damaged: member " + *name + " has no SHA-256 in its header",
+                  ExitCode::archive_invalid);
+    }
+    writer.begin_member(*name, e.size, attr(k_sha256_attr), attr(k_raw_sha256_attr));
     reader->stream_member([&](const ArchiveReader::Source& source) {
       while (size_t n = source(buf)) {
         writer.write_member(std::span(buf).first(n));
@@ -220,7 +224,7 @@ Json prune_snapshots(const std::string& ref, const KeepPolicy& policy, const Rep
   std::vector<RetentionDecision> decisions = apply_policy(items, policy);
   Json kept = Json::array();
   Json removed = Json::array();
-  std::set<std::string> remove;
+  std::set<std::pair<std::string, std::string>> remove; // (digest, tag): a manifest may have several tags
   for (size_t i = 0; i < all.size(); ++i) {
     Json j = {{"tag", all[i].tag}, {"digest", all[i].manifest.digest}, {"created", all[i].created()}};
     if (decisions[i].keep) {
@@ -228,14 +232,15 @@ Json prune_snapshots(const std::string& ref, const KeepPolicy& policy, const Rep
       kept.push_back(j);
     } else {
       removed.push_back(j);
-      remove.insert(all[i].manifest.digest);
+      remove.insert({all[i].manifest.digest, all[i].tag});
     }
   }
   if (!o.dry_run && !remove.empty()) {
     layout.update_index([&](Json& index) {
       Json left = Json::array();
       for (const auto& j : index["manifests"]) {
-        if (!remove.contains(j.value("digest", ""))) {
+        std::string tag = j.value("annotations", Json::object()).value(k_oci_ref_name, "");
+        if (!remove.contains({j.value("digest", ""), tag})) {
           left.push_back(j);
         }
       }
@@ -336,14 +341,8 @@ Json gc_repository(const std::string& ref, const RepoOptions& o) {
     removed.push_back(temp ? name : "sha256:" + name);
   }
   if (!o.dry_run) { // staging files of saves that did not finish (none runs: the lock is ours)
-    std::string tmp = layout.temp_dir();
-    if (auto d = std::unique_ptr<DIR, int (*)(DIR*)>(::opendir(tmp.c_str()), ::closedir)) {
-      while (dirent* e = ::readdir(d.get())) {
-        std::string n = e->d_name;
-        if (n != "." && n != "..") {
-          ::unlink((tmp + "/" + n).c_str());
-        }
-      }
+    for (const auto& name : list_dir(layout.temp_dir())) {
+      ::unlink((layout.temp_dir() + "/" + name).c_str());
     }
   }
   return {{"removed", removed}, {"bytes_freed", freed}, {"dry_run", o.dry_run}, {"referenced", keep.size()}};

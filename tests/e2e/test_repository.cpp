@@ -219,3 +219,23 @@ TEST_CASE("repository faults: damaged and missing blobs, a killed save, locks") 
                Catch::Contains("took over the repository lock left by") && Catch::Contains("pid 999999"));
   }
 }
+
+TEST_CASE("examples/cron backs a VM up into a repository, night after night, and prunes it") {
+  GuestVm vm({.workload = "idle"});
+  std::string dir = vm.dir() + "/backups";
+  std::string path = std::filesystem::path(test_env().cli).parent_path().string() + ":" + std::getenv("PATH");
+  for (int night = 0; night < 2; ++night) {
+    CommandResult r =
+      run_command({"env", "PATH=" + path, "KEEP_DAILY=1", "bash",
+                   std::string(KSNAP_SOURCE_DIR) + "/examples/cron/ksnap-backup.sh", vm.qmp_path(), dir},
+                  Millis(300000));
+    INFO(r.error_output);
+    REQUIRE(r.status == 0);
+    std::this_thread::sleep_for(Millis(1100)); // the next tag is the next second
+  }
+  nlohmann::json list = cli_json({"list", "oci:" + dir, "--json"})["snapshots"];
+  REQUIRE(list.size() == 1); // both on the same day: --keep-daily 1 keeps the newer
+  CHECK(list[0]["labels"]["origin"] == "cron");
+  CHECK(cli_json({"check", "oci:" + dir, "--read-data", "--json"})["ok"] == true);
+  CHECK(vm.qmp().execute("query-status")["status"] == "running");
+}

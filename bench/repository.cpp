@@ -1,0 +1,126 @@
+// make bench, repository: a full save into an empty oci: repository, then a second save of
+// the same guest (idle, its counter ticking), against `save -o FILE` (the default layout), all
+// in stop mode, alternating, medians; then a load from the repository against a load of the
+// .ksnap file. Targets (the repository issue): second save <= 0.3x the file save's time and
+// <= 5 % of the first save's bytes; first save <= 1.5x; repository load <= 1.0x.
+#include "bench/bench_util.hpp"
+#include "tests/e2e/guest_vm.hpp"
+#include "util/strings.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+using namespace ks;
+using namespace ks::test;
+using namespace ks::bench;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The blob bytes a repository save wrote, from its --json result (appended to PATH).
+uint64_t blob_bytes(const std::string& path) {
+  std::string all = read_file(path);
+  fs::remove(path);
+  return qmp::Json::parse(all).value("blob_bytes_written", uint64_t{0});
+}
+
+// Loads ARCHIVE into RUN, then kills the restored QEMU and waits until it is gone.
+double load_seconds(const std::string& archive, const std::string& run, const std::string& log) {
+  std::error_code ec;
+  fs::remove(log, ec);
+  Run r = timed_cli({"load", archive, "--run-dir", run}, log);
+  int pid = std::stoi(trim(read_file(run + "/qemu.pid")));
+  ::kill(pid, SIGKILL);
+  while (::kill(pid, 0) == 0 &&
+         read_file("/proc/" + std::to_string(pid) + "/stat").find(") Z") == std::string::npos) {
+    std::this_thread::sleep_for(Millis(5));
+  }
+  fs::remove_all(run, ec);
+  return r.seconds;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  int rounds = argc > 1 ? std::atoi(argv[1]) : 3;
+  std::printf(
+    "\nkata-snapshot repository benchmark: 1 GiB guest, %d rounds, file and repository alternating\n",
+    rounds);
+  GuestVm vm(
+    {.workload = "bench", .memory_mb = 1024, .kernel_args = {"ksnap.random_mb=280", "ksnap.text_mb=280"}});
+  std::printf("guest: %s\n", vm.wait_console("ksnap: filled", Millis(600000)).c_str());
+  std::string dir = vm.dir();
+  {
+    qmp::Client qmp = vm.qmp(); // populate guest RAM on the host once (ENVIRONMENT.md)
+    qmp.execute("stop");
+    migrate_out(qmp, "exec:cat > /dev/null");
+    qmp.execute("cont");
+  }
+  std::vector<double> file_save, first_save, second_save, file_load, repo_load;
+  uint64_t file_bytes = 0, first_bytes = 0, second_bytes = 0;
+  std::error_code ec;
+  std::string last_repo;
+  for (int i = 0; i < rounds; ++i) {
+    auto file = [&] {
+      fs::remove(dir + "/file.ksnap", ec);
+      Run r = timed_cli(
+        {"save", "--mode", "stop", "--quiesce", "off", "--qmp", vm.qmp_path(), "-o", dir + "/file.ksnap"},
+        dir + "/save-file.log");
+      file_save.push_back(r.seconds);
+      file_bytes = fs::file_size(dir + "/file.ksnap");
+    };
+    auto repo = [&] {
+      if (!last_repo.empty()) {
+        fs::remove_all(last_repo, ec);
+      }
+      last_repo = dir + "/repo" + std::to_string(i);
+      for (const char* tag : {"first", "second"}) {
+        Run r = timed_cli({"save", "--mode", "stop", "--quiesce", "off", "--qmp", vm.qmp_path(), "-o",
+                           "oci:" + last_repo + ":" + tag, "--json"},
+                          dir + "/save-repo.log", dir + "/save-repo.json");
+        uint64_t bytes = blob_bytes(dir + "/save-repo.json");
+        (std::string(tag) == "first" ? first_save : second_save).push_back(r.seconds);
+        (std::string(tag) == "first" ? first_bytes : second_bytes) = bytes;
+        std::this_thread::sleep_for(Millis(1500)); // a tick or so of the idle guest in between
+      }
+    };
+    if (i % 2 == 0) {
+      file();
+      repo();
+    } else {
+      repo();
+      file();
+    }
+  }
+  vm.kill();
+  for (int i = 0; i < rounds; ++i) {
+    auto f = [&] { file_load.push_back(load_seconds(dir + "/file.ksnap", dir + "/run-f", dir + "/lf.log")); };
+    auto o = [&] {
+      repo_load.push_back(load_seconds("oci:" + last_repo + ":second", dir + "/run-o", dir + "/lo.log"));
+    };
+    if (i % 2 == 0) {
+      f();
+      o();
+    } else {
+      o();
+      f();
+    }
+  }
+  double fs_ = median(file_save), s1 = median(first_save), s2 = median(second_save);
+  double fl = median(file_load), ol = median(repo_load);
+  std::printf("\n%-34s %10s %10s %8s %s\n", "", "save -o FILE", "oci:", "ratio", "target");
+  std::printf("%-34s %9.2fs %9.2fs %7.2fx %s\n", "first save into an empty repository", fs_, s1, s1 / fs_,
+              "<= 1.50x");
+  std::printf("%-34s %9.2fs %9.2fs %7.2fx %s\n", "second save (guest idle)", fs_, s2, s2 / fs_, "<= 0.30x");
+  std::printf("%-34s %10s %10s %7.1f%% %s\n", "second save's bytes / first's",
+              human_size(first_bytes).c_str(), human_size(second_bytes).c_str(),
+              100.0 * static_cast<double>(second_bytes) / static_cast<double>(first_bytes), "<= 5 %");
+  std::printf("%-34s %10s\n", ".ksnap file size", human_size(file_bytes).c_str());
+  std::printf("%-34s %9.2fs %9.2fs %7.2fx %s\n", "load (median)", fl, ol, ol / fl, "<= 1.00x");
+  std::printf("raw seconds: file save %s | first %s | second %s | file load %s | repo load %s\n",
+              list(file_save).c_str(), list(first_save).c_str(), list(second_save).c_str(),
+              list(file_load).c_str(), list(repo_load).c_str());
+  return 0;
+}

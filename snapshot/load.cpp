@@ -420,12 +420,21 @@ void LoadSession::stream_mapped_ram() {
   if (m_stage_error) {
     std::rethrow_exception(m_stage_error);
   }
+  // Written over multifd channels (format 5): read back over as many.
+  unsigned channels = m_reader->manifest()["vmstate"].value("channels", 0u);
+  std::optional<MultifdSetup> multifd;
+  if (channels) {
+    multifd.emplace(*m_qmp, channels);
+  }
   MigrationCapability cap(*m_qmp, k_layout_mapped_ram, true);
   QemuFdset source(*m_qmp, m_staging.get(), O_RDONLY);
   m_qmp->execute("migrate-incoming", {{"uri", source.uri()}});
   for (;;) {
     if (!m_qemu.running()) {
       cap.forget();
+      if (multifd) {
+        multifd->forget();
+      }
       qemu_failed("loading");
     }
     throw_if_cancelled();

@@ -15,8 +15,8 @@
 #include "snapshot/vm_lock.hpp"
 #include "snapshot/watchdog.hpp"
 #include "storage/archive_writer.hpp"
-#include "storage/store/store.hpp"
 #include "storage/member_inbox.hpp"
+#include "storage/store/store.hpp"
 #include "storage/vmstate_stream.hpp"
 #include "util/atomic_file.hpp"
 #include "util/deadline.hpp"
@@ -83,7 +83,7 @@ private:
   std::optional<VmLock> m_lock;
   Quiescer m_quiescer;
   std::unique_ptr<SnapshotOutput> m_output; // a file, stdout or a repository
-  ArchiveWriter* m_writer = nullptr;         // m_output's, once the manifest is known
+  ArchiveWriter* m_writer = nullptr;        // m_output's, once the manifest is known
   StreamStats m_stats;
   Json m_version;
   std::string m_qemu_version;

@@ -57,11 +57,16 @@ void SaveSession::stream_multifd() {
                 });
 }
 
-// mapped-ram: QEMU writes the whole state into a staging file, then the file is compressed
-// into the archive. With --after resume the VM runs again as soon as QEMU is done.
+// mapped-ram: QEMU writes the whole state into a staging file (over multifd channels into a
+// repository), then the file is compressed into the archive. With --after resume the VM runs again as soon as
+// QEMU is done.
 void SaveSession::stream_mapped_ram() {
   Fd file = staging_file(temp_dir(), m_ram);
   try {
+    std::optional<MultifdSetup> multifd; // m_channels: QEMU writes the pages from as many threads
+    if (m_channels) {
+      multifd.emplace(m_vm->qmp, m_channels);
+    }
     MigrationCapability cap(m_vm->qmp, k_layout_mapped_ram, true);
     QemuFdset target(m_vm->qmp, file.get(), O_WRONLY);
     ProgressLine bar(m_o.progress, "saving", m_ram);

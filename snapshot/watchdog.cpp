@@ -76,7 +76,8 @@ void put_back_migration(qmp::Client& qmp, const WatchdogPlan& plan) {
 }
 
 void recover(const WatchdogPlan& plan) {
-  say("the save of QEMU pid " + std::to_string(plan.qemu_pid) + " died before it finished; putting the VM back");
+  say("the save of QEMU pid " + std::to_string(plan.qemu_pid) +
+      " died before it finished; putting the VM back");
   // The dead save's lock went with it; holding it keeps another save out while we work.
   VmLock lock = retry<VmLock>([&] { return VmLock(plan.qemu_pid); });
   qmp::Client qmp = retry<qmp::Client>([&] { return qmp::Client::connect(plan.qmp_socket, Millis(2000)); });
@@ -109,8 +110,12 @@ const std::vector<std::string>& watched_parameters() {
 }
 
 nlohmann::json WatchdogPlan::to_json() const {
-  return {{"qmp_socket", qmp_socket},       {"qemu_pid", qemu_pid},       {"was_running", was_running},
-          {"capabilities", capabilities},   {"parameters", parameters},   {"helper_socket", helper_socket},
+  return {{"qmp_socket", qmp_socket},
+          {"qemu_pid", qemu_pid},
+          {"was_running", was_running},
+          {"capabilities", capabilities},
+          {"parameters", parameters},
+          {"helper_socket", helper_socket},
           {"remove", remove}};
 }
 

@@ -25,8 +25,8 @@ struct WatchdogPlan {
   bool was_running = false;
   nlohmann::json capabilities = nlohmann::json::array(); // query-migrate-capabilities, before
   nlohmann::json parameters = nlohmann::json::object();  // the parameters a save sets, before
-  std::string helper_socket;                              // "" without a helper port
-  std::vector<std::string> remove;                        // files a dead save leaves behind
+  std::string helper_socket;                             // "" without a helper port
+  std::vector<std::string> remove;                       // files a dead save leaves behind
 
   nlohmann::json to_json() const;
   static WatchdogPlan from_json(const nlohmann::json& j);

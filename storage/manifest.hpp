@@ -14,12 +14,14 @@ inline constexpr const char* k_format_name = "kata-snapshot";
 // (manifest vmstate.layout), version 3 the multifd layout (several chunk series), version 4
 // the shares of a live save as base + delta (the delta may follow vmstate chunks). Each
 // archive carries the lowest version that describes it, so that older readers load what
-// they can: the plain stream is still version 1.
-inline constexpr int k_format_version = 4;
+// they can: the plain stream is still version 1. Version 5: a mapped-ram stream QEMU wrote
+// over multifd channels (manifest vmstate.channels), which it must read back the same way.
+inline constexpr int k_format_version = 5;
 inline constexpr int k_format_version_stream = 1;
 inline constexpr int k_format_version_mapped_ram = 2;
 inline constexpr int k_format_version_multifd = 3;
 inline constexpr int k_format_version_share_delta = 4;
+inline constexpr int k_format_version_mapped_ram_multifd = 5;
 
 inline constexpr const char* k_manifest_member = "manifest.json";
 inline constexpr const char* k_index_member = "index.json";

@@ -5,6 +5,7 @@
 #include "util/file_lock.hpp"
 
 #include <cerrno>
+#include <cstdlib>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -183,31 +184,83 @@ std::vector<std::string> OciLayout::blob_files() const {
   return list_dir(m_dir + "/blobs/sha256");
 }
 
-BlobWriter::BlobWriter(OciLayout& layout, std::string digest, uint64_t size)
+BlobWriter::BlobWriter(const OciLayout& layout, std::string digest, uint64_t size, bool exists)
   : m_digest(std::move(digest)), m_size(size) {
-  if (layout.blob_size(m_digest) != size) {
-    m_file.emplace(layout.blob_path(m_digest), AtomicFile::Overwrite::yes);
+  if (exists) {
+    return;
+  }
+  std::string path = layout.blob_path(m_digest);
+  m_temp = dir_name(path) + "/." + m_digest.substr(7) + ".tmp-XXXXXX";
+  int fd = ::mkostemp(m_temp.data(), O_CLOEXEC);
+  if (fd < 0) {
+    throw_errno("cannot create a blob in " + dir_name(path));
+  }
+  m_fd.reset(fd);
+}
+
+BlobWriter::BlobWriter(BlobWriter&& o) noexcept
+  : m_digest(std::move(o.m_digest)), m_size(o.m_size), m_got(o.m_got), m_hash(std::move(o.m_hash)),
+    m_temp(std::exchange(o.m_temp, {})), m_fd(std::move(o.m_fd)) {}
+
+BlobWriter::~BlobWriter() {
+  if (!m_temp.empty()) {
+    ::unlink(m_temp.c_str()); // not finished: never published
   }
 }
 
 void BlobWriter::write(std::span<const std::byte> data) {
   m_hash.update(data);
   m_got += data.size();
-  if (m_file) {
-    write_all(m_file->fd(), data, m_file->temp_path());
+  if (m_fd) {
+    write_all(m_fd.get(), data, m_temp);
   }
 }
 
-bool BlobWriter::commit() {
+std::string BlobWriter::finish() {
   if (m_got != m_size || sha256_digest(m_hash.hex_digest()) != m_digest) {
     throw Error("the data written for blob " + m_digest + " does not match its digest or size",
                 ExitCode::archive_invalid);
   }
-  if (!m_file) {
-    return false;
+  m_fd.reset();
+  return std::exchange(m_temp, {});
+}
+
+BlobBatch::~BlobBatch() {
+  for (const auto& [digest, temp] : m_pending) {
+    ::unlink(temp.c_str());
   }
-  m_file->commit();
-  return true;
+}
+
+bool BlobBatch::has(const std::string& digest, uint64_t size) const {
+  return m_pending.contains(digest) || m_layout.blob_size(digest) == size;
+}
+
+BlobWriter BlobBatch::begin(const std::string& digest, uint64_t size) {
+  return BlobWriter(m_layout, digest, size, has(digest, size));
+}
+
+void BlobBatch::add(const std::string& digest, std::string temp) {
+  if (!temp.empty() && !m_pending.emplace(digest, temp).second) {
+    ::unlink(temp.c_str()); // the same blob twice in one snapshot
+  }
+}
+
+void BlobBatch::publish() {
+  if (m_pending.empty()) {
+    return;
+  }
+  Fd dir = open_file(m_layout.dir() + "/blobs/sha256", O_RDONLY | O_DIRECTORY);
+  if (::syncfs(dir.get()) != 0) {
+    throw_errno("failed to flush the blobs of " + m_layout.dir());
+  }
+  for (auto it = m_pending.begin(); it != m_pending.end(); it = m_pending.erase(it)) {
+    if (::rename(it->second.c_str(), m_layout.blob_path(it->first).c_str()) != 0) {
+      throw_errno("failed to rename " + it->second);
+    }
+  }
+  if (::fsync(dir.get()) != 0) {
+    throw_errno("failed to flush " + m_layout.dir() + "/blobs/sha256");
+  }
 }
 
 } // namespace ks

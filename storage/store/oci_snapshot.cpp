@@ -182,7 +182,7 @@ void OciSink::begin(const std::string& name, uint64_t size, const TarAttrs& attr
   } else {
     m_layers.push_back(d);
   }
-  m_open.emplace(m_layout, d.digest, size);
+  m_open.emplace(m_batch.begin(d.digest, size));
   m_open_left = size;
   if (size == 0) {
     finish_open();
@@ -202,9 +202,11 @@ void OciSink::write(std::span<const std::byte> data) {
 }
 
 void OciSink::finish_open() {
-  if (m_open->commit()) {
+  std::string temp = m_open->finish();
+  if (!temp.empty()) {
     m_written += m_layers.empty() ? m_config->size : m_layers.back().size;
   }
+  m_batch.add(m_layers.empty() ? m_config->digest : m_layers.back().digest, std::move(temp));
   m_open.reset();
 }
 
@@ -263,6 +265,7 @@ void OciSink::close() {
                 ExitCode::failed, "save with a larger --chunk-size");
   }
   m_digest = sha256_digest(sha256_hex(text));
+  m_batch.publish(); // every blob it names is durable before the manifest is
   m_layout.put_blob(as_bytes(text), m_digest);
   Descriptor d{k_oci_manifest_type,
                m_digest,

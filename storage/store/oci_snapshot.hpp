@@ -77,6 +77,7 @@ private:
   std::optional<Descriptor> m_config;
   std::string m_manifest_text; // manifest.json, for the annotations
   std::vector<Descriptor> m_layers;
+  BlobBatch m_batch{m_layout};
   std::optional<BlobWriter> m_open;
   uint64_t m_open_left = 0;
   uint64_t m_written = 0;

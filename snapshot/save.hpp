@@ -29,7 +29,7 @@ struct SaveOptions {
   std::map<std::string, std::string> share_policy; // tag -> full|none
   int compress_level = 1;
   unsigned threads = 0;  // 0: every core
-  size_t chunk_size = 0; // 0: 8 MiB, or 256 KiB and up with RAM into a repository
+  size_t chunk_size = 0; // 0: 8 MiB, or 1 MiB and up with RAM into a repository
   std::map<std::string, std::string> labels;
   Overwrite overwrite = Overwrite::no;
   bool progress = false; // a progress line on stderr

@@ -149,9 +149,8 @@ void add_save(CLI::App& app, Registry& reg) {
                   "with multifd also the channel count (default: every core, 2 to 8)");
 
   cmd
-    ->add_option(
-      "--chunk-size", a->chunk_mib,
-      "vmstate chunk size in MiB (default 8; into an oci: repository 1, more above 4 GiB of RAM)")
+    ->add_option("--chunk-size", a->chunk_mib,
+                 "vmstate chunk size in MiB (default 8; into an oci: repository 1, more above 4 GiB of RAM)")
     ->check(CLI::Range(1, 256));
   cmd->add_option("--label", a->labels, "KEY=VALUE recorded in the manifest");
   cmd->add_flag("--force", a->force, "Overwrite an existing archive, or replace a repository's tag");

@@ -23,10 +23,10 @@ std::string attr(const ArchiveEntry& e, const char* name) {
 
 } // namespace
 
-ArchiveReader::ArchiveReader(int fd, std::string what)
+ArchiveReader::ArchiveReader(int fd, const std::string& what)
   : ArchiveReader(std::make_unique<TarReader>(fd, what), what) {}
 
-ArchiveReader::ArchiveReader(Fd fd, std::string what) : ArchiveReader(fd.get(), std::move(what)) {
+ArchiveReader::ArchiveReader(Fd fd, const std::string& what) : ArchiveReader(fd.get(), what) {
   m_fd = std::move(fd);
 }
 

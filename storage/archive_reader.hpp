@@ -21,8 +21,8 @@ class ArchiveReader {
 public:
   // Reads and validates manifest.json, which must be the first member: of the .ksnap tar
   // read from FD (which stays the caller's), or of SOURCE.
-  ArchiveReader(int fd, std::string what);
-  ArchiveReader(Fd fd, std::string what); // FD is the reader's
+  ArchiveReader(int fd, const std::string& what);
+  ArchiveReader(Fd fd, const std::string& what); // FD is the reader's
   ArchiveReader(std::unique_ptr<EntrySource> source, std::string what);
 
   const Json& manifest() const { return m_manifest; }

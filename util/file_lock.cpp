@@ -6,7 +6,6 @@
 
 #include <cerrno>
 #include <csignal>
-#include <ctime>
 #include <fcntl.h>
 #include <nlohmann/json.hpp>
 #include <sys/file.h>
@@ -41,15 +40,6 @@ std::string start_ticks(pid_t pid) {
   }
   std::vector<std::string> fields = split(stat.substr(paren + 2), ' ');
   return fields.size() > 19 ? fields[19] : std::string(); // field 3 is fields[0]
-}
-
-std::string utc_time() {
-  std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  ::gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 struct Record {
@@ -161,7 +151,7 @@ void FileLock::write_record() {
   Json j = {{"host", host_name()},
             {"pid", pid},
             {"start_ticks", start_ticks(pid)},
-            {"started", utc_time()},
+            {"started", utc_now_as("%Y-%m-%dT%H:%M:%SZ")},
             {"purpose", m_o.purpose},
             {"mode", m_o.mode == LockMode::shared ? "shared" : "exclusive"}};
   std::string file = dir + "/" + host_name() + "-" + std::to_string(pid) + ".json";

@@ -15,4 +15,7 @@ std::string trim(std::string_view s);
 // "1.5 GiB"-style size.
 std::string human_size(uint64_t bytes);
 
+// The time now in UTC, as strftime(3) FORMAT writes it ("%Y-%m-%dT%H:%M:%SZ").
+std::string utc_now_as(const char* format);
+
 } // namespace ks

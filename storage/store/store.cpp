@@ -7,8 +7,8 @@
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/file_lock.hpp"
+#include "util/strings.hpp"
 
-#include <ctime>
 #include <fcntl.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -27,12 +27,7 @@ std::optional<uint64_t> free_space(int fd) {
 
 // A tag from the time, which sorts as the snapshots were taken: 20261127T020000Z.
 std::string time_tag() {
-  std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  ::gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
+  return utc_now_as("%Y%m%dT%H%M%SZ");
 }
 
 // A .ksnap file under a temp name until commit(), or stdout.

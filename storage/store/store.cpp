@@ -10,6 +10,7 @@
 #include "util/strings.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -41,11 +42,21 @@ public:
       }
       return;
     }
+    struct stat st {};
+    if (::stat(ref.path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+      if (S_ISDIR(st.st_mode)) {
+        throw Error(ref.path + " is a directory", ExitCode::usage, "name a file, or oci:" + ref.path);
+      }
+      // A device or a named pipe (/dev/null, a FIFO): written straight through, like stdout.
+      // A temp file renamed over it would replace the device with a file.
+      m_direct = open_file(ref.path, O_WRONLY | O_CLOEXEC);
+      return;
+    }
     m_file.emplace(ref.path, o.overwrite ? AtomicFile::Overwrite::yes : AtomicFile::Overwrite::no);
   }
   ArchiveWriter& start(const ArchiveWriter::ManifestText& manifest) override {
-    m_writer = std::make_unique<ArchiveWriter>(
-      std::make_unique<TarWriter>(m_file ? m_file->fd() : STDOUT_FILENO, name()), manifest);
+    int fd = m_file ? m_file->fd() : m_direct ? m_direct.get() : STDOUT_FILENO;
+    m_writer = std::make_unique<ArchiveWriter>(std::make_unique<TarWriter>(fd, name()), manifest);
     return *m_writer;
   }
   void commit() override {
@@ -71,13 +82,16 @@ public:
   std::optional<uint64_t> free_bytes() const override {
     return m_file ? free_space(m_file->fd()) : std::nullopt;
   }
-  std::string name() const override { return m_file ? m_ref.path : "stdout"; }
-  Json describe() const override { return {{"output", m_file ? m_ref.path : "-"}}; }
+  std::string name() const override { return m_ref.kind == Reference::Kind::pipe ? "stdout" : m_ref.path; }
+  Json describe() const override {
+    return {{"output", m_ref.kind == Reference::Kind::pipe ? "-" : m_ref.path}};
+  }
   bool deduplicates() const override { return false; }
 
 private:
   Reference m_ref;
-  std::optional<AtomicFile> m_file;
+  std::optional<AtomicFile> m_file; // a regular file, under a temp name until commit()
+  Fd m_direct;                      // a device or a FIFO
   std::unique_ptr<ArchiveWriter> m_writer;
 };
 

@@ -12,6 +12,8 @@
 #include <catch2/catch.hpp>
 #include <fcntl.h>
 #include <filesystem>
+#include <sys/stat.h>
+#include <thread>
 
 using namespace ks;
 using ks::test::TempDir;
@@ -207,4 +209,25 @@ TEST_CASE("repository: hostile index.json and manifests are refused, never follo
   } catch (const Error& e) {
     CHECK_THAT(e.what(), Catch::Contains("is not a kata-snapshot snapshot"));
   }
+}
+
+TEST_CASE("outputs: a named pipe (or a device such as /dev/null) is written through, never replaced") {
+  TempDir t;
+  std::string fifo = t / "fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  std::string got;
+  std::thread reader([&] { got = read_file(fifo); });
+  {
+    std::unique_ptr<SnapshotOutput> out = SnapshotOutput::open(fifo, {});
+    ArchiveWriter& w = out->start(Json{{"format", k_format_name}, {"format_version", 1}});
+    w.finish();
+    out->commit();
+  }
+  reader.join();
+  struct stat st {};
+  REQUIRE(::stat(fifo.c_str(), &st) == 0);
+  CHECK(S_ISFIFO(st.st_mode));
+  CHECK(got.find("index.json") != std::string::npos);
+  CHECK(std::distance(std::filesystem::directory_iterator(t.path()), {}) == 1); // no temp file left
+  CHECK(code_of([&] { SnapshotOutput::open(t.path(), {}); }) == ExitCode::usage);
 }

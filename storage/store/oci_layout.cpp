@@ -105,7 +105,25 @@ OciLayout::OciLayout(std::string dir, Create create) : m_dir(std::move(dir)) {
   if (!layout.is_object() || layout.value("imageLayoutVersion", "") != "1.0.0") {
     damaged(m_dir, "oci-layout does not say imageLayoutVersion 1.0.0");
   }
+}
+
+std::string OciLayout::lock_path() const {
   make_dirs(m_dir + "/.kata-snapshot");
+  return m_dir + "/.kata-snapshot/lock";
+}
+
+std::unique_ptr<FileLock> OciLayout::lock_for_reading(const std::string& purpose) const {
+  std::string meta = m_dir + "/.kata-snapshot";
+  if (::access(m_dir.c_str(), W_OK) != 0 ||
+      (::access(meta.c_str(), F_OK) == 0 && ::access(meta.c_str(), W_OK) != 0)) {
+    return nullptr;
+  }
+  return std::make_unique<FileLock>(lock_path(),
+                                    FileLock::Options{.mode = LockMode::shared,
+                                                      .wait = std::chrono::seconds(60),
+                                                      .purpose = purpose,
+                                                      .what = "the repository " + m_dir,
+                                                      .hint = "a prune or gc is running; wait for it"});
 }
 
 std::string OciLayout::blob_path(const std::string& digest) const {
@@ -170,6 +188,7 @@ Json OciLayout::read_index() const {
 }
 
 void OciLayout::update_index(const std::function<void(Json& index)>& change) {
+  make_dirs(m_dir + "/.kata-snapshot");
   FileLock lock(m_dir + "/.kata-snapshot/index.lock", {.mode = LockMode::exclusive,
                                                        .wait = std::chrono::seconds(60),
                                                        .purpose = "index.json update",

@@ -8,10 +8,12 @@
 #include "storage/zstd_codec.hpp"
 #include "util/atomic_file.hpp"
 #include "util/fd.hpp"
+#include "util/file_lock.hpp"
 #include "util/sha256.hpp"
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -62,9 +64,13 @@ public:
   Json read_index() const;
   void update_index(const std::function<void(Json& index)>& change);
 
-  // The repository lock file, and where a save stages what is not a blob yet.
-  std::string lock_path() const { return m_dir + "/.kata-snapshot/lock"; }
+  // The repository lock file (its directory made when missing), and where a save stages
+  // what is not a blob yet.
+  std::string lock_path() const;
   std::string temp_dir() const { return m_dir + "/.kata-snapshot/tmp"; }
+  // The lock taken shared for reading a snapshot (a gc then waits), or nullptr when this
+  // user cannot write the repository: reading one on a read-only mount needs no lock.
+  std::unique_ptr<FileLock> lock_for_reading(const std::string& purpose) const;
 
   // Every file under blobs/sha256 ("<hex>", or temp files of unfinished writes).
   std::vector<std::string> blob_files() const;

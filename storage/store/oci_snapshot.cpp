@@ -290,8 +290,9 @@ void OciSink::close() {
   });
 }
 
-OciSource::OciSource(OciLayout layout, OciSnapshot snapshot, std::string what)
-  : m_layout(std::move(layout)), m_snapshot(std::move(snapshot)), m_what(std::move(what)) {}
+OciSource::OciSource(OciLayout layout, OciSnapshot snapshot, std::string what, std::unique_ptr<FileLock> lock)
+  : m_layout(std::move(layout)), m_snapshot(std::move(snapshot)), m_what(std::move(what)),
+    m_lock(std::move(lock)) {}
 
 bool OciSource::next(ArchiveEntry& entry) {
   if (m_next > m_snapshot.layers.size()) {

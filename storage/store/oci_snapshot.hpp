@@ -88,7 +88,9 @@ private:
 // every member's SHA-256, that is its digest).
 class OciSource : public EntrySource {
 public:
-  OciSource(OciLayout layout, OciSnapshot snapshot, std::string what);
+  // LOCK (may be null) is held while the snapshot is read.
+  OciSource(OciLayout layout, OciSnapshot snapshot, std::string what,
+            std::unique_ptr<FileLock> lock = nullptr);
   bool next(ArchiveEntry& entry) override;
   size_t read(std::span<std::byte> buf) override;
 
@@ -97,6 +99,7 @@ private:
   OciSnapshot m_snapshot;
   std::string m_what;
   size_t m_next = 0; // 0: the config; then layer m_next - 1
+  std::unique_ptr<FileLock> m_lock;
   Fd m_blob;
   uint64_t m_left = 0;
 };

@@ -253,7 +253,8 @@ Json prune_snapshots(const std::string& ref, const KeepPolicy& policy, const Rep
 Json check_repository(const std::string& ref, bool read_data) {
   std::string tag;
   OciLayout layout = open_repository(ref, true, &tag);
-  std::map<std::string, std::vector<std::string>> needed_by; // blob -> snapshots
+  std::unique_ptr<FileLock> lock = layout.lock_for_reading("check"); // no gc meanwhile
+  std::map<std::string, std::vector<std::string>> needed_by;         // blob -> snapshots
   std::map<std::string, Descriptor> blobs;
   Json problems = Json::array();
   unsigned snapshots = 0;

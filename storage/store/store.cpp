@@ -161,9 +161,11 @@ std::unique_ptr<ArchiveReader> open_snapshot(const std::string& text) {
   switch (ref.kind) {
   case Reference::Kind::oci: {
     OciLayout layout(ref.path, OciLayout::Create::no);
+    std::unique_ptr<FileLock> lock = layout.lock_for_reading("read " + text); // no gc meanwhile
     OciSnapshot snap = find_snapshot(layout, ref.tag);
     std::string what = ref.with_tag(snap.tag.empty() ? ref.tag : snap.tag);
-    return std::make_unique<ArchiveReader>(std::make_unique<OciSource>(layout, std::move(snap), what), what);
+    return std::make_unique<ArchiveReader>(
+      std::make_unique<OciSource>(layout, std::move(snap), what, std::move(lock)), what);
   }
   case Reference::Kind::pipe:
     return std::make_unique<ArchiveReader>(Fd(::dup(STDIN_FILENO)), "the archive on stdin");

@@ -231,3 +231,15 @@ TEST_CASE("outputs: a named pipe (or a device such as /dev/null) is written thro
   CHECK(std::distance(std::filesystem::directory_iterator(t.path()), {}) == 1); // no temp file left
   CHECK(code_of([&] { SnapshotOutput::open(t.path(), {}); }) == ExitCode::usage);
 }
+
+TEST_CASE("repository: a snapshot being read holds gc off") {
+  TempDir t;
+  std::string ref = "oci:" + t / "repo";
+  put_snapshot(ref + ":a", "2026-11-27T02:00:00Z", {"x"});
+  {
+    std::unique_ptr<ArchiveReader> reading = open_snapshot(ref + ":a");
+    CHECK(code_of([&] { gc_repository(ref, {.lock_wait = std::chrono::milliseconds(0)}); }) ==
+          ExitCode::locked);
+  }
+  CHECK(code_of([&] { gc_repository(ref, {.lock_wait = std::chrono::milliseconds(0)}); }) == ExitCode::ok);
+}

@@ -112,7 +112,7 @@ TEST_CASE("three saves into a repository: the later ones store little, and each 
 }
 
 TEST_CASE(
-  "copy .ksnap -> oci: -> .ksnap gives byte-identical members; skopeo reads and copies the repository") {
+  "copy .ksnap -> oci: -> .ksnap gives byte-identical members, and skopeo reads and copies the repository") {
   GuestVm vm({});
   vm.wait_console("ksnap: tick 2");
   std::string archive = vm.dir() + "/vm.ksnap";

@@ -71,9 +71,11 @@ std::string host_name() {
 } // namespace
 
 TEST_CASE("three saves into a repository: the later ones store little, and each one loads") {
-  // 64 MB of data in the guest's memory, as a workload would have: what the repository holds
-  // once. An idle kernel alone dirties pages all over its few MB from save to save.
-  GuestVm vm({.workload = "bench", .kernel_args = {"ksnap.random_mb=32", "ksnap.text_mb=32"}});
+  // 192 MB of data in the guest's memory, as a workload would have: what the repository holds
+  // once. The guest's kernel alone dirties pages all over its memory from save to save: 3 to
+  // 6 MB of chunks each time, under CI's load; a few percent of a guest with data in it.
+  GuestVm vm(
+    {.workload = "bench", .memory_mb = 512, .kernel_args = {"ksnap.random_mb=96", "ksnap.text_mb=96"}});
   vm.wait_console("ksnap: tick 3");
   std::string repo = "oci:" + vm.dir() + "/repo";
   std::vector<Mark> marks;
@@ -96,7 +98,7 @@ TEST_CASE("three saves into a repository: the later ones store little, and each 
     INFO("snapshot " << i << " holds " << list[i]["unique_size"] << " of its own bytes; the first is "
                      << first);
     CHECK(list[i]["labels"]["n"] == "s" + std::to_string(i));
-    CHECK(list[i]["unique_size"].get<uint64_t>() < first / 10);
+    CHECK(list[i]["unique_size"].get<uint64_t>() < first / 12);
     CHECK(saves[i]["stored_bytes"].get<uint64_t>() > saves[i]["archive_bytes"].get<uint64_t>() / 2);
   }
   CHECK(run_cli({"verify", repo + ":s1"}).status == 0);

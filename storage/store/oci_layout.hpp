@@ -83,9 +83,13 @@ private:
 // SHA-256 against DIGEST and closes it. It takes its name in BlobBatch::publish(), with
 // every other blob of the same snapshot, after one syncfs: a snapshot of 2,000 chunks would
 // otherwise wait for 2,000 fsyncs. A blob that is there already is only hashed.
+// How a blob's bytes are checked against its digest: hashed as they are written, or not at
+// all where the writer hashed exactly these bytes itself (a chunk just compressed).
+enum class BlobCheck { digest, trusted };
+
 class BlobWriter {
 public:
-  BlobWriter(const OciLayout& layout, std::string digest, uint64_t size, bool exists);
+  BlobWriter(const OciLayout& layout, std::string digest, uint64_t size, bool exists, BlobCheck check);
   ~BlobWriter();
   BlobWriter(BlobWriter&&) noexcept;
   BlobWriter& operator=(BlobWriter&&) = delete;
@@ -97,6 +101,7 @@ private:
   std::string m_digest;
   uint64_t m_size;
   uint64_t m_got = 0;
+  BlobCheck m_check;
   Sha256 m_hash;
   std::string m_temp;
   Fd m_fd; // none when the blob exists
@@ -114,7 +119,7 @@ public:
 
   // Whether DIGEST is stored or on its way (written by this batch).
   bool has(const std::string& digest, uint64_t size) const;
-  BlobWriter begin(const std::string& digest, uint64_t size);
+  BlobWriter begin(const std::string& digest, uint64_t size, BlobCheck check);
   void add(const std::string& digest, std::string temp); // BlobWriter::finish()'s temp file
   void publish();
 

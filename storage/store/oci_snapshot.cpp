@@ -168,12 +168,19 @@ Descriptor OciSink::describe(const std::string& name, const std::string& sha256,
   return d;
 }
 
+// A member handed over whole was hashed from these very bytes by the archive writer's caller
+// (a chunk just compressed, manifest.json, index.json): not hashed again on the hot path.
+// Members streamed in (shares, copies) are checked against their digest as they come.
 void OciSink::add(const std::string& name, std::span<const std::byte> data, const TarAttrs& attrs) {
-  begin(name, data.size(), attrs);
+  open(name, data.size(), attrs, BlobCheck::trusted);
   write(data);
 }
 
 void OciSink::begin(const std::string& name, uint64_t size, const TarAttrs& attrs) {
+  open(name, size, attrs, BlobCheck::digest);
+}
+
+void OciSink::open(const std::string& name, uint64_t size, const TarAttrs& attrs, BlobCheck check) {
   KS_ASSERT(!m_open);
   Descriptor d = describe(name, attr(attrs, k_sha256_attr), size, attrs);
   if (!m_config) {
@@ -182,7 +189,7 @@ void OciSink::begin(const std::string& name, uint64_t size, const TarAttrs& attr
   } else {
     m_layers.push_back(d);
   }
-  m_open.emplace(m_batch.begin(d.digest, size));
+  m_open.emplace(m_batch.begin(d.digest, size, check));
   m_open_left = size;
   if (size == 0) {
     finish_open();

@@ -67,6 +67,7 @@ public:
 private:
   Descriptor describe(const std::string& name, const std::string& sha256, uint64_t size,
                       const TarAttrs& attrs) const;
+  void open(const std::string& name, uint64_t size, const TarAttrs& attrs, BlobCheck check);
   void finish_open();
   Json annotations() const;
 

@@ -125,8 +125,9 @@ public:
     m_writer = std::make_unique<ArchiveWriter>(std::move(sink), manifest);
     return *m_writer;
   }
-  void commit() override {}           // the writer's finish() tagged the manifest
-  void discard() noexcept override {} // blobs under temp names go with `gc`
+  void commit() override {} // the writer's finish() tagged the manifest
+  // A failed save's temp blobs go with its writer (BlobBatch); a killed one's with `gc`.
+  void discard() noexcept override {}
   std::string temp_dir() const override { return m_layout.temp_dir(); }
   std::vector<std::string> temp_paths() const override { return {}; }
   std::optional<uint64_t> free_bytes() const override {

@@ -273,8 +273,10 @@ std::string ConsoleLog::wait(const std::string& needle, Millis timeout, size_t o
     if (pos != std::string::npos) {
       size_t start = all.rfind('\n', pos);
       start = start == std::string::npos ? 0 : start + 1;
-      size_t end = all.find('\n', pos);
-      return all.substr(start, end == std::string::npos ? std::string::npos : end - start);
+      // Only a whole line: the guest may not have written the rest of it yet.
+      if (size_t end = all.find('\n', pos); end != std::string::npos) {
+        return all.substr(start, end - start);
+      }
     }
     if (deadline.expired()) {
       throw Error("the guest did not print \"" + needle + "\" within " +
@@ -289,6 +291,7 @@ std::string ConsoleLog::wait(const std::string& needle, Millis timeout, size_t o
 long ConsoleLog::last_tick() const {
   static const std::regex tick(R"(ksnap: tick (\d+))");
   std::string all = text();
+  all.resize(all.rfind('\n') == std::string::npos ? 0 : all.rfind('\n')); // whole lines only
   long last = -1;
   for (auto it = std::sregex_iterator(all.begin(), all.end(), tick); it != std::sregex_iterator(); ++it) {
     last = std::stol((*it)[1]);

@@ -3,6 +3,7 @@
 #include "cli/common.hpp"
 #include "util/cancel.hpp"
 #include "util/error.hpp"
+#include "util/fault.hpp"
 
 #include <cstdio>
 #include <iostream>
@@ -76,6 +77,7 @@ int run(int argc, char** argv) {
   }
   install_cancel_handlers();
   try {
+    check_fault_setting();
     return reg.action();
   } catch (const Error& e) {
     return report(e);

@@ -14,6 +14,7 @@
 #include "snapshot/shares.hpp"
 #include "snapshot/step_timer.hpp"
 #include "snapshot/vm.hpp"
+#include "snapshot/watchdog.hpp"
 #include "storage/archive_reader.hpp"
 #include "storage/store/store.hpp"
 #include "storage/vmstate_channels.hpp"
@@ -21,6 +22,7 @@
 #include "util/cancel.hpp"
 #include "util/child_process.hpp"
 #include "util/deadline.hpp"
+#include "util/fault.hpp"
 
 #include "util/strings.hpp"
 #include "util/unix_socket.hpp"
@@ -81,7 +83,16 @@ public:
   void prepare_network();
   void restore_shares();
   void start_staging();
-  void start_daemons() { m_shares.start_daemons(m_run_dir); }
+  // A watchdog stops what this load starts should the load be killed (snapshot/watchdog.hpp).
+  void guard();
+  // PATH is a socket of the new VM: removed should the load fail or die.
+  void created_socket(const std::string& path);
+  void start_daemons() {
+    m_shares.start_daemons(m_run_dir, [this](pid_t pid) { m_watchdog->also_stop(pid); });
+    for (const auto& [chardev, socket] : m_shares.chardev_paths()) {
+      created_socket(socket);
+    }
+  }
   void start_qemu();
   void replay_devices();
   void stream();
@@ -118,6 +129,16 @@ private:
   HostCheck m_host;
   std::string m_run_dir;
   std::string m_qmp_path;
+  std::optional<Watchdog> m_watchdog; // before what it guards: disarmed after they are stopped
+  // Sockets of the new VM, removed (after QEMU and virtiofsd are stopped) if the load fails.
+  struct Sockets {
+    std::vector<std::string> paths;
+    ~Sockets() {
+      for (const auto& p : paths) {
+        ::unlink(p.c_str());
+      }
+    }
+  } m_sockets;
   ShareRestore m_shares;
   NetworkInfo m_network;
   std::optional<NetNamespace> m_netns;
@@ -126,6 +147,7 @@ private:
   std::optional<qmp::Client> m_qmp;
   nlohmann::json m_guest;
   std::optional<std::string> m_helper_socket;
+  FaultOnce m_mid_stream{"mid-stream"}; // KSNAP_FAULT's point once the first bytes went in
   std::chrono::steady_clock::time_point m_start = std::chrono::steady_clock::now();
 };
 
@@ -257,6 +279,18 @@ void LoadSession::stop_staging() noexcept {
   }
 }
 
+void LoadSession::guard() {
+  WatchdogPlan plan;
+  plan.run_dir = m_run_dir;
+  m_watchdog.emplace(plan);
+  created_socket(m_qmp_path); // a QEMU that is stopped leaves its sockets
+}
+
+void LoadSession::created_socket(const std::string& path) {
+  m_sockets.paths.push_back(path);
+  m_watchdog->also_remove(path);
+}
+
 void LoadSession::prepare_run_dir() {
   m_run_dir = !m_o.run_dir.empty() ? m_o.run_dir
               : m_o.name.empty()
@@ -306,6 +340,16 @@ void LoadSession::start_qemu() {
   m_helper_socket = helper_socket_path(rw.argv);
 
   std::vector<std::string> argv = rw.argv.to_argv();
+  // The sockets QEMU will create in the run directory (chardevs: console, helper, ...).
+  for (const auto& arg : argv) {
+    for (std::string token : split(arg, ',')) {
+      token =
+        token.substr(token.find_first_of("=:") == std::string::npos ? 0 : token.find_first_of("=:") + 1);
+      if (token.rfind(m_run_dir + "/", 0) == 0 && token.size() > 5 && token.ends_with(".sock")) {
+        created_socket(token);
+      }
+    }
+  }
   argv[0] = qemu_binary(m_reader->manifest(), m_o.qemu);
   SpawnOptions so;
   so.argv = argv;
@@ -315,6 +359,7 @@ void LoadSession::start_qemu() {
   so.netns_fd = m_netns ? m_netns->fd() : -1; // as under Kata: QEMU runs in the pod's namespace
   try {
     m_qemu = ChildProcess::spawn(so);
+    m_watchdog->also_stop(m_qemu.pid());
   } catch (const Error&) {
     await_host_check(); // "QEMU cannot be run" with the hint, if that is why
     throw;
@@ -413,6 +458,9 @@ void LoadSession::stream_mapped_ram() {
     while (!m_staged) {
       throw_if_cancelled();
       bar.update(m_stage_progress.load());
+      if (m_stage_progress.load() > 0) {
+        m_mid_stream.reached();
+      }
       std::this_thread::sleep_for(Millis(5));
     }
   }
@@ -515,6 +563,9 @@ void LoadSession::feed_while_watching(const std::function<void(std::atomic<uint6
       }
 
       bar.update(progress.load());
+      if (progress.load() > 0) {
+        m_mid_stream.reached();
+      }
       std::this_thread::sleep_for(Millis(done ? 2 : 20));
     }
   } catch (...) {
@@ -550,6 +601,10 @@ LoadResult LoadSession::finish() {
   r.seconds = seconds_since(m_start);
   r.guest = m_guest;
   m_qemu.release(); // from here on the VM lives on its own
+  m_sockets.paths.clear();
+  if (m_watchdog) {
+    m_watchdog->disarm();
+  }
   return r;
 }
 
@@ -557,8 +612,8 @@ LoadResult LoadSession::finish() {
 
 LoadResult load(const LoadOptions& options) {
   LoadSession s(options);
-  StepLog log(options.verbose);
-  s.open_archive(); // manifest first: format, version, what the VM needs
+  StepLog log(options.verbose, true); // a load stopped by a signal leaves nothing running
+  s.open_archive();                   // manifest first: format, version, what the VM needs
   log.done("manifest");
   s.start_host_check(); // QEMU binary, version and machine type, while the load goes on
   s.prepare_run_dir();  // sockets, pid file and logs of the new VM
@@ -566,6 +621,7 @@ LoadResult load(const LoadOptions& options) {
   s.restore_shares();   // shares/ members (they precede the vmstate) into their directories
   log.done("shares");
   s.start_staging(); // mapped-ram: check and stage the vmstate meanwhile, on other threads
+  s.guard();         // a watchdog stops what the load starts, should the load be killed
   s.start_daemons(); // virtiofsd per share, listening before QEMU connects
   s.start_qemu();    // recorded argv rewritten, -S -incoming defer, QMP ready
   log.done("start qemu");

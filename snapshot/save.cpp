@@ -98,6 +98,9 @@ void SaveSession::preflight() {
   m_output = SnapshotOutput::open(
     m_o.output,
     {.overwrite = m_o.overwrite == Overwrite::yes, .lock_wait = m_o.lock_wait, .purpose = "save"});
+  for (const auto& path : m_output->temp_paths()) {
+    m_watchdog->also_remove(path);
+  }
   m_layout = choose_layout();
   choose_mode();
   uint64_t estimate = resident_bytes(m_vm->pid) / 2; // assumes at least 2:1 compression
@@ -178,9 +181,6 @@ void SaveSession::guard() {
     }
   }
   plan.helper_socket = helper_socket_path(m_vm->argv).value_or("");
-  for (const auto& path : m_output->temp_paths()) {
-    plan.remove.push_back(path);
-  }
   m_watchdog.emplace(plan);
 }
 
@@ -327,6 +327,9 @@ SaveResult SaveSession::finish() {
   r.vm_paused_seconds = m_paused_seconds;
   r.mode = m_live ? "live" : "stop";
   r.live = m_live_facts;
+  if (m_watchdog) {
+    m_watchdog->disarm(); // the VM is where it should be (a VM left paused stays so)
+  }
   return r;
 }
 
@@ -395,10 +398,10 @@ SaveResult save(const SaveOptions& options) {
   StepLog log(options.verbose);
   s.discover(); // QMP, QEMU pid and argv, version, machine, RAM, shares, devices; take the lock
   log.done("discover");
+  s.guard(); // a watchdog process puts the VM back and removes temp files should we be killed
+  log.done("guard");
   s.preflight(); // migratable, output writable with room, before anything is paused
   log.done("preflight");
-  s.guard(); // a watchdog process puts the VM back should this one be killed
-  log.done("guard");
   s.quiesce(); // helper: sync + freeze (or recorded as skipped)
   log.done("quiesce");
   s.pause(); // stop the vCPUs, lift the bandwidth cap, capture the shares, start the archive

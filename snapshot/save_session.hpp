@@ -20,6 +20,7 @@
 #include "storage/vmstate_stream.hpp"
 #include "util/atomic_file.hpp"
 #include "util/deadline.hpp"
+#include "util/fault.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -100,6 +101,7 @@ private:
   bool m_migrating = false;
   std::optional<uint64_t> m_old_bandwidth;
   bool m_done = false;
+  FaultOnce m_mid_stream{"mid-stream"}; // KSNAP_FAULT's point once the first bytes went out
   // Live mode: QEMU's pre-copy, the shares' bases, and where their deltas are posted.
   bool m_live = false;
   std::optional<Precopy> m_precopy;

@@ -163,6 +163,9 @@ void SaveSession::migrate_while(const std::string& uri, const StreamBody& body) 
       }
       watch(mig);
       bar.update(progress.load());
+      if (progress.load() > 0) {
+        m_mid_stream.reached();
+      }
     }
   } catch (...) {
     // Make sure the reader thread ends before we unwind (QEMU may still hold the pipe).
@@ -210,7 +213,11 @@ void SaveSession::wait_for_migration_end(const Deadline& deadline, ProgressLine*
     }
     watch(mig);
     if (bar && mig.contains("ram")) {
-      bar->update(mig["ram"].value("transferred", 0ull));
+      uint64_t sent = mig["ram"].value("transferred", 0ull);
+      bar->update(sent);
+      if (sent > 0) {
+        m_mid_stream.reached();
+      }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }

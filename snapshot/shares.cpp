@@ -179,7 +179,7 @@ bool ShareRestore::apply_inline(const ArchiveReader& reader, ArchiveReader::Memb
   return true;
 }
 
-void ShareRestore::start_daemons(const std::string& run_dir) {
+void ShareRestore::start_daemons(const std::string& run_dir, const std::function<void(pid_t)>& started) {
   for (const auto& share : m_shares) {
     std::string tag = share["tag"];
     std::string socket = run_dir + "/vhost-fs-" + tag + ".sock";
@@ -207,6 +207,7 @@ void ShareRestore::start_daemons(const std::string& run_dir) {
     so.detach = Detach::yes;
     fs::remove(socket);
     auto daemon = std::make_unique<ChildProcess>(ChildProcess::spawn(so));
+    started(daemon->pid());
     Deadline deadline(std::chrono::seconds(30));
     while (!fs::exists(socket)) {
       if (!daemon->running() || deadline.expired()) {

@@ -7,6 +7,7 @@
 #include "storage/archive_reader.hpp"
 #include "util/child_process.hpp"
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -27,8 +28,9 @@ public:
   // A live save's share delta met among the vmstate chunks (it precedes the device state,
   // against which virtiofsd resolves its files): applied at once. False for another member.
   bool apply_inline(const ArchiveReader& reader, ArchiveReader::Member& member);
-  // Starts one virtiofsd per share, its socket in RUN_DIR, and waits until it listens.
-  void start_daemons(const std::string& run_dir);
+  // Starts one virtiofsd per share, its socket in RUN_DIR, and waits until it listens;
+  // STARTED hears of each pid as soon as it runs.
+  void start_daemons(const std::string& run_dir, const std::function<void(pid_t)>& started);
   // chardev id -> the new virtiofsd socket, for the argv rewrite.
   const std::map<std::string, std::string>& chardev_paths() const { return m_sockets; }
 

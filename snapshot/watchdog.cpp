@@ -8,6 +8,7 @@
 #include "util/deadline.hpp"
 #include "util/error.hpp"
 
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <optional>
@@ -75,7 +76,44 @@ void put_back_migration(qmp::Client& qmp, const WatchdogPlan& plan) {
   }
 }
 
+// SIGTERM, and SIGKILL after 2 s, to a process that is still the one the load started.
+void stop_process(pid_t pid, const std::string& ticks) {
+  auto same = [&] { return !ticks.empty() && process_start_ticks(pid) == ticks; };
+  if (!same()) {
+    return;
+  }
+  ::kill(pid, SIGTERM);
+  Deadline deadline(Millis(2000));
+  while (same() && !deadline.expired()) {
+    std::this_thread::sleep_for(Millis(20));
+  }
+  if (same()) {
+    ::kill(pid, SIGKILL);
+  }
+  say("stopped pid " + std::to_string(pid));
+}
+
+void remove_files(const WatchdogPlan& plan) {
+  for (const auto& path : plan.remove) {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+}
+
+// A load died: what it started goes.
+void recover_load(const WatchdogPlan& plan) {
+  say("the load into " + plan.run_dir + " died before it finished; stopping what it started");
+  for (const auto& [pid, ticks] : plan.stop) {
+    stop_process(pid, ticks);
+  }
+  remove_files(plan);
+}
+
 void recover(const WatchdogPlan& plan) {
+  if (plan.qmp_socket.empty()) {
+    recover_load(plan);
+    return;
+  }
   say("the save of QEMU pid " + std::to_string(plan.qemu_pid) +
       " died before it finished; putting the VM back");
   // The dead save's lock went with it; holding it keeps another save out while we work.
@@ -95,10 +133,7 @@ void recover(const WatchdogPlan& plan) {
       say(std::string("could not reach the guest helper to thaw (it thaws itself after 60 s): ") + e.what());
     }
   }
-  for (const auto& path : plan.remove) {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+  remove_files(plan);
 }
 
 } // namespace
@@ -110,13 +145,11 @@ const std::vector<std::string>& watched_parameters() {
 }
 
 nlohmann::json WatchdogPlan::to_json() const {
-  return {{"qmp_socket", qmp_socket},
-          {"qemu_pid", qemu_pid},
-          {"was_running", was_running},
-          {"capabilities", capabilities},
-          {"parameters", parameters},
-          {"helper_socket", helper_socket},
-          {"remove", remove}};
+  return {{"qmp_socket", qmp_socket},   {"qemu_pid", qemu_pid},
+          {"was_running", was_running}, {"capabilities", capabilities},
+          {"parameters", parameters},   {"helper_socket", helper_socket},
+          {"remove", remove},           {"stop", stop},
+          {"run_dir", run_dir}};
 }
 
 WatchdogPlan WatchdogPlan::from_json(const nlohmann::json& j) {
@@ -128,6 +161,8 @@ WatchdogPlan WatchdogPlan::from_json(const nlohmann::json& j) {
   p.parameters = j.at("parameters");
   p.helper_socket = j.at("helper_socket");
   p.remove = j.at("remove").get<std::vector<std::string>>();
+  p.stop = j.value("stop", decltype(p.stop){});
+  p.run_dir = j.value("run_dir", "");
   return p;
 }
 
@@ -135,7 +170,12 @@ Watchdog::Watchdog(const WatchdogPlan& plan) {
   Pipe pipe = make_pipe();
   SpawnOptions so;
   // This binary, even if replaced since; --qmp names the VM it guards in `ps`.
-  so.argv = {"/proc/self/exe", "watchdog", "--fd", "3", "--qmp", plan.qmp_socket};
+  so.argv = {"/proc/self/exe", "watchdog", "--fd", "3"};
+  if (plan.qmp_socket.empty()) {
+    so.argv.insert(so.argv.end(), {"--load", plan.run_dir});
+  } else {
+    so.argv.insert(so.argv.end(), {"--qmp", plan.qmp_socket});
+  }
   so.inherit = {{pipe.read.get(), 3}, {STDERR_FILENO, STDERR_FILENO}};
   so.detach = Detach::yes; // it must outlive us
   ChildProcess::spawn(so).release();
@@ -147,6 +187,16 @@ void Watchdog::also_remove(const std::string& path) noexcept {
   try {
     if (m_pipe) {
       write_all(m_pipe.get(), nlohmann::json{{"remove", path}}.dump() + "\n", "the watchdog's pipe");
+    }
+  } catch (const std::exception&) {
+  }
+}
+
+void Watchdog::also_stop(pid_t pid) noexcept {
+  try {
+    if (m_pipe) {
+      write_all(m_pipe.get(), nlohmann::json{{"stop", {pid, process_start_ticks(pid)}}}.dump() + "\n",
+                "the watchdog's pipe");
     }
   } catch (const std::exception&) {
   }
@@ -185,6 +235,8 @@ int run_watchdog(int fd) {
         plan = WatchdogPlan::from_json(j);
       } else if (j.contains("remove")) {
         plan->remove.push_back(j["remove"]);
+      } else if (j.contains("stop")) {
+        plan->stop.emplace_back(j["stop"].at(0).get<pid_t>(), j["stop"].at(1).get<std::string>());
       }
     }
   }

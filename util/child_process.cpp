@@ -1,6 +1,8 @@
 #include "util/child_process.hpp"
 
 #include "util/error.hpp"
+#include "util/fd.hpp"
+#include "util/strings.hpp"
 
 #include <cerrno>
 #include <csignal>
@@ -231,6 +233,21 @@ CommandResult run_command(const std::vector<std::string>& argv, Millis timeout, 
   }
   result.status = *status;
   return result;
+}
+
+std::string process_start_ticks(pid_t pid) {
+  std::string stat;
+  try {
+    stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  } catch (const Error&) {
+    return {};
+  }
+  auto paren = stat.rfind(')'); // the command name may hold spaces
+  if (paren == std::string::npos) {
+    return {};
+  }
+  std::vector<std::string> fields = split(stat.substr(paren + 2), ' ');
+  return fields.size() > 19 ? fields[19] : std::string(); // field 3 is fields[0]
 }
 
 } // namespace ks

@@ -68,6 +68,10 @@ private:
   double m_cpu_seconds = 0;
 };
 
+// Field 22 of /proc/PID/stat: the start time in clock ticks since boot, which tells a
+// process from a later one that reuses its pid. Empty when the process does not exist.
+std::string process_start_ticks(pid_t pid);
+
 // Exit status of a program run to completion, with its stdout and stderr captured.
 struct CommandResult {
   int status;

@@ -1,6 +1,7 @@
 #include "util/file_lock.hpp"
 
 #include "util/cancel.hpp"
+#include "util/child_process.hpp"
 #include "util/error.hpp"
 #include "util/strings.hpp"
 
@@ -25,29 +26,12 @@ std::string host_name() {
   return name;
 }
 
-// Field 22 of /proc/PID/stat: the start time in clock ticks since boot, which tells a
-// process from a later one that reuses its pid. Empty when the process does not exist.
-std::string start_ticks(pid_t pid) {
-  std::string stat;
-  try {
-    stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  } catch (const Error&) {
-    return {};
-  }
-  auto paren = stat.rfind(')'); // the command name may hold spaces
-  if (paren == std::string::npos) {
-    return {};
-  }
-  std::vector<std::string> fields = split(stat.substr(paren + 2), ' ');
-  return fields.size() > 19 ? fields[19] : std::string(); // field 3 is fields[0]
-}
-
 struct Record {
   std::string file;
   Json json;
   bool alive_here() const { // a process of this host that is still the one that wrote it
     return json.value("host", "") == host_name() &&
-           start_ticks(json.value("pid", 0)) == json.value("start_ticks", std::string("?"));
+           process_start_ticks(json.value("pid", 0)) == json.value("start_ticks", std::string("?"));
   }
   bool on_this_host() const { return json.value("host", "") == host_name(); }
   std::string describe() const {
@@ -150,7 +134,7 @@ void FileLock::write_record() {
   pid_t pid = ::getpid();
   Json j = {{"host", host_name()},
             {"pid", pid},
-            {"start_ticks", start_ticks(pid)},
+            {"start_ticks", process_start_ticks(pid)},
             {"started", utc_now_as("%Y-%m-%dT%H:%M:%SZ")},
             {"purpose", m_o.purpose},
             {"mode", m_o.mode == LockMode::shared ? "shared" : "exclusive"}};

@@ -1,0 +1,92 @@
+#include "util/fault.hpp"
+
+#include "util/cancel.hpp"
+#include "util/error.hpp"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unistd.h>
+
+namespace ks {
+
+namespace {
+
+enum class Action { error, sigterm, sigkill, hang };
+
+struct Fault {
+  std::string step;
+  Action action = Action::error;
+};
+
+// Every step a fault can name: save's, load's, and the middle of either's stream.
+constexpr std::array<std::string_view, 14> k_steps = {
+  "discover", "preflight", "guard",  "quiesce",    "pause+capture", "stream",        "commit",
+  "resume",   "manifest",  "shares", "start qemu", "host check",    "guest refresh", "mid-stream"};
+
+std::optional<Fault> parse(const char* setting) {
+  if (setting == nullptr || *setting == '\0') {
+    return std::nullopt;
+  }
+  std::string s(setting);
+  Fault f;
+  size_t colon = s.rfind(':');
+  std::string action = colon == std::string::npos ? "error" : s.substr(colon + 1);
+  f.step = colon == std::string::npos ? s : s.substr(0, colon);
+  const std::string hint = "KSNAP_FAULT=STEP[:error|sigterm|sigkill|hang], STEP one of the names -v prints";
+  if (std::find(k_steps.begin(), k_steps.end(), f.step) == k_steps.end()) {
+    throw Error("KSNAP_FAULT names no step: \"" + f.step + "\"", ExitCode::usage, hint);
+  }
+  if (action == "error") {
+    f.action = Action::error;
+  } else if (action == "sigterm") {
+    f.action = Action::sigterm;
+  } else if (action == "sigkill") {
+    f.action = Action::sigkill;
+  } else if (action == "hang") {
+    f.action = Action::hang;
+  } else {
+    throw Error("KSNAP_FAULT has an unknown action: \"" + action + "\"", ExitCode::usage, hint);
+  }
+  return f;
+}
+
+const std::optional<Fault>& configured() {
+  static const std::optional<Fault> fault = parse(std::getenv("KSNAP_FAULT"));
+  return fault;
+}
+
+} // namespace
+
+void check_fault_setting() {
+  (void)configured();
+}
+
+void fault_point(std::string_view step) {
+  const std::optional<Fault>& fault = configured();
+  if (!fault || fault->step != step) {
+    return;
+  }
+  switch (fault->action) {
+  case Action::error:
+    throw Error("injected fault after step \"" + fault->step + "\" (KSNAP_FAULT)");
+  case Action::sigterm:
+    ::kill(::getpid(), SIGTERM);
+    return;
+  case Action::sigkill:
+    ::kill(::getpid(), SIGKILL);
+    return;
+  case Action::hang:
+    while (!cancel_requested()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    throw_if_cancelled();
+  }
+}
+
+} // namespace ks

@@ -61,7 +61,14 @@ void SaveSession::discover() {
   m_shares = discover_shares(m_vm->argv, m_vm->pid, m_o.share_policy);
   m_network = discover_network(m_vm->qmp, m_vm->pid);
   m_devices = discover_added_devices(m_vm->qmp, m_vm->argv, m_network);
-  m_was_running = m_vm->qmp.execute("query-status").value("status", "") == "running";
+  std::string status = m_vm->qmp.execute("query-status").value("status", "");
+  m_was_running = status == "running";
+  if (status == "postmigrate") { // QEMU refuses a second migration out of this state
+    throw Error(
+      "the VM is stopped at the end of an earlier save or migration (QEMU's postmigrate state), and "
+      "QEMU will not migrate it again",
+      ExitCode::usage, "load the snapshot that save made, or resume this VM (QMP cont) and save again");
+  }
   std::string type = m_vm->qmp.execute("qom-get", {{"path", "/machine"}, {"property", "type"}});
   const std::string suffix = "-machine";
   m_machine = type.size() > suffix.size() && type.ends_with(suffix)
@@ -103,10 +110,14 @@ void SaveSession::preflight() {
   }
   m_layout = choose_layout();
   choose_mode();
-  uint64_t estimate = resident_bytes(m_vm->pid) / 2; // assumes at least 2:1 compression
-  if (auto free_bytes = m_output->free_bytes(); free_bytes && *free_bytes < estimate) {
-    throw Error("not enough space for the snapshot in " + m_output->temp_dir() + ": " +
-                human_size(*free_bytes) + " free, about " + human_size(estimate) + " needed");
+  // A guess (2:1 compression of what QEMU holds in memory), so a warning: a save that runs
+  // out of space fails cleanly at that point, and many guests compress far better.
+  uint64_t estimate = resident_bytes(m_vm->pid) / 2;
+  if (auto free_bytes = m_output->free_bytes(); free_bytes && *free_bytes < estimate && !m_o.quiet) {
+    std::fprintf(stderr,
+                 "kata-snapshot: warning: %s free in %s, and the snapshot may need about %s; a save that "
+                 "runs out of space stops there and leaves nothing behind\n",
+                 human_size(*free_bytes).c_str(), m_output->temp_dir().c_str(), human_size(estimate).c_str());
   }
 }
 

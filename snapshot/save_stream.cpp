@@ -134,11 +134,15 @@ void SaveSession::migrate_while(const std::string& uri, const StreamBody& body) 
   std::atomic<uint64_t> progress{0};
   std::atomic<bool> abort{false};
   std::exception_ptr error;
+  bool abandoned = false; // BODY gave up because QEMU failed: QEMU's reason is the one to tell
   std::thread reader([&] {
     try {
       m_stats = body(progress, abort);
-    } catch (...) {
+    } catch (const StreamAbandoned&) {
       error = std::current_exception();
+      abandoned = true;
+    } catch (...) {
+      error = std::current_exception(); // our own failure (a full disk): QEMU's is its consequence
     }
     done.set();
   });
@@ -183,7 +187,7 @@ void SaveSession::migrate_while(const std::string& uri, const StreamBody& body) 
   reader.join();
   bar.finish();
   throw_if_cancelled();
-  if (error && abort) {
+  if (error && abandoned) {
     wait_for_migration_end(Deadline(Millis(0))); // QEMU's own reason comes first
   }
   if (error) {

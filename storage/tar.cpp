@@ -4,6 +4,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <cstring>
 #include <ctime>
 #include <fcntl.h>
 #include <vector>
@@ -23,7 +24,12 @@ using EntryPtr = std::unique_ptr<archive_entry, EntryDeleter>;
 
 std::string why(archive* a) {
   const char* s = archive_error_string(a);
-  return s ? s : "unknown libarchive error";
+  std::string text = s ? s : "unknown libarchive error";
+  int err = archive_errno(a);
+  if (err > 0 && text.find(std::strerror(err)) == std::string::npos) {
+    text += std::string(" (") + std::strerror(err) + ")";
+  }
+  return text;
 }
 
 } // namespace

@@ -33,7 +33,7 @@ uint32_t be32(std::span<const std::byte> d) {
 void throw_if_abandoned(const StreamOptions& o) {
   throw_if_cancelled();
   if (o.abort && o.abort->load()) {
-    throw Error("reading the vmstate was abandoned");
+    throw StreamAbandoned();
   }
 }
 
@@ -158,7 +158,7 @@ StreamStats write_vmstate_channels(const ChannelSource& source, ArchiveWriter& w
   for (;;) {
     // Signals are the caller's: it cancels the migration, and QEMU then ends every connection.
     if (o.abort && o.abort->load()) {
-      throw Error("reading the vmstate was abandoned");
+      throw StreamAbandoned();
     }
     const bool accepting = conns.size() < source.connections;
     fds.clear();

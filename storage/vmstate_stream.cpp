@@ -265,7 +265,7 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
   while (auto member = reader.next()) {
     throw_if_cancelled();
     if (o.abort && o.abort->load()) {
-      throw Error("reading the vmstate was abandoned");
+      throw StreamAbandoned();
     }
     if (member->name.rfind(k_vmstate_prefix, 0) != 0) {
       while (!pool.empty()) {

@@ -4,11 +4,19 @@
 #include "storage/archive_reader.hpp"
 #include "storage/archive_writer.hpp"
 #include "storage/member_inbox.hpp"
+#include "util/error.hpp"
 
 #include <atomic>
 #include <functional>
 
 namespace ks {
+
+// Thrown when the stream is given up because the caller set StreamOptions::abort (QEMU
+// failed or was cancelled): QEMU's own reason is the one to report.
+class StreamAbandoned : public Error {
+public:
+  StreamAbandoned() : Error("reading the vmstate was abandoned") {}
+};
 
 struct StreamOptions {
   size_t chunk_size = 8u << 20;

@@ -17,7 +17,7 @@ namespace ks {
 
 namespace {
 
-enum class Action { error, sigterm, sigkill, hang };
+enum class Action { error, sigterm, sigkill, sigstop, hang };
 
 struct Fault {
   std::string step;
@@ -38,7 +38,8 @@ std::optional<Fault> parse(const char* setting) {
   size_t colon = s.rfind(':');
   std::string action = colon == std::string::npos ? "error" : s.substr(colon + 1);
   f.step = colon == std::string::npos ? s : s.substr(0, colon);
-  const std::string hint = "KSNAP_FAULT=STEP[:error|sigterm|sigkill|hang], STEP one of the names -v prints";
+  const std::string hint =
+    "KSNAP_FAULT=STEP[:error|sigterm|sigkill|sigstop|hang], STEP one of the names -v prints";
   if (std::find(k_steps.begin(), k_steps.end(), f.step) == k_steps.end()) {
     throw Error("KSNAP_FAULT names no step: \"" + f.step + "\"", ExitCode::usage, hint);
   }
@@ -48,6 +49,8 @@ std::optional<Fault> parse(const char* setting) {
     f.action = Action::sigterm;
   } else if (action == "sigkill") {
     f.action = Action::sigkill;
+  } else if (action == "sigstop") {
+    f.action = Action::sigstop;
   } else if (action == "hang") {
     f.action = Action::hang;
   } else {
@@ -80,6 +83,9 @@ void fault_point(std::string_view step) {
     return;
   case Action::sigkill:
     ::kill(::getpid(), SIGKILL);
+    return;
+  case Action::sigstop:
+    ::kill(::getpid(), SIGSTOP);
     return;
   case Action::hang:
     while (!cancel_requested()) {

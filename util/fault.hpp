@@ -5,6 +5,7 @@
 //   error    throw an Error, as a failing step would (the default);
 //   sigterm  send ourselves SIGTERM, as an operator's kill would, and carry on;
 //   sigkill  send ourselves SIGKILL: nothing of ours runs after it;
+//   sigstop  stop there until SIGCONT (a test changes the world meanwhile, fills a disk);
 //   hang     stop there until a signal arrives (then end as interrupted).
 // Unset, a fault point is one load of a flag.
 #pragma once

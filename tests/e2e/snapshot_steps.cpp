@@ -94,4 +94,12 @@ std::vector<int> processes_with(const std::string& needle) {
   return out;
 }
 
+void wait_until(const std::function<bool()>& done) {
+  Deadline d(Millis(60000));
+  while (!done()) {
+    REQUIRE_FALSE(d.expired());
+    std::this_thread::sleep_for(Millis(20));
+  }
+}
+
 } // namespace ks::test

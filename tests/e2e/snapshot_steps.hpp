@@ -3,6 +3,7 @@
 
 #include "tests/e2e/guest_vm.hpp"
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -45,6 +46,9 @@ Mark mark(const GuestVm& vm);
 // The guest carries on from MARK: the next tick is MARK.tick+1, printed after MARK.offset,
 // with no reboot in between, and it keeps counting.
 void require_continues(const GuestVm& console, const Mark& m, long more = 5);
+
+// Polls DONE every 20 ms; fails the test if it is not true within 60 s.
+void wait_until(const std::function<bool()>& done);
 
 // Pids of running processes whose command line contains NEEDLE.
 std::vector<int> processes_with(const std::string& needle);

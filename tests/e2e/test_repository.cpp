@@ -50,14 +50,6 @@ ChildProcess spawn(std::vector<std::string> argv, const std::string& err) {
   return ChildProcess::spawn(so);
 }
 
-void wait_until(const std::function<bool()>& done) {
-  Deadline d(Millis(60000));
-  while (!done()) {
-    REQUIRE_FALSE(d.expired());
-    std::this_thread::sleep_for(Millis(20));
-  }
-}
-
 long files_in(const std::string& dir) {
   return std::distance(std::filesystem::directory_iterator(dir), std::filesystem::directory_iterator());
 }

@@ -5,10 +5,12 @@
 #include "tests/e2e/snapshot_steps.hpp"
 #include "util/fd.hpp"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <csignal>
 #include <fcntl.h>
 #include <filesystem>
+#include <fstream>
 #include <sys/file.h>
 #include <thread>
 #include <unistd.h>
@@ -368,4 +370,97 @@ TEST_CASE("a VM locked by another kata-snapshot is refused with exit 4") {
   CHECK_THAT(r.error_output, Catch::Contains("(QEMU pid " + std::to_string(vm.qemu_pid()) + ") is locked") &&
                                Catch::Contains("hint: wait for the other kata-snapshot to finish"));
   CHECK(vm.qmp().execute("query-status")["status"] == "running");
+}
+
+namespace {
+
+// A tmpfs of PAGES pages mounted on DIR for the scope (root only: the test is skipped otherwise).
+class SmallTmpfs {
+public:
+  SmallTmpfs(const std::string& dir, uint64_t pages) : m_dir(dir) {
+    fs::create_directories(dir);
+    CommandResult r =
+      run_command({"mount", "-t", "tmpfs", "-o", "size=" + std::to_string(pages * 4096), "tmpfs", dir});
+    if (r.status != 0) {
+      skip("cannot mount a tmpfs to fill up (" + r.error_output + ")");
+    }
+  }
+  ~SmallTmpfs() { run_command({"umount", "-l", m_dir}); }
+  SmallTmpfs(const SmallTmpfs&) = delete;
+  SmallTmpfs& operator=(const SmallTmpfs&) = delete;
+
+private:
+  std::string m_dir;
+};
+
+} // namespace
+
+// ENOSPC at the start (the file system full before the save), in the middle (filled once
+// the first vmstate bytes are written) and at the commit (filled once the stream is in):
+// KSNAP_FAULT=STEP:sigstop holds the save there while the test fills the tmpfs. Each time: one
+// error, no retry, nothing under the final name, no temp file, the older snapshot beside it
+// intact, and the VM running and thawed.
+TEST_CASE("ENOSPC at the start, in the middle and at the commit of a save fails once and loses nothing") {
+  GuestVm vm({});
+  vm.wait_console("ksnap: tick 2");
+  const std::string ref = vm.dir() + "/ref.ksnap";
+  REQUIRE(run_cli({"save", "--qmp", vm.qmp_path(), "-o", ref}).status == 0);
+  const std::string ref_bytes = read_file(ref);
+  const uint64_t pages = (ref_bytes.size() + 4095) / 4096;
+  const std::string mnt = vm.dir() + "/full";
+  auto fill = [&] { run_command({"dd", "if=/dev/zero", "of=" + mnt + "/filler", "bs=4096"}); };
+  auto attempt = [&](const std::string& where, const std::string& step) {
+    INFO("ENOSPC " << where);
+    SmallTmpfs tmpfs(mnt, 2 * pages + 256);
+    { std::ofstream(mnt + "/older.ksnap", std::ios::binary) << ref_bytes; }
+    SpawnOptions so;
+    so.argv = {"env",
+               "KSNAP_FAULT=" + step + ":sigstop",
+               test_env().cli,
+               "save",
+               "--qmp",
+               vm.qmp_path(),
+               "-o",
+               mnt + "/new.ksnap",
+               "-q"};
+    if (step.empty()) {
+      so.argv.erase(so.argv.begin(), so.argv.begin() + 2);
+      fill();
+    }
+    so.stderr_path = vm.dir() + "/enospc.err";
+    fs::remove(so.stderr_path);
+    ChildProcess save = ChildProcess::spawn(so);
+    if (!step.empty()) { // stopped at STEP: fill the file system, then let it go on
+      wait_until([&] {
+        return read_file("/proc/" + std::to_string(save.pid()) + "/stat").find(") T ") != std::string::npos;
+      });
+      fill();
+      ::kill(save.pid(), SIGCONT);
+    }
+    auto status = save.wait(Deadline(Millis(120000)));
+    std::string err = read_file(so.stderr_path);
+    INFO(err);
+    CHECK(status == 1);
+    CHECK_THAT(err,
+               Catch::StartsWith("kata-snapshot: error: ") && Catch::Contains("No space left on device"));
+    CHECK(std::count(err.begin(), err.end(), '\n') <= 2); // the error and its hint
+    fs::remove(mnt + "/filler");
+    CHECK_FALSE(fs::exists(mnt + "/new.ksnap"));
+    for (const auto& e : fs::directory_iterator(mnt)) {
+      CHECK(e.path().filename() == "older.ksnap");
+    }
+    CHECK(read_file(mnt + "/older.ksnap") == ref_bytes);
+    CHECK(run_cli({"verify", mnt + "/older.ksnap"}).status == 0);
+    {
+      qmp::Client qmp = vm.qmp();
+      CHECK(qmp.execute("query-status")["status"] == "running");
+    }
+    CommandResult guest = run_cli({"guest", "status", "--qmp", vm.qmp_path()});
+    CHECK_THAT(guest.output, Catch::Contains("thawed"));
+  };
+  attempt("at the start", "");
+  attempt("in the middle", "mid-stream");
+  attempt("at the commit", "stream");
+  long t = vm.last_tick();
+  vm.wait_console("ksnap: tick " + std::to_string(t + 2) + "\n");
 }

@@ -20,7 +20,11 @@ const char* k_busy_hint =
 
 Client Client::connect(const std::string& path, Millis timeout) {
   Deadline deadline(timeout);
-  Client c(connect_unix(path, deadline), path);
+  return over(connect_unix(path, deadline), path, timeout);
+}
+
+Client Client::over(Fd sock, const std::string& path, Millis timeout) {
+  Client c(std::move(sock), path);
   // A held socket answers connect() (kernel backlog) but QEMU never greets us.
   Deadline greet_deadline(std::min(timeout, Millis(3000)));
   auto greeting = c.read_message(greet_deadline);
@@ -37,7 +41,8 @@ Client Client::connect(const std::string& path, Millis timeout) {
                       ExitCode::failed, k_busy_hint);
   }
   if (!greeting->contains("QMP")) {
-    throw Error(path + " does not speak QMP: its first message was " + greeting->dump().substr(0, 200));
+    throw Error(path + " does not speak QMP: its first message was " +
+                greeting->dump(-1, ' ', false, Json::error_handler_t::replace).substr(0, 200));
   }
   c.m_greeting = (*greeting)["QMP"];
   c.execute("qmp_capabilities", Json::object(), timeout);

@@ -53,6 +53,8 @@ public:
   // Connects, reads the greeting and negotiates capabilities. A socket that accepts but
   // never greets is taken to be held by another client (QEMU serves one at a time).
   static Client connect(const std::string& path, Millis timeout = k_default_timeout);
+  // The same over a socket already connected (PATH names it in errors).
+  static Client over(Fd sock, const std::string& path, Millis timeout = k_default_timeout);
 
   // Runs COMMAND; returns its "return" value or throws CommandError / Error.
   Json execute(const std::string& command, const Json& arguments = Json::object(),

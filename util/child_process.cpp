@@ -236,14 +236,19 @@ CommandResult run_command(const std::vector<std::string>& argv, Millis timeout, 
 }
 
 std::string process_start_ticks(pid_t pid) {
-  std::string stat;
   try {
-    stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+    return stat_start_ticks(read_file("/proc/" + std::to_string(pid) + "/stat"));
   } catch (const Error&) {
     return {};
   }
+}
+
+std::string stat_start_ticks(const std::string& stat) {
   auto paren = stat.rfind(')'); // the command name may hold spaces
   if (paren == std::string::npos) {
+    return {};
+  }
+  if (paren + 2 > stat.size()) {
     return {};
   }
   std::vector<std::string> fields = split(stat.substr(paren + 2), ' ');

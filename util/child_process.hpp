@@ -71,6 +71,8 @@ private:
 // Field 22 of /proc/PID/stat: the start time in clock ticks since boot, which tells a
 // process from a later one that reuses its pid. Empty when the process does not exist.
 std::string process_start_ticks(pid_t pid);
+// The same from the text of a /proc/PID/stat; empty if it has no such field.
+std::string stat_start_ticks(const std::string& stat);
 
 // Exit status of a program run to completion, with its stdout and stderr captured.
 struct CommandResult {

@@ -1,7 +1,9 @@
 #include "guest-helper/agent/commands.hpp"
 
+#include "guest-helper/agent/freeze.hpp"
 #include "guest-helper/agent/system.hpp"
 
+#include <memory>
 #include <stdexcept>
 
 namespace ks::agent {
@@ -33,21 +35,31 @@ Json error_reply(const std::string& cls, const std::string& desc) {
 
 } // namespace
 
-Agent::Agent(const std::string& state_file) : m_freeze(state_file) {
+Effects system_effects(const std::string& state_file) {
+  auto state = std::make_shared<FreezeState>(state_file);
+  return {.freeze = [state](std::chrono::seconds t) { return state->freeze(t); },
+          .thaw = [state] { return state->thaw(); },
+          .frozen = [state] { return state->frozen(); },
+          .set_clock = set_clock,
+          .add_entropy = add_entropy,
+          .reseed_crng = reseed_crng};
+}
+
+Agent::Agent(Effects effects) : m_fx(std::move(effects)) {
   m_commands = {
     {"guest-ping", {[](const Json&) { return Json::object(); }, true}},
     {"guest-info", {[this](const Json&) { return info(); }, true}},
     {"guest-sync", {sync_id, true}},
     {"guest-sync-delimited", {sync_id, true}},
     {"guest-fsfreeze-status",
-     {[this](const Json&) { return Json(m_freeze.frozen() ? "frozen" : "thawed"); }, true}},
+     {[this](const Json&) { return Json(m_fx.frozen() ? "frozen" : "thawed"); }, true}},
     {"guest-fsfreeze-freeze",
-     {[this](const Json& a) { return Json(m_freeze.freeze(std::chrono::seconds(a.value("timeout", 60)))); },
+     {[this](const Json& a) { return Json(m_fx.freeze(std::chrono::seconds(a.value("timeout", 60)))); },
       false}},
-    {"guest-fsfreeze-thaw", {[this](const Json&) { return Json(m_freeze.thaw()); }, true}},
+    {"guest-fsfreeze-thaw", {[this](const Json&) { return Json(m_fx.thaw()); }, true}},
     {"guest-set-time",
-     {[](const Json& a) {
-        set_clock(time_arg(a));
+     {[this](const Json& a) {
+        m_fx.set_clock(time_arg(a));
         return Json::object();
       },
       true}},
@@ -67,18 +79,18 @@ Json Agent::info() const {
 // host, add host entropy and force a CRNG reseed so the copy does not repeat the original's
 // random numbers.
 Json Agent::post_restore(const Json& a) {
-  int thawed = m_freeze.thaw();
-  int64_t delta_ns = set_clock(time_arg(a));
+  int thawed = m_fx.thaw();
+  int64_t delta_ns = m_fx.set_clock(time_arg(a));
   std::string entropy = decode_base64(a.value("entropy", ""));
   if (entropy.size() < 16) {
     throw CommandError{"GenericError", "parameter 'entropy' must carry at least 16 bytes (base64)"};
   }
-  add_entropy(entropy);
+  m_fx.add_entropy(entropy);
   return {{"thawed", thawed},
           {"clock_set", true},
           {"clock_delta_ms", delta_ns / 1000000},
           {"entropy_bytes", entropy.size()},
-          {"crng_reseeded", reseed_crng()}};
+          {"crng_reseeded", m_fx.reseed_crng()}};
 }
 
 Json Agent::handle(const Json& request, bool& send_delimiter) {
@@ -91,7 +103,7 @@ Json Agent::handle(const Json& request, bool& send_delimiter) {
     auto it = m_commands.find(name);
     if (it == m_commands.end()) {
       reply = error_reply("CommandNotFound", "unknown command " + name);
-    } else if (!it->second.safe_while_frozen && m_freeze.frozen()) {
+    } else if (!it->second.safe_while_frozen && m_fx.frozen()) {
       reply = error_reply("GenericError", name + " is not allowed while the guest's filesystems are frozen");
     } else {
       try {
@@ -108,6 +120,26 @@ Json Agent::handle(const Json& request, bool& send_delimiter) {
     reply["id"] = request["id"];
   }
   return reply;
+}
+
+void Agent::feed(std::string_view data, const std::function<void(const std::string&)>& reply) {
+  for (char c : data) {
+    if (static_cast<unsigned char>(c) == 0xff) {
+      m_line.clear();
+    } else if (c == '\n') {
+      if (m_line.find_first_not_of(" \t\r") != std::string::npos) {
+        Json request = Json::parse(m_line, nullptr, false);
+        bool delimiter = false;
+        Json answer =
+          request.is_discarded() ? error_reply("GenericError", "invalid JSON") : handle(request, delimiter);
+        reply((delimiter ? std::string(1, '\xff') : std::string()) +
+              answer.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n");
+      }
+      m_line.clear();
+    } else if (m_line.size() < (1u << 20)) {
+      m_line += c;
+    }
+  }
 }
 
 } // namespace ks::agent

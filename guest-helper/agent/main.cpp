@@ -20,8 +20,7 @@ void log(const std::string& msg) {
   std::fprintf(stderr, "kata-snapshot-helper: %s\n", msg.c_str());
 }
 
-void write_reply(int fd, const Json& reply, bool delimiter) {
-  std::string out = (delimiter ? std::string(1, '\xff') : std::string()) + reply.dump() + "\n";
+void write_out(int fd, const std::string& out) {
   const char* p = out.data();
   size_t left = out.size();
   while (left > 0) {
@@ -37,31 +36,8 @@ void write_reply(int fd, const Json& reply, bool delimiter) {
   }
 }
 
-// Feeds bytes into the line buffer; 0xFF discards a partial line (the host's resync).
-void handle_bytes(Agent& agent, int fd, std::string& line, const char* data, size_t len) {
-  for (size_t i = 0; i < len; ++i) {
-    char c = data[i];
-    if (static_cast<unsigned char>(c) == 0xff) {
-      line.clear();
-    } else if (c == '\n') {
-      if (line.find_first_not_of(" \t\r") != std::string::npos) {
-        Json request = Json::parse(line, nullptr, false);
-        bool delimiter = false;
-        Json reply = request.is_discarded()
-                       ? Json{{"error", {{"class", "GenericError"}, {"desc", "invalid JSON"}}}}
-                       : agent.handle(request, delimiter);
-        write_reply(fd, reply, delimiter);
-      }
-      line.clear();
-    } else if (line.size() < (1u << 20)) {
-      line += c;
-    }
-  }
-}
-
 // Serves one open port until the host disconnects (read returns 0) or an error.
 void serve(Agent& agent, int fd) {
-  std::string line;
   char buf[4096];
   for (;;) {
     ssize_t n = ::read(fd, buf, sizeof buf);
@@ -71,7 +47,8 @@ void serve(Agent& agent, int fd) {
     if (n <= 0) {
       return;
     }
-    handle_bytes(agent, fd, line, buf, static_cast<size_t>(n));
+    agent.feed(std::string_view(buf, static_cast<size_t>(n)),
+               [fd](const std::string& out) { write_out(fd, out); });
   }
 }
 
@@ -80,7 +57,7 @@ void serve(Agent& agent, int fd) {
 int main(int argc, char** argv) {
   std::string name = argc > 1 ? argv[1] : k_port_name;
   const char* state = argc > 2 ? argv[2] : "/run/kata-snapshot-helper.state";
-  Agent agent(state);
+  Agent agent(system_effects(state));
   bool announced = false;
   for (;;) {
     std::string path = find_port(name);

@@ -1,0 +1,31 @@
+// Fuzz target: the text parsers fed by QEMU and /proc: `info network`, QEMU option values
+// and the whole command line as read from /proc/PID/cmdline, and /proc/PID/stat's start time.
+#include "snapshot/network.hpp"
+#include "snapshot/qemu_argv.hpp"
+#include "tests/fuzz/fuzz_util.hpp"
+#include "util/child_process.hpp"
+#include "util/strings.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  ks::fuzz::setup();
+  std::string text(reinterpret_cast<const char*>(data), size);
+  try {
+    ks::parse_info_network(text);
+  } catch (const std::exception&) {
+  }
+  try {
+    ks::OptionValue::parse(text);
+  } catch (const std::exception&) {
+  }
+  try { // a /proc/PID/cmdline
+    ks::QemuArgv argv(ks::split(text, '\0'));
+    for (const char* name : {"chardev", "netdev", "device", "fsdev", "object"}) {
+      argv.all(name);
+    }
+    argv.chardev_socket_path("char0");
+    argv.to_argv();
+  } catch (const std::exception&) {
+  }
+  ks::stat_start_ticks(text);
+  return 0;
+}

@@ -8,9 +8,13 @@ JOBS       ?= $(shell nproc)
 # hot-plug, a virtio-fs request that never completed) that no serial run showed.
 E2E_JOBS   ?= 1
 CMAKE_TYPE ?= RelWithDebInfo
+# libFuzzer targets (clang): `make fuzz` runs each FUZZ_SECONDS; `make test` a short smoke.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE   ?= 15
 MAKEFLAGS  += --no-print-directory
 
-.PHONY: all deps build guest test unit e2e demo bench lint clean
+.PHONY: all deps build guest test unit e2e demo bench lint clean fuzz fuzz-build
 
 all: build
 
@@ -28,9 +32,18 @@ asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKSNAP_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS) --target unit_tests
 
-# Unit tests under ASan+UBSan, then every test (unit and end-to-end) in the normal build.
-test: guest asan
+fuzz-build: deps
+	@CXX=clang++ cmake -S . -B $(FUZZ_BUILD) -DKSNAP_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS)
+
+fuzz: fuzz-build
+	@bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# Unit tests under ASan+UBSan, a fuzz smoke of every target, then every test (unit and
+# end-to-end) in the normal build.
+test: guest asan fuzz-build
 	@cd $(ASAN_BUILD) && ctest --output-on-failure -L unit -j $(JOBS)
+	@bash scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SMOKE)
 	@cd $(BUILD) && ctest --output-on-failure -L unit -j $(JOBS)
 	@cd $(BUILD) && ctest --output-on-failure -L e2e -j $(E2E_JOBS)
 
@@ -50,4 +63,4 @@ lint: build
 	@bash scripts/lint.sh $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

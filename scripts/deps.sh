@@ -14,7 +14,8 @@ sudo_cmd=()
 [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 
 build_pkgs=(cmake g++ make pkg-config libcli11-dev nlohmann-json3-dev libarchive-dev
-            libzstd-dev libssl-dev catch2 zstd cpio busybox-static kmod iproute2 e2fsprogs pv skopeo)
+            libzstd-dev libssl-dev catch2 zstd cpio busybox-static kmod iproute2 e2fsprogs pv skopeo
+            clang libclang-rt-dev)
 qemu_pkgs=(qemu-system-x86 qemu-utils)
 
 apt_updated=0

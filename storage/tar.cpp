@@ -367,12 +367,21 @@ uint64_t extract_tar_zst(const ByteSource& source, const std::string& dir, const
     if (!safe_relative(rel) || (archive_entry_hardlink(e) && !safe_relative(archive_entry_hardlink(e)))) {
       throw Error(what + " holds an unsafe path: " + rel, ExitCode::archive_invalid);
     }
+    // A device node in a share would hand the guest (through virtiofsd) a device of the host.
+    if (archive_entry_filetype(e) == AE_IFCHR || archive_entry_filetype(e) == AE_IFBLK) {
+      throw Error(what + " holds a device node, which a share never restores: " + rel,
+                  ExitCode::archive_invalid);
+    }
     archive_entry_copy_pathname(e, (dir + "/" + rel).c_str());
     if (const char* link = archive_entry_hardlink(e)) {
       archive_entry_copy_hardlink(e, (dir + "/" + link).c_str());
     }
     if (archive_write_header(disk.get(), e) != ARCHIVE_OK) {
-      throw Error("failed to restore " + rel + " into " + dir + ": " + why(disk.get()));
+      // A system error (ENOSPC, EACCES) is the host's; anything else is libarchive refusing
+      // the entry itself (a write through a symlink an earlier entry planted): a hostile archive.
+      bool refused = archive_errno(disk.get()) <= 0;
+      throw Error("failed to restore " + rel + " into " + dir + ": " + why(disk.get()),
+                  refused ? ExitCode::archive_invalid : ExitCode::failed);
     }
     const void* buf = nullptr;
     size_t size = 0;

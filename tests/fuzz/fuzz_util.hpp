@@ -81,8 +81,10 @@ inline std::string read_sync_id(int fd) {
   return got.substr(at + 5, end - at - 5);
 }
 
+// A fresh directory under $TMPDIR (scripts/fuzz.sh gives each run its own, and removes it).
 inline std::string temp_dir() {
-  std::string t = "/tmp/ksnap-fuzz-XXXXXX";
+  const char* base = std::getenv("TMPDIR");
+  std::string t = std::string(base ? base : "/tmp") + "/ksnap-fuzz-XXXXXX";
   if (!::mkdtemp(t.data())) {
     std::abort();
   }

@@ -5,7 +5,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <grp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <thread>
 #include <unistd.h>
@@ -111,6 +113,41 @@ pid_t peer_pid(int sock) {
     return -1;
   }
   return cred.pid > 0 ? cred.pid : -1;
+}
+
+std::string socket_exposure(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) {
+    return {};
+  }
+  bool world = (st.st_mode & S_IWOTH) != 0;
+  bool group = (st.st_mode & S_IWGRP) != 0 && st.st_gid != 0;
+  // Every directory above must let them through.
+  std::string dir = path;
+  while (world || group) {
+    size_t slash = dir.rfind('/');
+    if (slash == std::string::npos) {
+      break;
+    }
+    dir = slash == 0 ? "/" : dir.substr(0, slash);
+    struct stat ds {};
+    if (::stat(dir.c_str(), &ds) != 0) {
+      return {};
+    }
+    world = world && (ds.st_mode & S_IXOTH) != 0;
+    group = group && ((ds.st_mode & S_IXOTH) != 0 || ((ds.st_mode & S_IXGRP) != 0 && ds.st_gid == st.st_gid));
+    if (dir == "/") {
+      break;
+    }
+  }
+  if (world) {
+    return "every user";
+  }
+  if (group) {
+    struct group* g = ::getgrgid(st.st_gid);
+    return "the members of group " + (g ? std::string(g->gr_name) : std::to_string(st.st_gid));
+  }
+  return {};
 }
 
 } // namespace ks

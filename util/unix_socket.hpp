@@ -26,4 +26,9 @@ void send_with_fd(int sock, const std::string& data, int fd);
 // The pid of the process at the other end (SO_PEERCRED), or -1.
 pid_t peer_pid(int sock);
 
+// Who besides the socket's owner can connect to the UNIX socket at PATH (connecting needs
+// write permission on it and search permission on every directory above it): "" for no
+// one, else "every user" or "the members of group NAME". Root is not counted.
+std::string socket_exposure(const std::string& path);
+
 } // namespace ks

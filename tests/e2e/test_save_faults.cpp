@@ -4,6 +4,7 @@
 #include "storage/archive_writer.hpp"
 #include "tests/e2e/snapshot_steps.hpp"
 #include "util/fd.hpp"
+#include "util/unix_socket.hpp"
 
 #include <algorithm>
 #include <catch2/catch.hpp>
@@ -12,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
 
@@ -463,4 +465,39 @@ TEST_CASE("ENOSPC at the start, in the middle and at the commit of a save fails 
   attempt("at the commit", "stream");
   long t = vm.last_tick();
   vm.wait_console("ksnap: tick " + std::to_string(t + 2) + "\n");
+}
+
+// Memory snapshots hold the guest's secrets: whatever the umask, what kata-snapshot writes is
+// its owner's alone.
+TEST_CASE("with umask 000 an archive, a repository's files and a run directory are private") {
+  GuestVm vm({});
+  vm.wait_console("ksnap: tick 2");
+  auto with_open_umask = [&](const std::string& args) {
+    return run_command({"sh", "-c", "umask 000 && exec " + test_env().cli + " " + args}, Millis(120000));
+  };
+  const std::string archive = vm.dir() + "/open.ksnap";
+  REQUIRE(with_open_umask("save -q --qmp " + vm.qmp_path() + " -o " + archive).status == 0);
+  auto mode = [](const std::string& path) {
+    struct stat st {};
+    REQUIRE(::lstat(path.c_str(), &st) == 0);
+    return st.st_mode & 07777;
+  };
+  CHECK(mode(archive) == 0600);
+  REQUIRE(with_open_umask("save -q --qmp " + vm.qmp_path() + " -o oci:" + vm.dir() + "/repo").status == 0);
+  for (const auto& e : fs::recursive_directory_iterator(vm.dir() + "/repo")) {
+    INFO(e.path());
+    if (e.is_regular_file()) {
+      CHECK((mode(e.path()) & 077) == 0); // blobs, index.json, oci-layout, locks
+    } else {
+      CHECK((mode(e.path()) & 022) == 0);
+    }
+  }
+  vm.kill();
+  const std::string run_dir = vm.dir() + "/run";
+  CommandResult load = with_open_umask("load -q " + archive + " --run-dir " + run_dir + " --json");
+  INFO(load.error_output);
+  REQUIRE(load.status == 0);
+  RestoredVm restored(nlohmann::json::parse(load.output));
+  CHECK(mode(run_dir) == 0700);
+  CHECK(socket_exposure(restored.qmp_path()).empty());
 }

@@ -11,6 +11,11 @@ namespace ks {
 namespace {
 
 constexpr uint64_t k_max_member = 256ull << 20; // vmstate chunks and JSON are far smaller
+// The JSON members are parsed whole (several times their size in memory): tighter bounds.
+// A manifest is a few KiB; an index lists each member in about 150 bytes (a 1 TiB VM in
+// 8 MiB chunks: 20 MiB).
+constexpr uint64_t k_max_manifest = 16ull << 20;
+constexpr uint64_t k_max_index = 64ull << 20;
 
 [[noreturn]] void damaged(const std::string& what, const std::string& why) {
   throw Error(what + " is damaged: " + why, ExitCode::archive_invalid);
@@ -52,7 +57,10 @@ ArchiveReader::ArchiveReader(std::unique_ptr<EntrySource> source, std::string wh
 }
 
 Bytes ArchiveReader::read_data(const ArchiveEntry& e) {
-  if (e.size > k_max_member) {
+  uint64_t bound = e.name == k_manifest_member ? k_max_manifest
+                   : e.name == k_index_member  ? k_max_index
+                                               : k_max_member;
+  if (e.size > bound) {
     damaged(m_what, "member " + e.name + " is implausibly large (" + std::to_string(e.size) + " bytes)");
   }
   Bytes data = m_buffers != nullptr ? m_buffers->get(e.size) : Bytes(e.size);

@@ -161,6 +161,12 @@ TEST_CASE("archive: truncated, missing index, future version, empty") {
     std::string path = write_archive_file(dir, fake_stream(100'000), test_manifest(k_format_version + 1));
     require_invalid(path, "newer than this kata-snapshot supports");
   }
+  SECTION("a huge manifest is refused before it is read") {
+    Json manifest = test_manifest();
+    manifest["padding"] = std::string(17u << 20, 'x');
+    std::string path = write_archive_file(dir, fake_stream(100'000), manifest);
+    require_invalid(path, "member manifest.json is implausibly large");
+  }
   SECTION("zero-length file") {
     std::string path = dir / "empty.ksnap";
     Fd f = open_file(path, O_WRONLY | O_CREAT | O_TRUNC);

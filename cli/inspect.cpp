@@ -69,6 +69,7 @@ void add_verify(CLI::App& app, Registry& reg) {
   struct Args {
     std::string archive;
     bool host = false;
+    std::string key;
   };
   auto a = std::make_shared<Args>();
   auto* cmd =
@@ -78,12 +79,19 @@ void add_verify(CLI::App& app, Registry& reg) {
                  "Snapshot: a .ksnap FILE, - for stdin, or oci:DIR[:TAG] (no tag: the newest)")
     ->required();
   cmd->add_flag("--host", a->host, "Also check that this host can load it, and say why not");
+  cmd->add_option("--key", a->key, "Require a signature by this Ed25519 public key (PEM); exit 3 without it");
   add_output_flags(*cmd, reg.global);
   cmd->callback([&reg, a] {
     reg.action = [&reg, a] {
-      nlohmann::json r = verify_archive(a->archive, a->host, 0);
+      nlohmann::json r = verify_archive(a->archive, a->host, 0, a->key);
       std::string human = a->archive + ": intact (" + std::to_string(r["vmstate_chunks"].get<uint64_t>()) +
                           " chunks, " + human_size(r["vmstate_bytes"].get<uint64_t>()) + " of VM state)";
+      const auto& sig = r["signature"];
+      if (sig["signed"].get<bool>()) {
+        human += std::string(sig["checked"].get<bool>() ? ", signed by key "
+                                                        : ", signed (not checked: --key) by key ") +
+                 sig["key_id"].get<std::string>().substr(0, 16);
+      }
       if (a->host) {
         const auto& h = r["host"];
         human += h["loadable"].get<bool>()

@@ -42,6 +42,8 @@ void add_load(CLI::App& app, Registry& reg) {
   cmd->add_option("--share-dir", a->share_dirs, "TAG=DIR: restore a virtio-fs share into DIR");
   cmd->add_flag("--paused", a->o.paused, "Leave the VM paused (resume with QMP cont)");
   cmd->add_option("--sandbox", a->o.name, "Name the restored VM as Kata sandbox ID (-name sandbox-ID)");
+  cmd->add_option("--require-signature", a->o.require_signature,
+                  "Refuse, before QEMU starts, a snapshot not signed by this Ed25519 public key (PEM)");
   cmd->add_option("--netns", a->o.netns,
                   "Network namespace (name or path) to re-create taps in and run QEMU in");
   cmd->add_option("--qemu", a->o.qemu, "QEMU binary (default: the recorded one, or qemu-system-x86_64)");

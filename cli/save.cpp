@@ -153,6 +153,9 @@ void add_save(CLI::App& app, Registry& reg) {
                  "vmstate chunk size in MiB (default 8; into an oci: repository 1, more above 4 GiB of RAM)")
     ->check(CLI::Range(1, 256));
   cmd->add_option("--label", a->labels, "KEY=VALUE recorded in the manifest");
+  cmd->add_option(
+    "--sign-key", a->o.sign_key,
+    "Sign the snapshot with this Ed25519 private key (PEM; openssl genpkey -algorithm ed25519)");
   cmd->add_flag("--force", a->force, "Overwrite an existing archive, or replace a repository's tag");
   add_lock_wait_option(*cmd, a->o.lock_wait);
   add_output_flags(*cmd, reg.global);

@@ -7,8 +7,10 @@
 #include "storage/vmstate_stream.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
+#include "util/signature.hpp"
 
 #include <fcntl.h>
+#include <optional>
 #include <thread>
 #include <unistd.h>
 
@@ -18,7 +20,12 @@ nlohmann::json read_manifest(const std::string& archive) {
   return open_snapshot(archive)->manifest();
 }
 
-nlohmann::json verify_archive(const std::string& archive, bool host, unsigned threads) {
+nlohmann::json verify_archive(const std::string& archive, bool host, unsigned threads,
+                              const std::string& key) {
+  std::optional<VerifyKey> verify_key;
+  if (!key.empty()) {
+    verify_key = VerifyKey::load(key); // a bad key file fails before the archive is read
+  }
   std::unique_ptr<ArchiveReader> opened = open_snapshot(archive);
   ArchiveReader& reader = *opened;
   uint64_t other_members = 0;
@@ -38,6 +45,13 @@ nlohmann::json verify_archive(const std::string& archive, bool host, unsigned th
                         {"vmstate_chunks", stats.chunks},
                         {"vmstate_bytes", stats.raw_bytes},
                         {"other_members", other_members}};
+  const std::string& signature = reader.index_signature();
+  if (verify_key) {
+    verify_key->check(signature, reader.index_text(), reader.what());
+  }
+  out["signature"] = {{"signed", !signature.empty()},
+                      {"key_id", signature_key_id(signature)},
+                      {"checked", verify_key.has_value()}};
   if (host) {
     HostCheck c = check_host(reader.manifest(), "");
     out["host"] = c.to_json();

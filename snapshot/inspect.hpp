@@ -11,6 +11,8 @@ nlohmann::json read_manifest(const std::string& archive);
 
 // Reads the whole archive: member hashes, the index, each chunk's zstd frame and the QEMU
 // stream header. With HOST, also whether this host can load it. Throws (exit 3) on damage.
-nlohmann::json verify_archive(const std::string& archive, bool host, unsigned threads);
+// KEY: a public key whose signature the snapshot must carry ("" for none).
+nlohmann::json verify_archive(const std::string& archive, bool host, unsigned threads,
+                              const std::string& key = {});
 
 } // namespace ks

@@ -23,6 +23,7 @@
 #include "util/child_process.hpp"
 #include "util/deadline.hpp"
 #include "util/fault.hpp"
+#include "util/signature.hpp"
 
 #include "util/strings.hpp"
 #include "util/unix_socket.hpp"
@@ -152,7 +153,16 @@ private:
 };
 
 void LoadSession::open_archive() {
+  std::optional<PeekedIndex> signed_index;
+  if (!m_o.require_signature.empty()) { // checked before anything else happens
+    VerifyKey key = VerifyKey::load(m_o.require_signature);
+    signed_index = peek_index(m_o.archive);
+    key.check(signed_index->signature, signed_index->text, m_o.archive);
+  }
   m_reader = open_snapshot(m_o.archive); // a .ksnap file, stdin, or a repository's snapshot
+  if (signed_index) {                    // and the index read at the end must be that one, byte for byte
+    m_reader->expect_index(signed_index->text);
+  }
   m_shares = ShareRestore(m_reader->manifest(), m_o.share_dirs, m_o.virtiofsd, m_o.force);
   m_network = NetworkInfo::from_json(m_reader->manifest().value("network", nlohmann::json()));
   m_layout = m_reader->manifest()["vmstate"].value("layout", k_layout_stream);

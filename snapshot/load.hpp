@@ -18,8 +18,9 @@ struct LoadOptions {
   std::string virtiofsd;
   bool force = false;
   unsigned threads = 0;
-  std::string name;  // --sandbox ID: the restored VM is named sandbox-ID
-  std::string netns; // --netns: where taps are re-created and QEMU runs (a name or a path)
+  std::string name;              // --sandbox ID: the restored VM is named sandbox-ID
+  std::string netns;             // --netns: where taps are re-created and QEMU runs (a name or a path)
+  std::string require_signature; // an Ed25519 public key (PEM) that must have signed it, or ""
 
   bool progress = false;
   bool verbose = false; // step timings on stderr

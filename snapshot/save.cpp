@@ -108,6 +108,9 @@ void SaveSession::preflight() {
   for (const auto& path : m_output->temp_paths()) {
     m_watchdog->also_remove(path);
   }
+  if (!m_o.sign_key.empty()) {
+    m_sign_key = SigningKey::load(m_o.sign_key); // a bad key fails before anything is paused
+  }
   m_layout = choose_layout();
   choose_mode();
   // A guess (2:1 compression of what QEMU holds in memory), so a warning: a save that runs
@@ -307,7 +310,11 @@ void SaveSession::commit() {
     m_live_facts["share_seconds"] = m_share_downtime ? Json(*m_share_downtime) : Json();
     index["live"] = m_live_facts;
   }
-  m_writer->finish(index);
+  ArchiveWriter::IndexSigner sign;
+  if (m_sign_key) {
+    sign = [this](const std::string& text) { return m_sign_key->sign(text); };
+  }
+  m_writer->finish(index, sign);
   m_output->commit();
 }
 

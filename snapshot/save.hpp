@@ -31,6 +31,7 @@ struct SaveOptions {
   unsigned threads = 0;  // 0: every core
   size_t chunk_size = 0; // 0: 8 MiB, or 1 MiB and up with RAM into a repository
   std::map<std::string, std::string> labels;
+  std::string sign_key; // an Ed25519 private key (PEM) that signs index.json, or ""
   Overwrite overwrite = Overwrite::no;
   bool progress = false; // a progress line on stderr
   bool verbose = false;  // step timings on stderr

@@ -21,6 +21,7 @@
 #include "util/atomic_file.hpp"
 #include "util/deadline.hpp"
 #include "util/fault.hpp"
+#include "util/signature.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -79,7 +80,8 @@ private:
   void restore_vm() noexcept;
 
   const SaveOptions& m_o;
-  std::optional<Watchdog> m_watchdog; // first: it stands down after every other member cleaned up
+  std::optional<Watchdog> m_watchdog;   // first: it stands down after every other member cleaned up
+  std::optional<SigningKey> m_sign_key; // --sign-key, read before anything is paused
   std::optional<Vm> m_vm;
   std::optional<VmLock> m_lock;
   Quiescer m_quiescer;

@@ -175,8 +175,11 @@ std::optional<ArchiveReader::Member> ArchiveReader::next() {
 void ArchiveReader::read_index(const ArchiveEntry& e) {
   Member m{e.name, attr(e, k_sha256_attr), "", read_data(e)};
   check_member(m);
-  Json index =
-    Json::parse(std::string(reinterpret_cast<const char*>(m.data.data()), m.data.size()), nullptr, false);
+  std::string text(reinterpret_cast<const char*>(m.data.data()), m.data.size());
+  if (m_expected_index && text != *m_expected_index) {
+    damaged(m_what, "index.json is not the one whose signature was checked (the snapshot changed meanwhile)");
+  }
+  Json index = Json::parse(text, nullptr, false);
   if (index.is_discarded() || !index.is_object()) {
     damaged(m_what, "index.json is not valid JSON");
   }
@@ -198,6 +201,8 @@ void ArchiveReader::read_index(const ArchiveEntry& e) {
     damaged(m_what, "unexpected member " + after.name + " after index.json");
   }
   m_index = std::move(index);
+  m_index_text = std::move(text);
+  m_index_signature = attr(e, k_signature_attr);
 }
 
 } // namespace ks

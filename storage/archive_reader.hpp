@@ -59,8 +59,13 @@ public:
   // The header of the member next_if() returned (its size, its SHA-256).
   const ArchiveEntry& open_entry() const { return *m_open; }
 
-  // index.json, once next() has returned nullopt.
+  // index.json, once next() has returned nullopt: parsed, its exact bytes, and the signature
+  // its header carries ("" when unsigned).
   const Json& index() const { return m_index; }
+  const std::string& index_text() const { return m_index_text; }
+  const std::string& index_signature() const { return m_index_signature; }
+  // index.json must turn out to be TEXT (whose signature was checked before the load began).
+  void expect_index(std::string text) { m_expected_index = std::move(text); }
 
 private:
   void read_index(const ArchiveEntry& entry);
@@ -82,6 +87,9 @@ private:
   std::string m_manifest_sha256;
   Json m_seen = Json::array();
   Json m_index;
+  std::string m_index_text;
+  std::string m_index_signature;
+  std::optional<std::string> m_expected_index;
 };
 
 } // namespace ks

@@ -85,7 +85,7 @@ void ArchiveWriter::add_member_from_fd(const std::string& name, int fd, uint64_t
   }
 }
 
-void ArchiveWriter::finish(const Json& extra_index_fields) {
+void ArchiveWriter::finish(const Json& extra_index_fields, const IndexSigner& sign) {
   KS_ASSERT(m_open_left == 0);
   Json index = {{"format", k_format_name},
                 {"format_version", m_format_version},
@@ -94,7 +94,11 @@ void ArchiveWriter::finish(const Json& extra_index_fields) {
                 {"members", m_members}};
   index.update(extra_index_fields);
   std::string text = index.dump(2) + "\n";
-  m_sink->add(k_index_member, as_bytes(text), attrs(sha256_hex(text), ""));
+  TarAttrs a = attrs(sha256_hex(text), "");
+  if (sign) {
+    a[k_signature_attr] = sign(text);
+  }
+  m_sink->add(k_index_member, as_bytes(text), a);
   m_sink->close();
 }
 

@@ -6,6 +6,7 @@
 #include "storage/manifest.hpp"
 #include "storage/zstd_codec.hpp"
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -34,7 +35,10 @@ public:
                     const std::string& raw_sha256 = {});
   void write_member(std::span<const std::byte> data);
   // Writes index.json and completes the archive. Without this the archive is incomplete.
-  void finish(const Json& extra_index_fields = Json::object());
+  // SIGN, if given, returns the signature of index.json's exact bytes (util/signature.hpp),
+  // kept in its header.
+  using IndexSigner = std::function<std::string(const std::string& index_text)>;
+  void finish(const Json& extra_index_fields = Json::object(), const IndexSigner& sign = {});
 
   // Whether chunks' raw hashes are wanted, and a stored chunk with raw hash RAW_SHA256,
   // which add_stored() then records without compressing or writing it again.

@@ -30,6 +30,8 @@ inline constexpr const char* k_sha256_attr = "user.ksnap.sha256";
 // A vmstate chunk's uncompressed SHA-256: kept by repositories (a layer annotation), which
 // look it up to reuse a stored chunk instead of compressing it again. Never in a .ksnap tar.
 inline constexpr const char* k_raw_sha256_attr = "user.ksnap.raw_sha256";
+// index.json's header: its Ed25519 signature, "ed25519 KEY_ID BASE64" (util/signature.hpp).
+inline constexpr const char* k_signature_attr = "user.ksnap.signature";
 
 // Name of vmstate chunk N: vmstate/000042.zst. With the multifd layout, chunk N of series
 // S > 0 (QEMU's multifd channel S - 1) is vmstate/multifd-<S-1>/000042.zst.

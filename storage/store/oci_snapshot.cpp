@@ -165,6 +165,9 @@ Descriptor OciSink::describe(const std::string& name, const std::string& sha256,
   if (std::string raw = attr(attrs, k_raw_sha256_attr); !raw.empty()) {
     d.annotations[k_raw_annotation] = raw;
   }
+  if (std::string sig = attr(attrs, k_signature_attr); !sig.empty()) {
+    d.annotations[k_signature_annotation] = sig;
+  }
   return d;
 }
 
@@ -311,6 +314,9 @@ bool OciSource::next(ArchiveEntry& entry) {
   entry.attrs = {{k_sha256_attr, d.hex()}};
   if (std::string raw = d.annotation(k_raw_annotation); !raw.empty()) {
     entry.attrs[k_raw_sha256_attr] = raw;
+  }
+  if (std::string sig = d.annotation(k_signature_annotation); !sig.empty()) {
+    entry.attrs[k_signature_attr] = sig;
   }
   ++m_next;
   m_blob = Fd(::open(m_layout.blob_path(d.digest).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));

@@ -20,6 +20,7 @@ inline constexpr const char* k_config_type = "application/vnd.kata-snapshot.mani
 inline constexpr const char* k_title_annotation = "org.opencontainers.image.title";
 inline constexpr const char* k_created_annotation = "org.opencontainers.image.created";
 inline constexpr const char* k_raw_annotation = "io.kata-snapshot.raw-sha256";
+inline constexpr const char* k_signature_annotation = "io.kata-snapshot.signature"; // on index.json
 inline constexpr const char* k_label_annotation_prefix = "io.kata-snapshot.label.";
 
 // The media type of archive member NAME.

@@ -148,7 +148,16 @@ Json copy_snapshot(const std::string& src, const std::string& dst, const RepoOpt
   for (const char* k : {"format", "format_version", "manifest_sha256", "members"}) {
     extra.erase(k);
   }
-  writer.finish(extra);
+  // A signature stays valid: index.json is written again with the same bytes.
+  std::string signature = reader->index_signature();
+  writer.finish(
+    extra, signature.empty() ? ArchiveWriter::IndexSigner{} : [&](const std::string& text) {
+      if (text != reader->index_text()) {
+        throw Error("cannot copy the signature of " + reader->what() +
+                    ": its index.json would not be the same bytes");
+      }
+      return signature;
+    });
   out->commit();
   Json r = out->describe();
   r["source"] = reader->what();

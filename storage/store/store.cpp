@@ -182,6 +182,53 @@ std::unique_ptr<ArchiveReader> open_snapshot(const std::string& text) {
   return std::make_unique<ArchiveReader>(std::move(file), ref.path);
 }
 
+PeekedIndex peek_index(const std::string& text) {
+  Reference ref = parse_reference(text);
+  std::unique_ptr<EntrySource> source;
+  Fd file;
+  if (ref.kind == Reference::Kind::pipe) {
+    throw Error("a signature is checked before QEMU starts, from index.json at the end of the archive, "
+                "and the archive on stdin cannot be read twice",
+                ExitCode::usage, "load a file or a repository's snapshot to require a signature");
+  }
+  if (ref.kind == Reference::Kind::oci) {
+    OciLayout layout(ref.path, OciLayout::Create::no);
+    std::unique_ptr<FileLock> lock = layout.lock_for_reading("read " + text);
+    OciSnapshot snap = find_snapshot(layout, ref.tag);
+    source = std::make_unique<OciSource>(layout, std::move(snap), text, std::move(lock));
+  } else {
+    try {
+      file = open_file(ref.path, O_RDONLY | O_CLOEXEC);
+    } catch (const Error& e) {
+      throw Error(e.what(), ExitCode::archive_invalid);
+    }
+    source = std::make_unique<TarReader>(file.get(), ref.path);
+  }
+  ArchiveEntry e;
+  while (source->next(e)) { // members' data is skipped (a seek in a file)
+    if (e.name != k_index_member) {
+      continue;
+    }
+    if (e.size > (64u << 20)) {
+      throw Error(text + " is damaged: index.json is implausibly large", ExitCode::archive_invalid);
+    }
+    PeekedIndex p;
+    p.text.resize(e.size);
+    size_t got = 0;
+    while (got < e.size) {
+      size_t n = source->read(std::as_writable_bytes(std::span(p.text)).subspan(got));
+      if (n == 0) {
+        throw Error(text + " is damaged: index.json is truncated", ExitCode::archive_invalid);
+      }
+      got += n;
+    }
+    auto sig = e.attrs.find(k_signature_attr);
+    p.signature = sig == e.attrs.end() ? std::string() : sig->second;
+    return p;
+  }
+  throw Error(text + " is damaged: index.json is missing", ExitCode::archive_invalid);
+}
+
 std::unique_ptr<SnapshotOutput> SnapshotOutput::open(const std::string& text, const OutputOptions& o) {
   Reference ref = parse_reference(text);
   if (ref.kind == Reference::Kind::oci) {

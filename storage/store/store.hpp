@@ -21,6 +21,15 @@ inline constexpr std::chrono::seconds k_default_lock_wait{60};
 // The snapshot REF names, opened for reading; its manifest is read and checked.
 std::unique_ptr<ArchiveReader> open_snapshot(const std::string& ref);
 
+// index.json of the snapshot REF and the signature in its header, read before the rest
+// (a file's members are skipped over, a repository's blob read directly), so that a load
+// checks a signature before QEMU starts. A pipe cannot be read twice: a usage Error.
+struct PeekedIndex {
+  std::string text;
+  std::string signature;
+};
+PeekedIndex peek_index(const std::string& ref);
+
 struct OutputOptions {
   bool overwrite = false; // replace a file, or a repository's tag
   std::chrono::milliseconds lock_wait = k_default_lock_wait;

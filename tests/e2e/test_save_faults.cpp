@@ -501,3 +501,70 @@ TEST_CASE("with umask 000 an archive, a repository's files and a run directory a
   CHECK(mode(run_dir) == 0700);
   CHECK(socket_exposure(restored.qmp_path()).empty());
 }
+
+// Signatures: a signed snapshot loads with --require-signature, from a file and from a
+// repository it was copied into; one altered after signing (its hashes and index recomputed,
+// the old signature kept), an unsigned one, and one signed by another key are refused before
+// QEMU starts.
+TEST_CASE("a signed snapshot loads with --require-signature; altered, unsigned or foreign ones do not") {
+  GuestVm vm({});
+  vm.wait_console("ksnap: tick 2");
+  const std::string key = vm.dir() + "/key.pem";
+  const std::string pub = vm.dir() + "/key.pub";
+  const std::string other = vm.dir() + "/other.pem";
+  for (const auto& k : {key, other}) {
+    REQUIRE(run_command({"openssl", "genpkey", "-algorithm", "ed25519", "-out", k}).status == 0);
+  }
+  REQUIRE(run_command({"openssl", "pkey", "-in", key, "-pubout", "-out", pub}).status == 0);
+  const std::string archive = vm.dir() + "/signed.ksnap";
+  save_paused(vm.qmp_path(), archive, {"--sign-key", key});
+  vm.qmp().execute("cont");
+  const std::string unsigned_archive = vm.dir() + "/unsigned.ksnap";
+  save_paused(vm.qmp_path(), unsigned_archive);
+  vm.qmp().execute("cont");
+  const std::string foreign = vm.dir() + "/foreign.ksnap";
+  save_paused(vm.qmp_path(), foreign, {"--sign-key", other});
+  vm.kill();
+
+  CommandResult ok = run_cli({"verify", archive, "--key", pub});
+  INFO(ok.error_output);
+  CHECK(ok.status == 0);
+  CHECK_THAT(ok.output, Catch::Contains("signed by key"));
+  // Altered after signing: a label added, every hash and the index recomputed, the signature kept.
+  const std::string altered = vm.dir() + "/altered.ksnap";
+  {
+    Fd in = open_file(archive, O_RDONLY);
+    ArchiveReader r(in.get(), archive);
+    Json manifest = r.manifest();
+    manifest["labels"]["owner"] = "mallory";
+    Fd out = open_file(altered, O_WRONLY | O_CREAT | O_TRUNC);
+    ArchiveWriter w(out.get(), altered, manifest);
+    while (auto m = r.next()) {
+      w.add_member(m->name, m->data, m->sha256);
+    }
+    std::string signature = r.index_signature();
+    REQUIRE_FALSE(signature.empty());
+    w.finish(Json::object(), [&](const std::string&) { return signature; });
+  }
+  CHECK(run_cli({"verify", altered}).status == 0); // intact as an archive: only the signature tells
+  auto refused = [&](const std::string& snapshot, const std::string& why) {
+    std::string run_dir = vm.dir() + "/run-refused";
+    CommandResult r = run_cli({"load", snapshot, "--run-dir", run_dir, "--require-signature", pub});
+    INFO(r.error_output);
+    CHECK(r.status == 3);
+    CHECK_THAT(r.error_output, Catch::StartsWith("kata-snapshot: error: ") && Catch::Contains(why));
+    CHECK_FALSE(fs::exists(run_dir)); // refused before anything was started or created
+    CHECK(run_cli({"verify", snapshot, "--key", pub}).status == 3);
+  };
+  refused(altered, "its signature does not match its contents");
+  refused(unsigned_archive, "is not signed");
+  refused(foreign, "is signed by key");
+
+  // Through a repository: the signature is kept as an annotation, and checked the same way.
+  REQUIRE(run_cli({"copy", archive, "oci:" + vm.dir() + "/repo:signed"}).status == 0);
+  CHECK(run_cli({"verify", "oci:" + vm.dir() + "/repo:signed", "--key", pub}).status == 0);
+  RestoredVm restored =
+    load_ok("oci:" + vm.dir() + "/repo:signed", vm.dir() + "/run", {"--require-signature", pub});
+  long t = vm.last_tick();
+  vm.wait_console("ksnap: tick " + std::to_string(t + 2) + "\n");
+}

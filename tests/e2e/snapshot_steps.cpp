@@ -102,4 +102,15 @@ void wait_until(const std::function<bool()>& done) {
   }
 }
 
+MigrationSettings MigrationSettings::of(qmp::Client& qmp) {
+  return {qmp.execute("query-migrate-capabilities"), qmp.execute("query-migrate-parameters")};
+}
+
+void check_thawed(const GuestVm& vm) {
+  CommandResult status = run_cli({"guest", "status", "--qmp", vm.qmp_path()});
+  INFO(status.error_output);
+  CHECK(status.status == 0);
+  CHECK_THAT(status.output, Catch::Contains("thawed"));
+}
+
 } // namespace ks::test

@@ -47,6 +47,17 @@ Mark mark(const GuestVm& vm);
 // with no reboot in between, and it keeps counting.
 void require_continues(const GuestVm& console, const Mark& m, long more = 5);
 
+// QEMU's migration capabilities and parameters: a failed save must leave them as they were.
+struct MigrationSettings {
+  nlohmann::json capabilities;
+  nlohmann::json parameters;
+  static MigrationSettings of(qmp::Client& qmp);
+  bool operator==(const MigrationSettings&) const = default;
+};
+
+// `kata-snapshot guest status` answers, and says the guest is thawed.
+void check_thawed(const GuestVm& vm);
+
 // Polls DONE every 20 ms; fails the test if it is not true within 60 s.
 void wait_until(const std::function<bool()>& done);
 

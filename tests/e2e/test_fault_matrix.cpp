@@ -70,12 +70,10 @@ TEST_CASE("fault matrix: a save that fails, is stopped or is killed at any step 
   const std::string older = vm.dir() + "/older.ksnap";
   REQUIRE(run_cli({"save", "--qmp", vm.qmp_path(), "-o", older}).status == 0);
   const std::string older_bytes = read_file(older);
-  nlohmann::json caps;
-  nlohmann::json params;
+  MigrationSettings before;
   {
     qmp::Client qmp = vm.qmp();
-    caps = qmp.execute("query-migrate-capabilities");
-    params = qmp.execute("query-migrate-parameters");
+    before = MigrationSettings::of(qmp);
   }
   const std::string out = vm.dir() + "/fault.ksnap";
   const std::string watchdog = std::string("watchdog\0--fd\0003\0--qmp\0", 22) + vm.qmp_path();
@@ -89,13 +87,9 @@ TEST_CASE("fault matrix: a save that fails, is stopped or is killed at any step 
       {
         qmp::Client qmp = vm.qmp(); // one client at a time: closed before `guest status`
         CHECK(qmp.execute("query-status")["status"] == "running");
-        CHECK(qmp.execute("query-migrate-capabilities") == caps);
-        CHECK(qmp.execute("query-migrate-parameters") == params);
+        CHECK(MigrationSettings::of(qmp) == before);
       }
-      CommandResult status = run_cli({"guest", "status", "--qmp", vm.qmp_path()});
-      INFO(status.error_output);
-      CHECK(status.status == 0);
-      CHECK_THAT(status.output, Catch::Contains("thawed"));
+      check_thawed(vm);
       CHECK(temp_files(vm.dir()).empty());
       bool committed = step == "commit" || step == "resume" || r.status == 0;
       if (committed) { // what a step after the commit leaves: a whole snapshot

@@ -133,12 +133,36 @@ TEST_CASE("a live save of a virtio-fs guest: journal, share and checksums agree 
   }
   size_t offset = vm.console().size();
   RestoredVm restored = load_ok(archive, vm.dir() + "/run");
-  vm.wait_console("ksnap: sum ok", Millis(120000), offset); // a whole checksum after the load
-  vm.wait_console("ksnap: rewrite", Millis(60000), offset);
+  // Should the restored guest stall (seen once in many runs, on a loaded 2-core host), the
+  // failure says what QEMU and virtiofsd were doing.
+  auto state = [&] {
+    std::string s;
+    try {
+      qmp::Client qmp = qmp::Client::connect(restored.qmp_path());
+      s = "query-status: " + qmp.execute("query-status").dump() + "\n";
+      s += qmp.execute("human-monitor-command", {{"command-line", "info registers"}})
+             .get<std::string>()
+             .substr(0, 400);
+    } catch (const std::exception& e) {
+      s = std::string("QMP: ") + e.what();
+    }
+    for (const auto& e : fs::directory_iterator(vm.dir() + "/run")) {
+      if (e.path().extension() == ".log") {
+        s += "\n" + e.path().filename().string() + ": " + log_tail(e.path(), 5);
+      }
+    }
+    return s;
+  };
+  long first = 0;
+  try {
+    vm.wait_console("ksnap: sum ok", Millis(120000), offset); // a whole checksum after the load
+    vm.wait_console("ksnap: rewrite", Millis(60000), offset);
+    first = std::stol(vm.wait_console("ksnap: journal ", Millis(60000), offset).substr(15));
+    vm.wait_console("ksnap: journal " + std::to_string(first + 5) + "\n", Millis(60000), offset);
+  } catch (const std::exception& e) {
+    FAIL(e.what() << "\nthe restored VM: " << state());
+  }
   std::string after = vm.console().substr(offset);
-  long first = std::stol(vm.wait_console("ksnap: journal ", Millis(60000), offset).substr(15));
-  vm.wait_console("ksnap: journal " + std::to_string(first + 5) + "\n", Millis(60000), offset);
-  after = vm.console().substr(offset);
   CHECK(after.find("BAD") == std::string::npos);
   CHECK(after.find("EIO") == std::string::npos);
   CHECK(unbroken_journal(vm.share_dir() + "/journal") >= first + 5);

@@ -23,6 +23,8 @@ int run_guest(const std::string& verb, const GuestOptions& o, const GlobalOption
     result = guest_freeze(target, std::chrono::seconds(o.freeze_timeout));
   } else if (verb == "thaw") {
     result = guest_thaw(target);
+  } else if (verb == "refresh") {
+    result = guest_refresh(target);
   } else {
     result = guest_status(target);
   }
@@ -31,6 +33,10 @@ int run_guest(const std::string& verb, const GuestOptions& o, const GlobalOption
     human = "guest helper answers (" + result.value("version", std::string("?")) + ")";
   } else if (verb == "status") {
     human = "guest filesystems: " + result.value("status", std::string("?"));
+  } else if (verb == "refresh") {
+    human = "guest refreshed: clock corrected by " + std::to_string(result.value("clock_delta_ms", 0LL)) +
+            " ms, " + std::to_string(result.value("entropy_bytes", 0)) + " bytes of host entropy" +
+            (result.value("crng_reseeded", false) ? ", RNG reseeded" : "");
   } else {
     human = std::string(verb == "freeze" ? "froze " : "thawed ") +
             std::to_string(result.value("filesystems", 0)) + " filesystem(s)";
@@ -45,12 +51,13 @@ void add_guest(CLI::App& app, Registry& reg) {
   auto* guest = app.add_subcommand("guest", "Talk to kata-snapshot-helper inside a running VM");
   guest->require_subcommand(1);
   auto opts = std::make_shared<GuestOptions>();
-  for (const char* verb : {"ping", "freeze", "thaw", "status"}) {
+  for (const char* verb : {"ping", "freeze", "thaw", "status", "refresh"}) {
     static const std::map<std::string, std::string> help = {
       {"ping", "Check that the helper answers"},
       {"freeze", "Sync and freeze the guest's filesystems (auto-thaws after --timeout)"},
       {"thaw", "Thaw the guest's filesystems"},
-      {"status", "Show whether the guest's filesystems are frozen"}};
+      {"status", "Show whether the guest's filesystems are frozen"},
+      {"refresh", "After a restore: thaw, set the guest's clock from the host, add host entropy, reseed"}};
     auto* cmd = guest->add_subcommand(verb, help.at(verb));
     cmd->add_option("--qmp", opts->qmp, "QMP socket of the VM");
     cmd->add_option("--sandbox", opts->sandbox, "Kata sandbox id (instead of --qmp)");

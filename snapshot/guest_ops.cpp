@@ -1,5 +1,7 @@
 #include "snapshot/guest_ops.hpp"
 
+#include "snapshot/guest_refresh.hpp"
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -121,6 +123,11 @@ nlohmann::json guest_thaw(const GuestTarget& target) {
   GuestSession s(target);
   nlohmann::json n = s.channel().execute("guest-fsfreeze-thaw");
   return {{"status", "thawed"}, {"filesystems", n}};
+}
+
+nlohmann::json guest_refresh(const GuestTarget& target) {
+  GuestSession s(target);
+  return s.channel().execute("kata-snapshot-post-restore", post_restore_arguments());
 }
 
 nlohmann::json guest_status(const GuestTarget& target) {

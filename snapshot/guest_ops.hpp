@@ -41,5 +41,8 @@ nlohmann::json guest_ping(const GuestTarget& target);
 nlohmann::json guest_freeze(const GuestTarget& target, std::chrono::seconds auto_thaw);
 nlohmann::json guest_thaw(const GuestTarget& target);
 nlohmann::json guest_status(const GuestTarget& target);
+// What load does after cont: thaw, set the clock from the host, add host entropy and
+// reseed (for a VM loaded with --paused, once it runs).
+nlohmann::json guest_refresh(const GuestTarget& target);
 
 } // namespace ks

@@ -29,16 +29,20 @@ std::string host_entropy_base64(size_t n) {
 
 } // namespace
 
+nlohmann::json post_restore_arguments() {
+  auto now = std::chrono::system_clock::now().time_since_epoch();
+  long long ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now).count();
+  return {{"time", ns}, {"entropy", host_entropy_base64(64)}};
+}
+
 nlohmann::json refresh_guest(const std::optional<std::string>& helper_socket) {
   if (!helper_socket) {
     return {{"refreshed", false}, {"reason", "the VM has no helper port"}};
   }
   try {
-    auto now = std::chrono::system_clock::now().time_since_epoch();
-    long long ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now).count();
-    nlohmann::json r = guest::Channel::connect_and_execute(
-      *helper_socket, "kata-snapshot-post-restore", {{"time", ns}, {"entropy", host_entropy_base64(64)}},
-      std::chrono::milliseconds(5000));
+    nlohmann::json r =
+      guest::Channel::connect_and_execute(*helper_socket, "kata-snapshot-post-restore",
+                                          post_restore_arguments(), std::chrono::milliseconds(5000));
 
     r["refreshed"] = true;
     return r;

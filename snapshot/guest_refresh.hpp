@@ -12,4 +12,7 @@ namespace ks {
 // report says what was done or why not.
 nlohmann::json refresh_guest(const std::optional<std::string>& helper_socket);
 
+// The arguments of kata-snapshot-post-restore: the host's time now and fresh host entropy.
+nlohmann::json post_restore_arguments();
+
 } // namespace ks

@@ -597,7 +597,7 @@ void LoadSession::resume() {
 
 void LoadSession::refresh() {
   m_guest = m_o.paused ? nlohmann::json{{"refreshed", false},
-                                        {"reason", "--paused: run `kata-snapshot guest` after cont"}}
+                                        {"reason", "--paused: run `kata-snapshot guest refresh` after cont"}}
                        : refresh_guest(m_helper_socket);
 }
 

@@ -499,7 +499,7 @@ TEST_CASE("with umask 000 an archive, a repository's files and a run directory a
 // repository it was copied into; one altered after signing (its hashes and index recomputed,
 // the old signature kept), an unsigned one, and one signed by another key are refused before
 // QEMU starts.
-TEST_CASE("a signed snapshot loads with --require-signature; altered, unsigned or foreign ones do not") {
+TEST_CASE("a signed snapshot loads with --require-signature, and altered, unsigned or foreign ones do not") {
   GuestVm vm({});
   vm.wait_console("ksnap: tick 2");
   const std::string key = vm.dir() + "/key.pem";

@@ -117,7 +117,7 @@ TEST_CASE("two generations: save, load, save, load") {
   require_continues(vm, m2, 3);
 }
 
-TEST_CASE("load --paused, then cont") {
+TEST_CASE("load --paused, then cont, then guest refresh") {
   GuestVm vm({});
   vm.wait_console("ksnap: tick 2");
   save_paused(vm.qmp_path(), vm.dir() + "/vm.ksnap");
@@ -125,11 +125,21 @@ TEST_CASE("load --paused, then cont") {
   vm.kill();
   RestoredVm restored = load_ok(vm.dir() + "/vm.ksnap", vm.dir() + "/run", {"--paused"});
   CHECK(restored.result()["status"] == "paused");
-  qmp::Client qmp = qmp::Client::connect(restored.qmp_path());
-  CHECK(qmp.execute("query-status")["status"] == "paused");
-  CHECK(vm.console().size() == m.offset); // nothing ran
-  qmp.execute("cont");
+  CHECK_THAT(restored.result()["guest"].value("reason", ""), Catch::Contains("kata-snapshot guest refresh"));
+  {
+    qmp::Client qmp = qmp::Client::connect(restored.qmp_path());
+    CHECK(qmp.execute("query-status")["status"] == "paused");
+    CHECK(vm.console().size() == m.offset); // nothing ran
+    qmp.execute("cont");
+  }
   require_continues(vm, m);
+  // What the paused load could not do: the clock and the RNG, now that the guest runs.
+  CommandResult r = run_cli({"guest", "refresh", "--qmp", restored.qmp_path(), "--json"});
+  INFO(r.error_output);
+  REQUIRE(r.status == 0);
+  nlohmann::json refresh = nlohmann::json::parse(r.output);
+  CHECK(refresh["clock_set"] == true);
+  CHECK(refresh["entropy_bytes"] == 64);
 }
 
 TEST_CASE("save -o - | load -") {

@@ -18,6 +18,18 @@ std::string live_unsupported_reason(qmp::Client& qmp, bool running) {
   if (!qemu_has_capability(qmp, "pause-before-switchover")) {
     return "this QEMU has no pause-before-switchover migration capability";
   }
+  // Found by the e2e tests: under TCG, a live save of a VM with a hot-plugged vCPU restored
+  // into a guest that crashed soon after (a kernel data structure the new vCPU had written
+  // during the pre-copy was stale) in 2 runs of 3 on a busy host; stop mode never did. Until
+  // that is understood, live mode is kept to where it was shown consistent.
+  if (!qmp.execute("query-kvm").value("enabled", false)) {
+    for (const auto& cpu : qmp.execute("query-hotpluggable-cpus")) {
+      if (cpu.value("qom-path", "").rfind("/machine/peripheral", 0) == 0) {
+        return "a vCPU was hot-plugged into this VM, and under TCG live saves of such VMs were found "
+               "inconsistent (restored guests crashed); a stop-mode save is consistent";
+      }
+    }
+  }
   return {};
 }
 

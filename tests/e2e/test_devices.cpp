@@ -193,6 +193,11 @@ TEST_CASE("kata: hot-plugged disk, memory, vCPU and NIC, and the pod's tap, come
   CHECK(before_ps["pid"] == vm.qemu_pid());
 
   std::string archive = vm.dir() + "/sandbox.ksnap";
+  CommandResult live =
+    run_cli({"save", "--sandbox", id, "--kata-root", vm.kata_root(), "-o", archive, "--mode", "live"});
+  CHECK(live.status == 2);
+  CHECK_THAT(live.error_output, Catch::Contains("cannot save this VM live: a vCPU was hot-plugged"));
+  CHECK_FALSE(std::filesystem::exists(archive));
   // mapped-ram here (the other tests use the plain stream): virtiofsd's state, the
   // hot-plugged DIMM's file-backed memory and the taps all go through QEMU's mapped-ram file.
   CommandResult saved = run_cli({"save", "--sandbox", id, "--kata-root", vm.kata_root(), "-o", archive,
@@ -200,6 +205,10 @@ TEST_CASE("kata: hot-plugged disk, memory, vCPU and NIC, and the pod's tap, come
 
   INFO(saved.error_output);
   REQUIRE(saved.status == 0);
+  // Under TCG, a live save with a hot-plugged vCPU is not consistent (snapshot/live/precopy.cpp):
+  // auto mode takes this one stopped, and says why.
+  CHECK(Json::parse(saved.output)["mode"] == "stop");
+  CHECK_THAT(saved.error_output, Catch::Contains("a vCPU was hot-plugged"));
   Seen before = last_devices(vm.console());
   INFO("at boot: " << boot.what << "; at save: " << before.what);
   CHECK(before.what.find("cpus=2") != std::string::npos);

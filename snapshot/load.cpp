@@ -446,6 +446,7 @@ void LoadSession::stream_multifd() {
   std::string socket = m_run_dir + "/migrate.sock";
   std::error_code ec;
   fs::remove(socket, ec);
+  created_socket(socket); // QEMU listens there: gone with it should the load fail or die
   try {
     m_qmp->execute("migrate-incoming", {{"uri", "unix:" + socket}});
     feed_while_watching([&](std::atomic<uint64_t>& progress) {

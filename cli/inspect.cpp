@@ -38,6 +38,14 @@ std::string describe(const nlohmann::json& m) {
     s += "device:   " + d.value("execute", "") + " " + d.value("arguments", nlohmann::json::object()).dump() +
          "\n";
   }
+  if (const auto& enc = m.value("encryption", nlohmann::json()); enc.is_object()) {
+    std::vector<std::string> to;
+    for (const auto& r : enc.value("recipients", nlohmann::json::array())) {
+      to.push_back(r.value("type", "?") + " key " + r.value("key_id", "").substr(0, 16));
+    }
+    s += "sealed:   " + enc.value("cipher", "?") + ", to " + join(to, ", ") +
+         (enc.value("dedup", false) ? " (chunks deduplicated across its repository)" : "") + "\n";
+  }
   if (m.contains("labels")) {
     for (const auto& [k, v] : m["labels"].items()) {
       s += "label:    " + k + "=" + v.get<std::string>() + "\n";
@@ -70,6 +78,7 @@ void add_verify(CLI::App& app, Registry& reg) {
     std::string archive;
     bool host = false;
     std::string key;
+    std::string decrypt_key;
   };
   auto a = std::make_shared<Args>();
   auto* cmd =
@@ -80,12 +89,21 @@ void add_verify(CLI::App& app, Registry& reg) {
     ->required();
   cmd->add_flag("--host", a->host, "Also check that this host can load it, and say why not");
   cmd->add_option("--key", a->key, "Require a signature by this Ed25519 public key (PEM); exit 3 without it");
+  cmd->add_option("--decrypt-key", a->decrypt_key,
+                  "An encrypted snapshot: open every member with this X25519 private key (PEM) or key file "
+                  "(without it, only the sealed bytes' hashes and the index are checked)");
   add_output_flags(*cmd, reg.global);
   cmd->callback([&reg, a] {
     reg.action = [&reg, a] {
-      nlohmann::json r = verify_archive(a->archive, a->host, 0, a->key);
+      nlohmann::json r = verify_archive(a->archive, a->host, 0, a->key, a->decrypt_key);
       std::string human = a->archive + ": intact (" + std::to_string(r["vmstate_chunks"].get<uint64_t>()) +
-                          " chunks, " + human_size(r["vmstate_bytes"].get<uint64_t>()) + " of VM state)";
+                          " chunks" +
+                          (r["vmstate_bytes"].is_null()
+                             ? std::string(", sealed: contents not checked without --decrypt-key)")
+                             : ", " + human_size(r["vmstate_bytes"].get<uint64_t>()) + " of VM state)");
+      if (r["encryption"]["opened"].get<bool>()) {
+        human += ", encrypted, every seal checked";
+      }
       const auto& sig = r["signature"];
       if (sig["signed"].get<bool>()) {
         human += std::string(sig["checked"].get<bool>() ? ", signed by key "

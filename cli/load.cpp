@@ -44,6 +44,9 @@ void add_load(CLI::App& app, Registry& reg) {
   cmd->add_option("--sandbox", a->o.name, "Name the restored VM as Kata sandbox ID (-name sandbox-ID)");
   cmd->add_option("--require-signature", a->o.require_signature,
                   "Refuse, before QEMU starts, a snapshot not signed by this Ed25519 public key (PEM)");
+  cmd->add_option("--decrypt-key", a->o.decrypt_key,
+                  "Open an encrypted snapshot with this X25519 private key (PEM) or key file; its seals are "
+                  "checked before QEMU starts (as they arrive, from stdin)");
   cmd->add_option("--netns", a->o.netns,
                   "Network namespace (name or path) to re-create taps in and run QEMU in");
   cmd->add_option("--qemu", a->o.qemu, "QEMU binary (default: the recorded one, or qemu-system-x86_64)");

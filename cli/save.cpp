@@ -156,6 +156,12 @@ void add_save(CLI::App& app, Registry& reg) {
   cmd->add_option(
     "--sign-key", a->o.sign_key,
     "Sign the snapshot with this Ed25519 private key (PEM; openssl genpkey -algorithm ed25519)");
+  cmd->add_option("--encrypt-recipient", a->o.encryption.recipients,
+                  "Encrypt the snapshot to this X25519 public key (PEM; openssl genpkey -algorithm x25519, "
+                  "then openssl pkey -pubout): this host need not be able to decrypt it. Repeatable");
+  cmd->add_option("--encrypt-key-file", a->o.encryption.key_files,
+                  "Encrypt the snapshot with this symmetric key file (32 bytes or more of secret; "
+                  "openssl rand -hex 32). Repeatable");
   cmd->add_flag("--force", a->force, "Overwrite an existing archive, or replace a repository's tag");
   add_lock_wait_option(*cmd, a->o.lock_wait);
   add_output_flags(*cmd, reg.global);

@@ -20,14 +20,21 @@ nlohmann::json read_manifest(const std::string& archive) {
   return open_snapshot(archive)->manifest();
 }
 
-nlohmann::json verify_archive(const std::string& archive, bool host, unsigned threads,
-                              const std::string& key) {
+nlohmann::json verify_archive(const std::string& archive, bool host, unsigned threads, const std::string& key,
+                              const std::string& decrypt_key) {
   std::optional<VerifyKey> verify_key;
   if (!key.empty()) {
     verify_key = VerifyKey::load(key); // a bad key file fails before the archive is read
   }
+  std::optional<DecryptKey> opener_key;
+  if (!decrypt_key.empty()) {
+    opener_key = DecryptKey::load(decrypt_key);
+  }
   std::unique_ptr<ArchiveReader> opened = open_snapshot(archive);
   ArchiveReader& reader = *opened;
+  if (opener_key) {
+    reader.unlock(*opener_key);
+  }
   uint64_t other_members = 0;
   StreamOptions so{.chunk_size = reader.manifest()["vmstate"].value("chunk_size", size_t{8} << 20),
                    .threads = threads ? threads : std::max(1u, std::thread::hardware_concurrency())};
@@ -36,9 +43,21 @@ nlohmann::json verify_archive(const std::string& archive, bool host, unsigned th
     ++other_members;
   };
   const Json& vmstate = reader.manifest()["vmstate"];
-  StreamStats stats = vmstate.value("layout", "") == "multifd"
-                        ? read_vmstate_channels(reader, vmstate.at("channels").get<unsigned>(), {}, so, other)
-                        : read_vmstate(reader, -1, so, other, check_qemu_stream_header);
+  StreamStats stats;
+  if (reader.encrypted() && !reader.opener()) { // sealed: hashes and the index only
+    while (auto m = reader.next()) {
+      reader.check_member(*m);
+      if (vmstate_series(m->name)) {
+        ++stats.chunks;
+      } else {
+        ++other_members;
+      }
+    }
+  } else if (vmstate.value("layout", "") == "multifd") {
+    stats = read_vmstate_channels(reader, vmstate.at("channels").get<unsigned>(), {}, so, other);
+  } else {
+    stats = read_vmstate(reader, -1, so, other, check_qemu_stream_header);
+  }
 
   nlohmann::json out = {{"ok", true},
                         {"archive", archive},
@@ -49,6 +68,10 @@ nlohmann::json verify_archive(const std::string& archive, bool host, unsigned th
   if (verify_key) {
     verify_key->check(signature, reader.index_text(), reader.what());
   }
+  if (reader.encrypted()) {
+    out["vmstate_bytes"] = reader.opener() ? Json(stats.raw_bytes) : Json();
+  }
+  out["encryption"] = {{"encrypted", reader.encrypted()}, {"opened", reader.opener() != nullptr}};
   out["signature"] = {{"signed", !signature.empty()},
                       {"key_id", signature_key_id(signature)},
                       {"checked", verify_key.has_value()}};

@@ -153,15 +153,38 @@ private:
 };
 
 void LoadSession::open_archive() {
-  std::optional<PeekedIndex> signed_index;
-  if (!m_o.require_signature.empty()) { // checked before anything else happens
-    VerifyKey key = VerifyKey::load(m_o.require_signature);
-    signed_index = peek_index(m_o.archive);
-    key.check(signed_index->signature, signed_index->text, m_o.archive);
+  // Keys are read, and a signature and an encrypted snapshot's seals checked, before
+  // anything else happens.
+  std::optional<VerifyKey> verify_key;
+  if (!m_o.require_signature.empty()) {
+    verify_key = VerifyKey::load(m_o.require_signature);
+  }
+  std::optional<DecryptKey> decrypt_key;
+  if (!m_o.decrypt_key.empty()) {
+    decrypt_key = DecryptKey::load(m_o.decrypt_key);
   }
   m_reader = open_snapshot(m_o.archive); // a .ksnap file, stdin, or a repository's snapshot
-  if (signed_index) {                    // and the index read at the end must be that one, byte for byte
-    m_reader->expect_index(signed_index->text);
+  if (m_reader->encrypted() && !decrypt_key) {
+    throw Error(m_o.archive + " is encrypted", ExitCode::usage,
+                "pass --decrypt-key with the private key or key file of one of its recipients "
+                "(kata-snapshot inspect shows them)");
+  }
+  if (decrypt_key) {
+    m_reader->unlock(*decrypt_key);
+  }
+  std::optional<PeekedIndex> peeked;
+  bool from_pipe = parse_reference(m_o.archive).kind == Reference::Kind::pipe;
+  if (verify_key || (decrypt_key && !from_pipe)) { // from a pipe, seals are checked as members arrive
+    peeked = peek_index(m_o.archive, verify_key ? "a signature is checked" : "seals are checked");
+  }
+  if (verify_key) {
+    verify_key->check(peeked->signature, peeked->text, m_o.archive);
+  }
+  if (decrypt_key && peeked) {
+    check_sealed_headers(*peeked, *m_reader);
+  }
+  if (peeked) { // and the index read at the end must be that one, byte for byte
+    m_reader->expect_index(peeked->text);
   }
   m_shares = ShareRestore(m_reader->manifest(), m_o.share_dirs, m_o.virtiofsd, m_o.force);
   m_network = NetworkInfo::from_json(m_reader->manifest().value("network", nlohmann::json()));

@@ -21,6 +21,7 @@ struct LoadOptions {
   std::string name;              // --sandbox ID: the restored VM is named sandbox-ID
   std::string netns;             // --netns: where taps are re-created and QEMU runs (a name or a path)
   std::string require_signature; // an Ed25519 public key (PEM) that must have signed it, or ""
+  std::string decrypt_key;       // an encrypted snapshot's: X25519 private key (PEM) or key file
 
   bool progress = false;
   bool verbose = false; // step timings on stderr

@@ -111,6 +111,9 @@ void SaveSession::preflight() {
   if (!m_o.sign_key.empty()) {
     m_sign_key = SigningKey::load(m_o.sign_key); // a bad key fails before anything is paused
   }
+  if (!m_o.encryption.empty()) { // the same for encryption keys
+    m_sealer = Sealer::create(m_o.encryption, m_output->deduplicates());
+  }
   m_layout = choose_layout();
   choose_mode();
   // A guess (2:1 compression of what QEMU holds in memory), so a warning: a save that runs
@@ -232,7 +235,8 @@ void SaveSession::capture_shares() {
       captures.push_back(capture_share(share, temp_dir(), m_o.compress_level));
     }
   }
-  m_writer = &m_output->start(build_manifest());
+  Json manifest = build_manifest();
+  m_writer = &m_output->start(ArchiveWriter::ManifestText{manifest.dump(2) + "\n", m_sealer});
   for (auto& p : m_share_precopy) {
     captures.push_back(std::move(p.base()));
   }
@@ -279,6 +283,9 @@ Json SaveSession::build_manifest() const {
   if (deltas) {
     version = std::max(version, k_format_version_share_delta);
   }
+  if (m_sealer) {
+    version = k_format_version_encrypted;
+  }
   return {{"format", k_format_name},
           {"format_version", version},
           {"created", utc_now()},
@@ -297,6 +304,7 @@ Json SaveSession::build_manifest() const {
           {"shares", shares},
           {"quiesce", m_quiescer.describe()},
           {"mode", m_live ? "live" : "stop"},
+          {"encryption", m_sealer ? m_sealer->header() : Json()},
           {"live", m_live ? Json{{"mechanism", k_mechanism_precopy}, {"instant", "switchover"}} : Json()},
           {"labels", m_o.labels},
           {"vmstate", vmstate}};

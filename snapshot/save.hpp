@@ -4,6 +4,8 @@
 #include "snapshot/live/precopy.hpp"
 #include "snapshot/quiesce.hpp"
 
+#include "storage/sealing.hpp"
+
 #include <chrono>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -32,6 +34,7 @@ struct SaveOptions {
   size_t chunk_size = 0; // 0: 8 MiB, or 1 MiB and up with RAM into a repository
   std::map<std::string, std::string> labels;
   std::string sign_key; // an Ed25519 private key (PEM) that signs index.json, or ""
+  EncryptionOptions encryption; // whom the snapshot is encrypted to (none: not encrypted)
   Overwrite overwrite = Overwrite::no;
   bool progress = false; // a progress line on stderr
   bool verbose = false;  // step timings on stderr

@@ -82,6 +82,7 @@ private:
   const SaveOptions& m_o;
   std::optional<Watchdog> m_watchdog;   // first: it stands down after every other member cleaned up
   std::optional<SigningKey> m_sign_key; // --sign-key, read before anything is paused
+  std::shared_ptr<const Sealer> m_sealer; // --encrypt-*: keys read before anything is paused
   std::optional<Vm> m_vm;
   std::optional<VmLock> m_lock;
   Quiescer m_quiescer;

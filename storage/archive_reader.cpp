@@ -21,9 +21,13 @@ constexpr uint64_t k_max_index = 64ull << 20;
   throw Error(what + " is damaged: " + why, ExitCode::archive_invalid);
 }
 
+std::string attr_of(const TarAttrs& attrs, const char* name) {
+  auto it = attrs.find(name);
+  return it == attrs.end() ? std::string() : it->second;
+}
+
 std::string attr(const ArchiveEntry& e, const char* name) {
-  auto it = e.attrs.find(name);
-  return it == e.attrs.end() ? std::string() : it->second;
+  return attr_of(e.attrs, name);
 }
 
 } // namespace
@@ -54,6 +58,27 @@ ArchiveReader::ArchiveReader(std::unique_ptr<EntrySource> source, std::string wh
   }
   validate_manifest(m_manifest);
   m_manifest_sha256 = m.sha256;
+  m_manifest_attrs = e.attrs;
+}
+
+TarAttrs ArchiveReader::carried(const TarAttrs& attrs) {
+  TarAttrs out;
+  for (const char* key : {k_mac_attr, k_member_key_attr}) {
+    if (auto it = attrs.find(key); it != attrs.end()) {
+      out.insert(*it);
+    }
+  }
+  return out;
+}
+
+void ArchiveReader::unlock(const DecryptKey& key) {
+  if (!encrypted()) {
+    throw Error(
+      m_what + " is not encrypted, and a decryption key was given", ExitCode::archive_invalid,
+      "an encrypted snapshot may have been replaced; load it without --decrypt-key if it is trusted");
+  }
+  m_opener = std::make_unique<Opener>(m_manifest["encryption"], key, m_what);
+  m_opener->check_mac(k_manifest_member, attr_of(m_manifest_attrs, k_mac_attr), m_manifest_text);
 }
 
 Bytes ArchiveReader::read_data(const ArchiveEntry& e) {
@@ -76,13 +101,20 @@ Bytes ArchiveReader::read_data(const ArchiveEntry& e) {
   return data;
 }
 
-void ArchiveReader::check_member(const Member& m) const {
+void ArchiveReader::check_member(Member& m) const {
+  if (m.checked) {
+    return;
+  }
   if (m.sha256.empty()) {
     damaged(m_what, "member " + m.name + " has no SHA-256 in its header");
   }
   if (sha256_hex(m.data) != m.sha256) {
     damaged(m_what, "member " + m.name + " does not match its SHA-256 (corrupted)");
   }
+  if (m_opener && m.name != k_manifest_member && m.name != k_index_member) {
+    m_opener->open(m.data, m_opener->member_key(m.sealed_key, m.position, m.name, m.sha256), m.name);
+  }
+  m.checked = true;
 }
 
 void ArchiveReader::unread(Member member) {
@@ -124,7 +156,8 @@ bool ArchiveReader::finish_if_index(const ArchiveEntry& e) {
 
 ArchiveReader::Member ArchiveReader::read_member(const ArchiveEntry& e) {
   std::string sha = attr(e, k_sha256_attr);
-  Member m{e.name, sha, attr(e, k_raw_sha256_attr), read_data(e)};
+  Member m{
+    e.name, sha, attr(e, k_raw_sha256_attr), read_data(e), m_seen.size() + 1, attr(e, k_member_key_attr)};
   m_seen.push_back({{"name", m.name}, {"size", m.data.size()}, {"sha256", sha}});
   return m;
 }
@@ -141,17 +174,26 @@ void ArchiveReader::stream_member(const std::function<void(const Source&)>& cons
     total += n;
     return n;
   };
-  consume(source);
+  std::string sha = attr(e, k_sha256_attr);
+  std::optional<Opener::Stream> opened;
+  if (m_opener) {
+    opened = m_opener->open_stream(
+      source, m_opener->member_key(attr(e, k_member_key_attr), m_seen.size() + 1, e.name, sha), e.name);
+  }
+  const Source& plain = opened ? opened->source : source;
+  consume(plain);
   std::byte rest[65536];
-  while (source(rest) > 0) {
+  while (plain(rest) > 0) {
     // Drain what the consumer did not read (tar padding), so the hash covers the member.
   }
   if (total != e.size) {
     damaged(m_what, "member " + e.name + " is truncated");
   }
-  std::string sha = attr(e, k_sha256_attr);
   if (sha.empty() || hash.hex_digest() != sha) {
     damaged(m_what, "member " + e.name + " does not match its SHA-256 (corrupted)");
+  }
+  if (opened) {
+    opened->finish();
   }
   m_seen.push_back({{"name", e.name}, {"size", e.size}, {"sha256", sha}});
 }
@@ -176,8 +218,12 @@ void ArchiveReader::read_index(const ArchiveEntry& e) {
   Member m{e.name, attr(e, k_sha256_attr), "", read_data(e)};
   check_member(m);
   std::string text(reinterpret_cast<const char*>(m.data.data()), m.data.size());
+  if (m_opener) {
+    m_opener->check_mac(k_index_member, attr(e, k_mac_attr), text);
+  }
   if (m_expected_index && text != *m_expected_index) {
-    damaged(m_what, "index.json is not the one whose signature was checked (the snapshot changed meanwhile)");
+    damaged(m_what,
+            "index.json is not the one checked before the load began (the snapshot changed meanwhile)");
   }
   Json index = Json::parse(text, nullptr, false);
   if (index.is_discarded() || !index.is_object()) {
@@ -203,6 +249,7 @@ void ArchiveReader::read_index(const ArchiveEntry& e) {
   m_index = std::move(index);
   m_index_text = std::move(text);
   m_index_signature = attr(e, k_signature_attr);
+  m_index_attrs = e.attrs;
 }
 
 } // namespace ks

@@ -4,6 +4,7 @@
 
 #include "storage/entry_io.hpp"
 #include "storage/manifest.hpp"
+#include "storage/sealing.hpp"
 #include "storage/zstd_codec.hpp"
 
 #include <functional>
@@ -18,27 +19,39 @@ public:
   // A .ksnap tar into FD (a file or a pipe; FD stays the caller's).
   ArchiveWriter(int fd, std::string what, const Json& manifest);
   ArchiveWriter(std::unique_ptr<EntrySink> sink, const Json& manifest);
-  // A copy: manifest.json's exact bytes, as read from another archive.
+  // manifest.json's exact bytes: with SEALER, an encrypted snapshot (the manifest holds
+  // SEALER's header), whose members are sealed as they are added; or, for a copy, the bytes
+  // read from another archive with the header attributes that travel with them (CARRIED).
   struct ManifestText {
     std::string text;
+    std::shared_ptr<const Sealer> sealer = {};
+    TarAttrs carried = {};
   };
   ArchiveWriter(std::unique_ptr<EntrySink> sink, const ManifestText& manifest);
 
   // Adds a finished member (its SHA-256 goes in the pax header and in the index). RAW_SHA256,
-  // the hash of a chunk's uncompressed bytes, is kept where the sink wants it.
+  // the hash of a chunk's uncompressed bytes, is kept where the sink wants it. An encrypted
+  // snapshot's member comes sealed, with its KEY (Sealer::seal), or is sealed here.
   void add_member(const std::string& name, std::span<const std::byte> data, const std::string& sha256,
-                  const std::string& raw_sha256 = {});
-  // Adds a member of SIZE bytes read from FD (a large one, such as a share capture).
+                  const std::string& raw_sha256 = {}, const Key32* key = nullptr);
+  // Adds a member of SIZE bytes read from FD (a large one, such as a share capture). An
+  // encrypted snapshot's is sealed in place first: FD must be a writable regular file.
   void add_member_from_fd(const std::string& name, int fd, uint64_t size, const std::string& sha256);
-  // Adds a member of SIZE bytes in pieces: begin_member(), write_member()*.
+  // Adds a member of SIZE bytes in pieces: begin_member(), write_member()*. A copy's member,
+  // whose header attributes CARRIED (k_member_key_attr) travel with it.
   void begin_member(const std::string& name, uint64_t size, const std::string& sha256,
-                    const std::string& raw_sha256 = {});
+                    const std::string& raw_sha256 = {}, const TarAttrs& carried = {});
   void write_member(std::span<const std::byte> data);
   // Writes index.json and completes the archive. Without this the archive is incomplete.
   // SIGN, if given, returns the signature of index.json's exact bytes (util/signature.hpp),
   // kept in its header.
+  // CARRIED: a copy's index.json header attributes (k_mac_attr).
   using IndexSigner = std::function<std::string(const std::string& index_text)>;
-  void finish(const Json& extra_index_fields = Json::object(), const IndexSigner& sign = {});
+  void finish(const Json& extra_index_fields = Json::object(), const IndexSigner& sign = {},
+              const TarAttrs& carried = {});
+
+  // An encrypted snapshot's sealer, or nullptr.
+  const Sealer* sealer() const { return m_sealer.get(); }
 
   // Whether chunks' raw hashes are wanted, and a stored chunk with raw hash RAW_SHA256,
   // which add_stored() then records without compressing or writing it again.
@@ -46,7 +59,8 @@ public:
   std::optional<StoredMember> find_raw(const std::string& raw_sha256) const {
     return m_sink->find_raw(raw_sha256);
   }
-  void add_stored(const std::string& name, const StoredMember& stored, const std::string& raw_sha256);
+  void add_stored(const std::string& name, const StoredMember& stored, const std::string& raw_sha256,
+                  const Key32* key = nullptr);
 
   uint64_t bytes_written() const { return m_bytes; } // members' bytes, stored ones included
   uint64_t bytes_stored() const { return m_stored; } // of which already stored before
@@ -57,9 +71,12 @@ public:
 
 private:
   void record(const std::string& name, uint64_t size, const std::string& sha256);
-  static TarAttrs attrs(const std::string& sha256, const std::string& raw_sha256);
+  // A member's header attributes; sealed with KEY in an encrypted snapshot.
+  TarAttrs attrs(const std::string& name, const std::string& sha256, const std::string& raw_sha256,
+                 const Key32* key) const;
 
   std::unique_ptr<EntrySink> m_sink;
+  std::shared_ptr<const Sealer> m_sealer;
   std::string m_manifest_sha256;
   int m_format_version;
 

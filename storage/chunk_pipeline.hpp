@@ -22,7 +22,20 @@ struct CompressedChunk {
   std::string name;                   // the archive member it becomes
   std::string raw_sha256;             // of the uncompressed bytes, when the writer wants it
   std::optional<StoredMember> stored; // already in the repository: FRAME is empty
+  std::optional<Key32> key;           // an encrypted snapshot's: FRAME (or STORED) is sealed with it
 };
+
+// An encrypted snapshot's chunk C: FRAME sealed in place, or, when the repository holds it,
+// the key it was sealed with; RAW_SHA256 becomes the tag the repository finds it by.
+inline void seal_chunk(CompressedChunk& c, const Sealer& sealer) {
+  c.key = c.stored ? sealer.chunk_key(c.raw_sha256) : sealer.seal(c.frame, c.raw_sha256);
+  if (!c.raw_sha256.empty()) {
+    c.raw_sha256 = sealer.raw_tag(c.raw_sha256);
+  }
+  if (!c.stored) {
+    c.sha256 = sha256_hex(c.frame);
+  }
+}
 
 inline constexpr size_t k_piece_size = 128u << 10; // decompressed pieces: fit in L2 next to QEMU
 
@@ -41,36 +54,45 @@ inline size_t chunk_pool_capacity(unsigned threads, size_t chunk_size, size_t he
   return std::max<size_t>(2, std::min(by_threads, by_memory));
 }
 
-// A worker's job: compresses and hashes CHUNK, whose buffer goes back to BUFFERS. Into a
-// repository, CHUNK's own SHA-256 first: a chunk the repository holds (an unchanged part of
-// the guest's memory) is neither compressed nor written again. SHA-256, because the guest
-// chooses these bytes: no crafted collision may stand in for another chunk.
+// A worker's job: compresses and hashes CHUNK, whose buffer goes back to BUFFERS, and seals
+// it in an encrypted snapshot. Into a repository, CHUNK's own SHA-256 first: a chunk the
+// repository holds (an unchanged part of the guest's memory) is neither compressed nor
+// written again. SHA-256, because the guest chooses these bytes: no crafted collision may
+// stand in for another chunk.
 inline CompressedChunk compress_chunk(const std::shared_ptr<Bytes>& chunk, int level, BufferPool& buffers,
                                       std::string name, const ArchiveWriter& writer) {
-  CompressedChunk c{buffers.get(0), {}, std::move(name), {}, std::nullopt};
+  CompressedChunk c{buffers.get(0), {}, std::move(name), {}, std::nullopt, std::nullopt};
+  const Sealer* sealer = writer.sealer();
   if (writer.wants_raw_hashes()) {
     c.raw_sha256 = sha256_hex(*chunk);
-    c.stored = writer.find_raw(c.raw_sha256);
+    c.stored = writer.find_raw(sealer ? sealer->raw_tag(c.raw_sha256) : c.raw_sha256);
     if (c.stored) {
       c.sha256 = c.stored->sha256;
       buffers.put(std::move(*chunk));
+      if (sealer) {
+        seal_chunk(c, *sealer);
+      }
       return c;
     }
   }
   zstd_compress(*chunk, level, c.frame);
   buffers.put(std::move(*chunk));
-  c.sha256 = sha256_hex(c.frame);
+  if (sealer) {
+    seal_chunk(c, *sealer);
+  } else {
+    c.sha256 = sha256_hex(c.frame);
+  }
   return c;
 }
 
 // Writes C into the archive and gives its buffer back.
 inline void add_chunk(ArchiveWriter& writer, CompressedChunk&& c, BufferPool& buffers, uint64_t written) {
   if (c.stored) {
-    writer.add_stored(c.name, *c.stored, c.raw_sha256);
+    writer.add_stored(c.name, *c.stored, c.raw_sha256, c.key ? &*c.key : nullptr);
     buffers.put(std::move(c.frame));
     return;
   }
-  writer.add_member(c.name, c.frame, c.sha256, c.raw_sha256);
+  writer.add_member(c.name, c.frame, c.sha256, c.raw_sha256, c.key ? &*c.key : nullptr);
   buffers.put(std::move(c.frame));
   if (written % 4 == 0) {
     writer.start_writeback(); // let the kernel write behind us: a steady stream, no burst at fsync

@@ -16,7 +16,7 @@ inline constexpr const char* k_format_name = "kata-snapshot";
 // archive carries the lowest version that describes it, so that older readers load what
 // they can: the plain stream is still version 1. Version 5: a mapped-ram stream QEMU wrote
 // over multifd channels (manifest vmstate.channels), which it must read back the same way.
-inline constexpr int k_format_version = 5;
+inline constexpr int k_format_version = 6; // k_format_version_encrypted (storage/sealing.hpp)
 inline constexpr int k_format_version_stream = 1;
 inline constexpr int k_format_version_mapped_ram = 2;
 inline constexpr int k_format_version_multifd = 3;
@@ -32,6 +32,10 @@ inline constexpr const char* k_sha256_attr = "user.ksnap.sha256";
 inline constexpr const char* k_raw_sha256_attr = "user.ksnap.raw_sha256";
 // index.json's header: its Ed25519 signature, "ed25519 KEY_ID BASE64" (util/signature.hpp).
 inline constexpr const char* k_signature_attr = "user.ksnap.signature";
+// An encrypted snapshot's (storage/sealing.hpp): a member's sealed key, and the HMAC of
+// manifest.json and of index.json.
+inline constexpr const char* k_member_key_attr = "user.ksnap.key";
+inline constexpr const char* k_mac_attr = "user.ksnap.mac";
 
 // Name of vmstate chunk N: vmstate/000042.zst. With the multifd layout, chunk N of series
 // S > 0 (QEMU's multifd channel S - 1) is vmstate/multifd-<S-1>/000042.zst.

@@ -357,7 +357,7 @@ StreamStats read_vmstate_channels(ArchiveReader& reader, unsigned channels,
   auto check_queued = [&] {
     std::unique_lock lock(mutex);
     for (size_t i = 1; i < series.size(); ++i) {
-      for (const auto& m : series[i].queue) {
+      for (auto& m : series[i].queue) {
         reader.check_member(m); // hashing a few chunks while feeders wait: only at the end
       }
     }

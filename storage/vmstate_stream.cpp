@@ -31,14 +31,17 @@ struct Ready {
 
 constexpr size_t k_hole_grain = 64u << 10; // the smallest run of zeros left as a hole
 
-// SIZE zero bytes as a frame, compressed once per stream.
-Compressed zero_frame(size_t size, int level) {
+// SIZE zero bytes as a frame, compressed once per stream (and sealed, with SEALER).
+Compressed zero_frame(size_t size, int level, const Sealer* sealer = nullptr) {
   Bytes zeros(size);
   std::memset(zeros.data(), 0, size);
   Compressed z;
   zstd_compress(zeros, level, z.frame);
   z.sha256 = sha256_hex(z.frame);
   z.raw_sha256 = sha256_hex(zeros);
+  if (sealer) {
+    seal_chunk(z, *sealer);
+  }
   return z;
 }
 
@@ -127,7 +130,7 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
     if (left > 0 && is_hole(in_fd, offset, std::min(left, o.chunk_size))) {
       size_t n = std::min(left, o.chunk_size);
       if (!zero || n < o.chunk_size) {
-        zero = std::make_shared<const Compressed>(zero_frame(n, o.level));
+        zero = std::make_shared<const Compressed>(zero_frame(n, o.level, writer.sealer()));
       }
       offset += static_cast<off_t>(n);
       seek_forward(in_fd, n, "the migration stream");
@@ -137,7 +140,7 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
         write_next();
       }
       pool.submit([&buffers, z = zero] {
-        Compressed c{buffers.get(0), z->sha256, {}, z->raw_sha256, std::nullopt};
+        Compressed c{buffers.get(0), z->sha256, {}, z->raw_sha256, std::nullopt, z->key};
         c.frame.assign(z->frame.begin(), z->frame.end());
         return c;
       });

@@ -1,12 +1,11 @@
 #include "util/signature.hpp"
 
+#include "util/crypto.hpp"
 #include "util/error.hpp"
 #include "util/sha256.hpp"
 #include "util/strings.hpp"
 
-#include <cstdio>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <vector>
 
 namespace ks {
@@ -15,25 +14,14 @@ namespace {
 
 constexpr const char* k_scheme = "ed25519";
 
-std::shared_ptr<void> own(EVP_PKEY* key) {
-  return {key, [](void* k) { EVP_PKEY_free(static_cast<EVP_PKEY*>(k)); }};
-}
-
 EVP_PKEY* raw(const std::shared_ptr<void>& key) {
   return static_cast<EVP_PKEY*>(key.get());
 }
 
-// Reads a PEM key from PATH with READ (a PEM_read_* function); throws naming the file.
-template <typename Read>
-EVP_PKEY* read_pem(const std::string& path, Read read, const std::string& kind) {
-  std::FILE* f = std::fopen(path.c_str(), "r");
-  if (f == nullptr) {
-    throw Error("cannot read the " + kind + " " + path, ExitCode::usage);
-  }
-  EVP_PKEY* key = read(f);
-  std::fclose(f);
-  if (key == nullptr || EVP_PKEY_id(key) != EVP_PKEY_ED25519) {
-    EVP_PKEY_free(key);
+// Reads an Ed25519 PEM key (PUBLIC_OK: a public one too); throws naming the file.
+PemKey read_ed25519(const std::string& path, bool public_ok, const std::string& kind) {
+  PemKey key = read_pem_key(path, KeyType::ed25519, public_ok);
+  if (!key.pkey) {
     throw Error(path + " is not an Ed25519 " + kind + " in PEM", ExitCode::usage,
                 "make one with: openssl genpkey -algorithm ed25519 -out key.pem; "
                 "its public half: openssl pkey -in key.pem -pubout -out key.pub");
@@ -41,28 +29,18 @@ EVP_PKEY* read_pem(const std::string& path, Read read, const std::string& kind) 
   return key;
 }
 
-std::string key_id_of(EVP_PKEY* key) {
-  unsigned char pub[32];
-  size_t len = sizeof pub;
-  if (EVP_PKEY_get_raw_public_key(key, pub, &len) != 1) {
-    throw Error("cannot read an Ed25519 public key");
-  }
-  return sha256_hex(std::string(reinterpret_cast<const char*>(pub), len));
-}
-
-std::string base64(const unsigned char* data, size_t len) {
-  std::string out(4 * ((len + 2) / 3), '\0');
-  EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(len));
-  return out;
+std::string key_id_of(const PemKey& key) {
+  Key32 pub = raw_public_key(key);
+  return sha256_hex(std::string(reinterpret_cast<const char*>(pub.data()), pub.size()));
 }
 
 } // namespace
 
 SigningKey SigningKey::load(const std::string& path) {
+  PemKey key = read_ed25519(path, false, "private key");
   SigningKey k;
-  k.m_key = own(read_pem(
-    path, [](std::FILE* f) { return PEM_read_PrivateKey(f, nullptr, nullptr, nullptr); }, "private key"));
-  k.m_key_id = key_id_of(raw(k.m_key));
+  k.m_key = key.pkey;
+  k.m_key_id = key_id_of(key);
   return k;
 }
 
@@ -77,20 +55,13 @@ std::string SigningKey::sign(std::string_view text) const {
   if (!ok) {
     throw Error("failed to sign the snapshot's index");
   }
-  return std::string(k_scheme) + " " + m_key_id + " " + base64(sig, len);
+  return std::string(k_scheme) + " " + m_key_id + " " + base64(std::span<const unsigned char>(sig, len));
 }
 
 VerifyKey VerifyKey::load(const std::string& path) {
+  PemKey key = read_ed25519(path, true, "public key");
   VerifyKey k;
-  EVP_PKEY* key = nullptr;
-  try {
-    key = read_pem(
-      path, [](std::FILE* f) { return PEM_read_PUBKEY(f, nullptr, nullptr, nullptr); }, "public key");
-  } catch (const Error&) {
-    key = read_pem(
-      path, [](std::FILE* f) { return PEM_read_PrivateKey(f, nullptr, nullptr, nullptr); }, "public key");
-  }
-  k.m_key = own(key);
+  k.m_key = key.pkey;
   k.m_key_id = key_id_of(key);
   return k;
 }

@@ -16,6 +16,14 @@ namespace {
   throw Error(what + " is damaged: " + why, ExitCode::archive_invalid);
 }
 
+// A member's header attributes and the layer annotations they become.
+constexpr std::pair<const char*, const char*> k_attr_annotations[] = {
+  {k_raw_sha256_attr, k_raw_annotation},
+  {k_signature_attr, k_signature_annotation},
+  {k_member_key_attr, k_key_annotation},
+  {k_mac_attr, k_mac_annotation},
+};
+
 std::string attr(const TarAttrs& attrs, const char* key) {
   auto it = attrs.find(key);
   return it == attrs.end() ? std::string() : it->second;
@@ -162,11 +170,10 @@ Descriptor OciSink::describe(const std::string& name, const std::string& sha256,
   if (name != k_manifest_member) {
     d.annotations[k_title_annotation] = name;
   }
-  if (std::string raw = attr(attrs, k_raw_sha256_attr); !raw.empty()) {
-    d.annotations[k_raw_annotation] = raw;
-  }
-  if (std::string sig = attr(attrs, k_signature_attr); !sig.empty()) {
-    d.annotations[k_signature_annotation] = sig;
+  for (const auto& [key, annotation] : k_attr_annotations) {
+    if (std::string value = attr(attrs, key); !value.empty()) {
+      d.annotations[annotation] = value;
+    }
   }
   return d;
 }
@@ -312,11 +319,10 @@ bool OciSource::next(ArchiveEntry& entry) {
   entry.name = m_next == 0 ? std::string(k_manifest_member) : d.annotation(k_title_annotation);
   entry.size = d.size;
   entry.attrs = {{k_sha256_attr, d.hex()}};
-  if (std::string raw = d.annotation(k_raw_annotation); !raw.empty()) {
-    entry.attrs[k_raw_sha256_attr] = raw;
-  }
-  if (std::string sig = d.annotation(k_signature_annotation); !sig.empty()) {
-    entry.attrs[k_signature_attr] = sig;
+  for (const auto& [key, annotation] : k_attr_annotations) {
+    if (std::string value = d.annotation(annotation); !value.empty()) {
+      entry.attrs[key] = value;
+    }
   }
   ++m_next;
   m_blob = Fd(::open(m_layout.blob_path(d.digest).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));

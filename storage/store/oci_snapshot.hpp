@@ -6,6 +6,7 @@
 #pragma once
 
 #include "storage/entry_io.hpp"
+#include "storage/manifest.hpp"
 #include "storage/store/oci_layout.hpp"
 
 #include "util/fd.hpp"
@@ -21,6 +22,9 @@ inline constexpr const char* k_title_annotation = "org.opencontainers.image.titl
 inline constexpr const char* k_created_annotation = "org.opencontainers.image.created";
 inline constexpr const char* k_raw_annotation = "io.kata-snapshot.raw-sha256";
 inline constexpr const char* k_signature_annotation = "io.kata-snapshot.signature"; // on index.json
+inline constexpr const char* k_key_annotation = "io.kata-snapshot.key"; // an encrypted member's sealed key
+inline constexpr const char* k_mac_annotation =
+  "io.kata-snapshot.mac"; // on manifest.json and index.json, encrypted
 inline constexpr const char* k_label_annotation_prefix = "io.kata-snapshot.label.";
 
 // The media type of archive member NAME.

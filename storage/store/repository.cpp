@@ -120,7 +120,10 @@ Json copy_snapshot(const std::string& src, const std::string& dst, const RepoOpt
   std::unique_ptr<ArchiveReader> reader = open_snapshot(src);
   std::unique_ptr<SnapshotOutput> out =
     SnapshotOutput::open(dst, {.overwrite = o.overwrite, .lock_wait = o.lock_wait, .purpose = "copy"});
-  ArchiveWriter& writer = out->start(ArchiveWriter::ManifestText{reader->manifest_text()});
+  // An encrypted snapshot is copied sealed, its MACs and members' sealed keys with it: they
+  // stay valid, since names, positions and bytes are the same.
+  ArchiveWriter& writer = out->start(
+    ArchiveWriter::ManifestText{reader->manifest_text(), nullptr, reader->carried_manifest_attrs()});
   std::vector<std::byte> buf(1 << 20);
   uint64_t members = 0;
   while (auto name = reader->next_if("")) {
@@ -133,7 +136,8 @@ Json copy_snapshot(const std::string& src, const std::string& dst, const RepoOpt
       throw Error(reader->what() + " is damaged: member " + *name + " has no SHA-256 in its header",
                   ExitCode::archive_invalid);
     }
-    writer.begin_member(*name, e.size, attr(k_sha256_attr), attr(k_raw_sha256_attr));
+    writer.begin_member(*name, e.size, attr(k_sha256_attr), attr(k_raw_sha256_attr),
+                        ArchiveReader::carried(e.attrs));
     reader->stream_member([&](const ArchiveReader::Source& source) {
       while (size_t n = source(buf)) {
         writer.write_member(std::span(buf).first(n));
@@ -148,16 +152,20 @@ Json copy_snapshot(const std::string& src, const std::string& dst, const RepoOpt
   for (const char* k : {"format", "format_version", "manifest_sha256", "members"}) {
     extra.erase(k);
   }
-  // A signature stays valid: index.json is written again with the same bytes.
+  // A signature and an encrypted snapshot's MAC stay valid: index.json is written again with
+  // the same bytes.
   std::string signature = reader->index_signature();
+  TarAttrs carried = reader->carried_index_attrs();
   writer.finish(
-    extra, signature.empty() ? ArchiveWriter::IndexSigner{} : [&](const std::string& text) {
+    extra,
+    signature.empty() && carried.empty() ? ArchiveWriter::IndexSigner{} : [&](const std::string& text) {
       if (text != reader->index_text()) {
-        throw Error("cannot copy the signature of " + reader->what() +
+        throw Error("cannot copy the signature or MAC of " + reader->what() +
                     ": its index.json would not be the same bytes");
       }
       return signature;
-    });
+    },
+    carried);
   out->commit();
   Json r = out->describe();
   r["source"] = reader->what();
@@ -297,7 +305,9 @@ Json check_repository(const std::string& ref, bool read_data) {
       problem = "is " + std::to_string(*size) + " bytes, not " + std::to_string(d.size);
     } else if (read_data) {
       try {
-        if (d.media_type == member_media_type("vmstate/000000.zst")) {
+        // A sealed chunk (an encrypted snapshot's) cannot be decompressed here: its hash only.
+        if (d.media_type == member_media_type("vmstate/000000.zst") &&
+            d.annotation(k_key_annotation).empty()) {
           Bytes frame = layout.read_blob(d, 256u << 20, digest);
           Bytes raw;
           zstd_decompress(frame, 256u << 20, raw);

@@ -7,6 +7,7 @@
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/file_lock.hpp"
+#include "util/sha256.hpp"
 #include "util/strings.hpp"
 
 #include <fcntl.h>
@@ -182,14 +183,14 @@ std::unique_ptr<ArchiveReader> open_snapshot(const std::string& text) {
   return std::make_unique<ArchiveReader>(std::move(file), ref.path);
 }
 
-PeekedIndex peek_index(const std::string& text) {
+PeekedIndex peek_index(const std::string& text, const std::string& why) {
   Reference ref = parse_reference(text);
   std::unique_ptr<EntrySource> source;
   Fd file;
   if (ref.kind == Reference::Kind::pipe) {
-    throw Error("a signature is checked before QEMU starts, from index.json at the end of the archive, "
-                "and the archive on stdin cannot be read twice",
-                ExitCode::usage, "load a file or a repository's snapshot to require a signature");
+    throw Error(why + " before QEMU starts, from the headers and index.json at the end of the archive, "
+                      "and the archive on stdin cannot be read twice",
+                ExitCode::usage, "load a file or a repository's snapshot");
   }
   if (ref.kind == Reference::Kind::oci) {
     OciLayout layout(ref.path, OciLayout::Create::no);
@@ -204,15 +205,19 @@ PeekedIndex peek_index(const std::string& text) {
     }
     source = std::make_unique<TarReader>(file.get(), ref.path);
   }
+  PeekedIndex p;
   ArchiveEntry e;
   while (source->next(e)) { // members' data is skipped (a seek in a file)
+    if (p.entries.size() >= (1u << 24)) {
+      throw Error(text + " is damaged: it holds implausibly many members", ExitCode::archive_invalid);
+    }
+    p.entries.push_back(e);
     if (e.name != k_index_member) {
       continue;
     }
     if (e.size > (64u << 20)) {
       throw Error(text + " is damaged: index.json is implausibly large", ExitCode::archive_invalid);
     }
-    PeekedIndex p;
     p.text.resize(e.size);
     size_t got = 0;
     while (got < e.size) {
@@ -226,7 +231,42 @@ PeekedIndex peek_index(const std::string& text) {
     p.signature = sig == e.attrs.end() ? std::string() : sig->second;
     return p;
   }
-  throw Error(text + " is damaged: index.json is missing", ExitCode::archive_invalid);
+  throw Error(text + " is damaged: index.json is missing (the archive is incomplete or truncated)",
+              ExitCode::archive_invalid);
+}
+
+void check_sealed_headers(const PeekedIndex& peeked, const ArchiveReader& reader) {
+  const Opener& opener = *reader.opener();
+  auto damaged = [&](const std::string& why) {
+    throw Error(reader.what() + " is damaged: " + why, ExitCode::archive_invalid);
+  };
+  auto attr = [](const ArchiveEntry& e, const char* key) {
+    auto it = e.attrs.find(key);
+    return it == e.attrs.end() ? std::string() : it->second;
+  };
+  const ArchiveEntry& index_entry = peeked.entries.back();
+  opener.check_mac(k_index_member, attr(index_entry, k_mac_attr), peeked.text);
+  Json index = Json::parse(peeked.text, nullptr, false);
+  const Json& members = index.is_object() ? index.value("members", Json()) : Json();
+  if (!members.is_array() || members.size() + 1 != peeked.entries.size()) {
+    damaged("its members are not the ones index.json lists");
+  }
+  if (index.value("manifest_sha256", "") != sha256_hex(reader.manifest_text())) {
+    damaged("index.json is not the index of the manifest that was read (the snapshot changed meanwhile)");
+  }
+  for (size_t i = 0; i + 1 < peeked.entries.size(); ++i) {
+    const ArchiveEntry& e = peeked.entries[i];
+    const Json& m = members[i];
+    std::string sha = attr(e, k_sha256_attr);
+    if (!m.is_object() || m.value("name", "") != e.name || m.value("size", uint64_t{0}) != e.size ||
+        m.value("sha256", "") != sha) {
+      damaged("member " + e.name + " (position " + std::to_string(i) +
+              ") is not the one index.json lists there");
+    }
+    if (i > 0) {
+      opener.member_key(attr(e, k_member_key_attr), i, e.name, sha);
+    }
+  }
 }
 
 std::unique_ptr<SnapshotOutput> SnapshotOutput::open(const std::string& text, const OutputOptions& o) {

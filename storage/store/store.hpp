@@ -21,14 +21,22 @@ inline constexpr std::chrono::seconds k_default_lock_wait{60};
 // The snapshot REF names, opened for reading; its manifest is read and checked.
 std::unique_ptr<ArchiveReader> open_snapshot(const std::string& ref);
 
-// index.json of the snapshot REF and the signature in its header, read before the rest
-// (a file's members are skipped over, a repository's blob read directly), so that a load
-// checks a signature before QEMU starts. A pipe cannot be read twice: a usage Error.
+// Every member's header and index.json of the snapshot REF (with the signature and MAC in
+// its header), read before the rest: a file's members are skipped over, a repository's
+// manifest and index blob read directly. So a load checks a signature, and an encrypted
+// snapshot's seals, before QEMU starts. A pipe cannot be read twice: a usage Error naming
+// WHY the peek was wanted.
 struct PeekedIndex {
-  std::string text;
+  std::vector<ArchiveEntry> entries; // manifest.json first, index.json last
+  std::string text;                  // index.json
   std::string signature;
 };
-PeekedIndex peek_index(const std::string& ref);
+PeekedIndex peek_index(const std::string& ref, const std::string& why);
+
+// Checks, with READER's opener (an unlocked encrypted snapshot), every header of PEEKED:
+// index.json's MAC, every member listed in it in order, each member's sealed key opening
+// for exactly its place. Throws (exit 3) naming the first that fails.
+void check_sealed_headers(const PeekedIndex& peeked, const ArchiveReader& reader);
 
 struct OutputOptions {
   bool overwrite = false; // replace a file, or a repository's tag

@@ -64,4 +64,21 @@ void wait_until(const std::function<bool()>& done);
 // Pids of running processes whose command line contains NEEDLE.
 std::vector<int> processes_with(const std::string& needle);
 
+// The virtio-fs workloads ("vfs": a file appended to, one read line by line, one deleted
+// while open, a cwd inside the share), for the tests of shares across a snapshot.
+std::string numbers(int n); // "1\n2\n...N\n"
+// The last N of a "PREFIX N" line in TEXT, or -1.
+long last_number(const std::string& text, const std::string& prefix);
+GuestOptions vfs_guest();
+// Saves VM paused (with ARGS); returns where each open-file workload stood.
+struct VfsMark {
+  Mark base;
+  long appended;
+  long read;
+};
+VfsMark save_vfs(GuestVm& vm, const std::string& archive, const std::vector<std::string>& args = {});
+// The restored guest carries on: appends land at the right offsets, reads continue, no EIO,
+// and SHARE_DIR's append.log has every line once.
+void require_vfs_continues(const GuestVm& vm, const VfsMark& m, const std::string& share_dir);
+
 } // namespace ks::test

@@ -8,6 +8,7 @@
 #include "storage/store/store.hpp"
 #include "storage/tar.hpp"
 #include "storage/vmstate_stream.hpp"
+#include "tests/support/archive_edit.hpp"
 #include "tests/support/fake_qmp.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
@@ -116,37 +117,6 @@ void read_sealed(const Written& w, const DecryptKey& key) {
   CHECK(read_file(out_path) == std::string(reinterpret_cast<const char*>(w.stream.data()), w.stream.size()));
 }
 
-// Every member's header and data, in order.
-struct Member {
-  ArchiveEntry entry;
-  std::string data;
-};
-std::vector<Member> members_of(const std::string& path) {
-  Fd in = open_file(path, O_RDONLY);
-  TarReader t(in.get(), path);
-  std::vector<Member> out;
-  ArchiveEntry e;
-  while (t.next(e)) {
-    Member m{e, std::string(e.size, '\0')};
-    size_t got = 0;
-    while (got < e.size) {
-      got += t.read(std::as_writable_bytes(std::span(m.data)).subspan(got));
-    }
-    out.push_back(std::move(m));
-  }
-  return out;
-}
-
-void write_members(const std::string& path, const std::vector<Member>& members) {
-  ::unlink(path.c_str());
-  Fd out = open_file(path, O_WRONLY | O_CREAT | O_TRUNC);
-  TarWriter t(out.get(), path);
-  for (const auto& m : members) {
-    t.add(m.entry.name, std::as_bytes(std::span(m.data)), m.entry.attrs);
-  }
-  t.close();
-}
-
 // Reading PATH through with KEY (the pre-QEMU header check, then the members) fails with
 // exit 3 and a message containing WHAT.
 void check_refused(const std::string& path, const DecryptKey& key, const std::string& what) {
@@ -217,7 +187,7 @@ TEST_CASE("a wrong key, a public key or a plain archive are refused") {
   CHECK_THROWS_WITH(DecryptKey::load(shortkey), Catch::Contains("fewer than 32"));
 
   // A plain archive where an encrypted one was expected: refused, not trusted.
-  std::vector<Member> ms = members_of(w.path);
+  std::vector<test::RawMember> ms = test::read_members(w.path);
   Json manifest = Json::parse(ms[0].data);
   manifest.erase("encryption");
   std::string plain_path = dir / "plain.ksnap";
@@ -237,8 +207,8 @@ TEST_CASE("a sealed member swapped, moved, cut or altered is refused before any 
   DecryptKey key = DecryptKey::load(k);
   Written a = write_sealed(dir, "a.ksnap", {.key_files = {k}}, 3);
   Written b = write_sealed(dir, "b.ksnap", {.key_files = {k}}, 4);
-  std::vector<Member> ma = members_of(a.path);
-  std::vector<Member> mb = members_of(b.path);
+  std::vector<test::RawMember> ma = test::read_members(a.path);
+  std::vector<test::RawMember> mb = test::read_members(b.path);
   REQUIRE(ma.size() == mb.size());
   size_t chunk = 3; // manifest, share, removed list, then the first vmstate chunk
   REQUIRE(ma[chunk].entry.name == "vmstate/000000.zst");
@@ -247,7 +217,7 @@ TEST_CASE("a sealed member swapped, moved, cut or altered is refused before any 
   SECTION("a member of another snapshot of the same key") {
     auto m = ma;
     m[chunk + 1] = mb[chunk + 1];
-    write_members(bad, m);
+    test::write_members(bad, m);
     check_refused(bad, key, "is not the one index.json lists");
   }
   SECTION("the same, with the index's hashes recomputed") {
@@ -258,21 +228,21 @@ TEST_CASE("a sealed member swapped, moved, cut or altered is refused before any 
     index["members"][chunk + 1]["size"] = m[chunk + 1].data.size();
     m.back().data = index.dump(2) + "\n";
     m.back().entry.attrs[k_sha256_attr] = sha256_hex(m.back().data);
-    write_members(bad, m);
+    test::write_members(bad, m);
     check_refused(bad, key, "index.json was altered");
   }
   SECTION("two members exchanged, hashes and index recomputed but for the MAC") {
     auto m = ma;
     std::swap(m[chunk].data, m[chunk + 1].data);
     std::swap(m[chunk].entry.attrs, m[chunk + 1].entry.attrs);
-    write_members(bad, m);
+    test::write_members(bad, m);
     check_refused(bad, key, "is not the one index.json lists");
   }
   SECTION("a member cut short, its hash recomputed") {
     auto m = ma;
     m[chunk].data.resize(m[chunk].data.size() - 100);
     m[chunk].entry.attrs[k_sha256_attr] = sha256_hex(m[chunk].data);
-    write_members(bad, m);
+    test::write_members(bad, m);
     check_refused(bad, key, "is not the one index.json lists");
   }
   SECTION("the archive cut in the middle") {
@@ -287,7 +257,7 @@ TEST_CASE("a sealed member swapped, moved, cut or altered is refused before any 
     manifest["qemu"]["argv"] = {"/bin/sh", "-c", "evil"};
     m[0].data = manifest.dump(2) + "\n";
     m[0].entry.attrs[k_sha256_attr] = sha256_hex(m[0].data);
-    write_members(bad, m);
+    test::write_members(bad, m);
     Fd in = open_file(bad, O_RDONLY);
     ArchiveReader r(in.get(), bad);
     CHECK_THROWS_WITH(r.unlock(key), Catch::Contains("manifest.json was altered"));
@@ -296,7 +266,7 @@ TEST_CASE("a sealed member swapped, moved, cut or altered is refused before any 
     auto m = ma;
     m[chunk].data[40] ^= 1;
     m[chunk].entry.attrs[k_sha256_attr] = sha256_hex(m[chunk].data);
-    write_members(bad, m);
+    test::write_members(bad, m);
     check_refused(bad, key, "is not the one index.json lists");
     // And read as a stream (from a pipe, no header pass): its seal fails when it arrives.
     Fd in = open_file(bad, O_RDONLY);

@@ -10,11 +10,13 @@
 #include "qmp/qmp_client.hpp"
 #include "tests/e2e/guest_vm.hpp"
 #include "util/deadline.hpp"
+#include "util/error.hpp"
 #include "util/strings.hpp"
 
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <thread>
@@ -85,6 +87,14 @@ int main(int argc, char** argv) {
   // like the baseline ends without an fsync.
   std::vector<double> floor_save, floor_load, cand_stdout, mapped_save, mapped_load, cand_paused,
     mapped_paused, stream_save, stream_load;
+  // The candidate again, encrypted to an X25519 recipient (save) and opened with its key (load).
+  std::vector<double> sealed_save, sealed_load;
+  const std::string priv = dir + "/bench.pem", pub = dir + "/bench.pub";
+  if (std::system(("openssl genpkey -algorithm x25519 -out " + priv + " && openssl pkey -in " + priv +
+                   " -pubout -out " + pub)
+                    .c_str()) != 0) {
+    throw Error("openssl cannot make an X25519 key pair");
+  }
 
   // How long a save stopped the VM, from its --json result.
   auto paused = [](const std::string& json_path) {
@@ -143,6 +153,14 @@ int main(int argc, char** argv) {
       mapped_save.push_back(r.seconds);
       mapped_paused.push_back(paused(dir + "/save-mapped.json"));
     };
+    auto sealed = [&] {
+      fs::remove(dir + "/sealed.ksnap", ec);
+      Run r = timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", dir + "/sealed.ksnap",
+                         "--quiesce", "off", "--encrypt-recipient", pub},
+                        dir + "/save-sealed.log");
+      sealed_save.push_back(r.seconds);
+      cand_rss = std::max(cand_rss, r.rss_kib);
+    };
     auto floor = [&] {
       qmp::Client qmp = vm.qmp();
       auto start = Clock::now();
@@ -151,12 +169,16 @@ int main(int argc, char** argv) {
       floor_save.push_back(seconds_since(start));
       qmp.execute("cont");
     };
-    rotated({base, cand, piped, streamed, mapped, floor}, i);
+    rotated({base, cand, piped, streamed, mapped, floor, sealed}, i);
   }
   // Memory with many workers: buffers are bounded by a budget, not by the thread count.
   Run wide_save = timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", dir + "/wide.ksnap",
                              "--quiesce", "off", "--threads", "16"},
                             dir + "/save-wide.log");
+  Run wide_sealed_save =
+    timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", dir + "/wide-sealed.ksnap", "--quiesce",
+               "off", "--threads", "16", "--encrypt-recipient", pub},
+              dir + "/save-wide-sealed.log");
   base_size = fs::file_size(dir + "/base.zst");
   cand_size = fs::file_size(dir + "/cand.ksnap");
   uint64_t mapped_size = fs::file_size(dir + "/mapped.ksnap");
@@ -164,9 +186,12 @@ int main(int argc, char** argv) {
   std::vector<std::string> source_argv = vm.argv();
   vm.kill();
   // Loads one archive into RUN and waits until the restored QEMU is gone again.
-  auto load = [&](const std::string& archive, const std::string& run, const std::string& log) {
+  auto load = [&](const std::string& archive, const std::string& run, const std::string& log,
+                  const std::vector<std::string>& args = {}) {
     fs::remove(log, ec);
-    Run r = timed_cli({"load", archive, "--run-dir", run}, log);
+    std::vector<std::string> cli = {"load", archive, "--run-dir", run};
+    cli.insert(cli.end(), args.begin(), args.end());
+    Run r = timed_cli(cli, log);
     int pid = std::stoi(trim(read_file(run + "/qemu.pid")));
     r.cpu_seconds += process_cpu_seconds(pid);
     ::kill(pid, SIGKILL);
@@ -201,11 +226,18 @@ int main(int argc, char** argv) {
        [&] {
          stream_load.push_back(
            load(dir + "/stream.ksnap", run + "-stream", dir + "/load-stream.log").seconds);
+       },
+       [&] {
+         Run r = load(dir + "/sealed.ksnap", run + "-sealed", dir + "/load-sealed.log", {"--decrypt-key", priv});
+         sealed_load.push_back(r.seconds);
+         cand_rss = std::max(cand_rss, r.rss_kib);
        }},
       i);
   }
 
   Run wide_load = load(dir + "/wide.ksnap", dir + "/run-wide", dir + "/load-wide.log");
+  Run wide_sealed_load = load(dir + "/wide-sealed.ksnap", dir + "/run-wide-sealed", dir + "/load-wide-sealed.log",
+                              {"--decrypt-key", priv, "--threads", "16"});
   double bs = median(base_save), cs = median(cand_save), bl = median(base_load), cl = median(cand_load);
   std::printf("\n%-28s %12s %12s %8s %s\n", "", "baseline", "kata-snap", "ratio", "target");
   std::printf("%-28s %11.2fs %11.2fs %7.2fx %s\n", "save (median)", bs, cs, cs / bs, "<= 1.00x");
@@ -219,6 +251,15 @@ int main(int argc, char** argv) {
               human_size(uint64_t(wide_save.rss_kib) * 1024).c_str(), "", "<= 200 MB");
   std::printf("%-28s %12s %12s %8s %s\n", "  with --threads 16: load", "-",
               human_size(uint64_t(wide_load.rss_kib) * 1024).c_str(), "", "<= 200 MB");
+  double es = median(sealed_save), el = median(sealed_load);
+  std::printf("%-28s %11.2fs %11.2fs %7.2fx %s\n", "encrypted save (median)", cs, es, es / cs,
+              "<= 1.10x the unencrypted save");
+  std::printf("%-28s %11.2fs %11.2fs %7.2fx %s\n", "encrypted load (median)", cl, el, el / cl,
+              "<= 1.10x the unencrypted load");
+  std::printf("%-28s %12s %12s %8s %s\n", "  encrypted, --threads 16: save", "-",
+              human_size(uint64_t(wide_sealed_save.rss_kib) * 1024).c_str(), "", "<= 200 MB");
+  std::printf("%-28s %12s %12s %8s %s\n", "  encrypted, --threads 16: load", "-",
+              human_size(uint64_t(wide_sealed_load.rss_kib) * 1024).c_str(), "", "<= 200 MB");
   double ps = median(cand_stdout), fs_ = median(floor_save), fl = median(floor_load);
   std::printf("\nreference points (same run, medians, ratio to the baseline):\n");
   std::printf("%-46s %7.2fs %7.2fx\n", "save -o - > file (no fsync, like the baseline)", ps, ps / bs);
@@ -257,6 +298,8 @@ int main(int argc, char** argv) {
   std::printf("raw seconds: load base %s | candidate %s | floor %s | stream %s | mapped-ram %s\n",
               list(base_load).c_str(), list(cand_load).c_str(), list(floor_load).c_str(),
               list(stream_load).c_str(), list(mapped_load).c_str());
+  std::printf("raw seconds: encrypted save %s | encrypted load %s\n", list(sealed_save).c_str(),
+              list(sealed_load).c_str());
 
   return 0;
 }

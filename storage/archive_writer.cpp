@@ -39,7 +39,7 @@ ArchiveWriter::ArchiveWriter(std::unique_ptr<EntrySink> sink, const ManifestText
 }
 
 TarAttrs ArchiveWriter::attrs(const std::string& name, const std::string& sha256,
-                              const std::string& raw_sha256, const Key32* key) const {
+                              const std::string& raw_sha256, const MemberKey* key) const {
   TarAttrs a{{k_sha256_attr, sha256}};
   if (!raw_sha256.empty() && m_sink->wants_raw_hashes()) {
     a[k_raw_sha256_attr] = raw_sha256;
@@ -57,11 +57,11 @@ void ArchiveWriter::record(const std::string& name, uint64_t size, const std::st
 }
 
 void ArchiveWriter::add_member(const std::string& name, std::span<const std::byte> data,
-                               const std::string& sha256, const std::string& raw_sha256, const Key32* key) {
+                               const std::string& sha256, const std::string& raw_sha256, const MemberKey* key) {
   KS_ASSERT(m_open_left == 0);
   if (m_sealer && key == nullptr) { // a small member (a share's removed list): sealed here
     Bytes sealed(data.begin(), data.end());
-    Key32 k = m_sealer->seal(sealed, "");
+    MemberKey k = m_sealer->seal(sealed, "");
     add_member(name, sealed, sha256_hex(sealed), raw_sha256, &k);
     return;
   }
@@ -70,7 +70,7 @@ void ArchiveWriter::add_member(const std::string& name, std::span<const std::byt
 }
 
 void ArchiveWriter::add_stored(const std::string& name, const StoredMember& stored,
-                               const std::string& raw_sha256, const Key32* key) {
+                               const std::string& raw_sha256, const MemberKey* key) {
   KS_ASSERT(m_open_left == 0);
   m_sink->add_stored(name, stored, attrs(name, stored.sha256, raw_sha256, key));
   record(name, stored.size, stored.sha256);
@@ -97,7 +97,7 @@ void ArchiveWriter::add_member_from_fd(const std::string& name, int fd, uint64_t
                                        const std::string& sha256) {
   KS_ASSERT(m_open_left == 0);
   std::string sha = sha256;
-  std::optional<Key32> key;
+  std::optional<MemberKey> key;
   if (m_sealer) {
     key = m_sealer->seal_file(fd, size, sha, name);
   }

@@ -33,7 +33,7 @@ public:
   // the hash of a chunk's uncompressed bytes, is kept where the sink wants it. An encrypted
   // snapshot's member comes sealed, with its KEY (Sealer::seal), or is sealed here.
   void add_member(const std::string& name, std::span<const std::byte> data, const std::string& sha256,
-                  const std::string& raw_sha256 = {}, const Key32* key = nullptr);
+                  const std::string& raw_sha256 = {}, const MemberKey* key = nullptr);
   // Adds a member of SIZE bytes read from FD (a large one, such as a share capture). An
   // encrypted snapshot's is sealed in place first: FD must be a writable regular file.
   void add_member_from_fd(const std::string& name, int fd, uint64_t size, const std::string& sha256);
@@ -60,7 +60,7 @@ public:
     return m_sink->find_raw(raw_sha256);
   }
   void add_stored(const std::string& name, const StoredMember& stored, const std::string& raw_sha256,
-                  const Key32* key = nullptr);
+                  const MemberKey* key = nullptr);
 
   uint64_t bytes_written() const { return m_bytes; } // members' bytes, stored ones included
   uint64_t bytes_stored() const { return m_stored; } // of which already stored before
@@ -73,7 +73,7 @@ private:
   void record(const std::string& name, uint64_t size, const std::string& sha256);
   // A member's header attributes; sealed with KEY in an encrypted snapshot.
   TarAttrs attrs(const std::string& name, const std::string& sha256, const std::string& raw_sha256,
-                 const Key32* key) const;
+                 const MemberKey* key) const;
 
   std::unique_ptr<EntrySink> m_sink;
   std::shared_ptr<const Sealer> m_sealer;

@@ -29,26 +29,29 @@ std::string_view text_of(std::span<const unsigned char> b) {
   return {reinterpret_cast<const char*>(b.data()), b.size()};
 }
 
-// Seals a 32-byte KEY under WRAP with NONCE and AD: base64 of ciphertext and tag.
-std::string seal_key(const Key32& wrap, const Nonce12& nonce, std::string_view ad, const Key32& key) {
-  std::array<unsigned char, 32 + k_gcm_tag_size> out{};
-  std::copy(key.begin(), key.end(), out.begin());
-  gcm_seal(wrap, nonce, ad, std::as_writable_bytes(std::span(out).first(32)),
-           std::span<unsigned char, k_gcm_tag_size>(out.data() + 32, k_gcm_tag_size));
+// Seals the N bytes of PLAIN under WRAP with NONCE and AD: base64 of ciphertext and tag.
+template <size_t N>
+std::string seal_bytes(const Key32& wrap, const Nonce12& nonce, std::string_view ad,
+                       const std::array<unsigned char, N>& plain) {
+  std::array<unsigned char, N + k_gcm_tag_size> out{};
+  std::copy(plain.begin(), plain.end(), out.begin());
+  gcm_seal(wrap, nonce, ad, std::as_writable_bytes(std::span(out).first(N)),
+           std::span<unsigned char, k_gcm_tag_size>(out.data() + N, k_gcm_tag_size));
   return base64(out);
 }
 
-bool open_key(const Key32& wrap, const Nonce12& nonce, std::string_view ad, const std::string& value,
-              Key32& key) {
-  std::array<unsigned char, 32 + k_gcm_tag_size> in{};
+template <size_t N>
+bool open_bytes(const Key32& wrap, const Nonce12& nonce, std::string_view ad, const std::string& value,
+                std::array<unsigned char, N>& plain) {
+  std::array<unsigned char, N + k_gcm_tag_size> in{};
   if (!base64_decode(value, in)) {
     return false;
   }
-  if (!gcm_open(wrap, nonce, ad, std::as_writable_bytes(std::span(in).first(32)),
-                std::span<const unsigned char, k_gcm_tag_size>(in.data() + 32, k_gcm_tag_size))) {
+  if (!gcm_open(wrap, nonce, ad, std::as_writable_bytes(std::span(in).first(N)),
+                std::span<const unsigned char, k_gcm_tag_size>(in.data() + N, k_gcm_tag_size))) {
     return false;
   }
-  std::copy_n(in.begin(), 32, key.begin());
+  std::copy_n(in.begin(), N, plain.begin());
   return true;
 }
 
@@ -161,14 +164,25 @@ std::string SnapshotKeys::mac_of(const char* what, std::string_view text) const 
   return hex(hmac(mac, data));
 }
 
-std::string SnapshotKeys::wrap_member_key(const Key32& key, uint64_t position, const std::string& name,
+// A member key as sealed: the key, then 1 for a derived one, 0 for a random one.
+std::string SnapshotKeys::wrap_member_key(const MemberKey& key, uint64_t position, const std::string& name,
                                           const std::string& sha256) const {
-  return seal_key(wrap, position_nonce(position), member_ad(id, position, name, sha256), key);
+  std::array<unsigned char, 33> plain{};
+  std::copy(key.key.begin(), key.key.end(), plain.begin());
+  plain[32] = key.derived ? 1 : 0;
+  return seal_bytes(wrap, position_nonce(position), member_ad(id, position, name, sha256), plain);
 }
 
 bool SnapshotKeys::unwrap_member_key(const std::string& value, uint64_t position, const std::string& name,
-                                     const std::string& sha256, Key32& key) const {
-  return open_key(wrap, position_nonce(position), member_ad(id, position, name, sha256), value, key);
+                                     const std::string& sha256, MemberKey& key) const {
+  std::array<unsigned char, 33> plain{};
+  if (!open_bytes(wrap, position_nonce(position), member_ad(id, position, name, sha256), value, plain) ||
+      plain[32] > 1) {
+    return false;
+  }
+  std::copy_n(plain.begin(), 32, key.key.begin());
+  key.derived = plain[32] == 1;
+  return true;
 }
 
 std::shared_ptr<const Sealer> Sealer::create(const EncryptionOptions& o, bool dedup) {
@@ -190,7 +204,7 @@ std::shared_ptr<const Sealer> Sealer::create(const EncryptionOptions& o, bool de
     recipients.push_back({{"type", "x25519"},
                           {"key_id", sha256_hex(std::string(text_of(pub)))},
                           {"ephemeral", base64(eph.public_key)},
-                          {"wrapped", seal_key(wrap, k_zero_nonce, id, file_key)}});
+                          {"wrapped", seal_bytes(wrap, k_zero_nonce, id, file_key)}});
     material.push_back("x25519 " + hex(pub));
   }
   for (const auto& path : o.key_files) {
@@ -200,7 +214,7 @@ std::shared_ptr<const Sealer> Sealer::create(const EncryptionOptions& o, bool de
       {{"type", "key-file"},
        {"key_id", key_file_id(secret)},
        {"salt", base64(salt)},
-       {"wrapped", seal_key(key_file_wrap_key(secret, salt), k_zero_nonce, id, file_key)}});
+       {"wrapped", seal_bytes(key_file_wrap_key(secret, salt), k_zero_nonce, id, file_key)}});
     material.push_back("key-file " + hex(hkdf(text_bytes(secret), "", "kata-snapshot key-file dedup v1")));
   }
   KS_ASSERT(!recipients.empty());
@@ -215,20 +229,20 @@ std::shared_ptr<const Sealer> Sealer::create(const EncryptionOptions& o, bool de
   return s;
 }
 
-Key32 Sealer::chunk_key(const std::string& raw_sha256) const {
-  return hkdf(m_dedup, "", "kata-snapshot chunk key v1\n" + raw_sha256);
+MemberKey Sealer::chunk_key(const std::string& raw_sha256) const {
+  return {hkdf(m_dedup, "", "kata-snapshot chunk key v1\n" + raw_sha256), true};
 }
 
 std::string Sealer::raw_tag(const std::string& raw_sha256) const {
   return "keyed:" + hex(hmac(m_dedup, "kata-snapshot chunk tag v1\n" + raw_sha256));
 }
 
-Key32 Sealer::seal(Bytes& frame, const std::string& raw_sha256) const {
-  Key32 key{};
+MemberKey Sealer::seal(Bytes& frame, const std::string& raw_sha256) const {
+  MemberKey key{};
   Nonce12 nonce{};
   size_t n = frame.size();
   if (raw_sha256.empty()) {
-    key = random_array<32>();
+    key.key = random_array<32>();
     nonce = random_array<12>();
   } else { // the same chunk, compressed the same, seals to the same bytes: a repository keeps one
     key = chunk_key(raw_sha256);
@@ -238,22 +252,22 @@ Key32 Sealer::seal(Bytes& frame, const std::string& raw_sha256) const {
   frame.resize(n + k_sealed_overhead);
   std::memmove(frame.data() + k_nonce_size, frame.data(), n);
   std::memcpy(frame.data(), nonce.data(), k_nonce_size);
-  gcm_seal(key, nonce, k_data_ad, std::span(frame).subspan(k_nonce_size, n),
+  gcm_seal(key.key, nonce, k_data_ad, std::span(frame).subspan(k_nonce_size, n),
            std::span<unsigned char, k_gcm_tag_size>(
              reinterpret_cast<unsigned char*>(frame.data() + k_nonce_size + n), k_gcm_tag_size));
   return key;
 }
 
-Key32 Sealer::seal_file(int fd, uint64_t& size, std::string& sha256, const std::string& what) const {
+MemberKey Sealer::seal_file(int fd, uint64_t& size, std::string& sha256, const std::string& what) const {
   // Everything moves k_nonce_size bytes up: each block is read before the one ahead of it is
   // written over its first bytes.
-  Key32 key = random_array<32>();
+  MemberKey key{random_array<32>(), false};
   Nonce12 nonce = random_array<12>();
   constexpr size_t k_block = 1u << 20;
   Bytes cur(k_block);
   Bytes next(k_block);
   Sha256 hash;
-  GcmSealStream gcm(key, nonce, k_data_ad);
+  GcmSealStream gcm(key.key, nonce, k_data_ad);
   size_t cur_n = static_cast<size_t>(std::min<uint64_t>(size, k_block));
   pread_exact(fd, std::span(cur).first(cur_n), 0, what);
   auto nonce_bytes = std::as_bytes(std::span(nonce));
@@ -343,7 +357,7 @@ Key32 DecryptKey::unwrap_file_key(const Json& enc, const std::string& what) cons
       continue;
     }
     Key32 file_key{};
-    if (!open_key(wrap, k_zero_nonce, id.get<std::string>(), r.value("wrapped", ""), file_key)) {
+    if (!open_bytes(wrap, k_zero_nonce, id.get<std::string>(), r.value("wrapped", ""), file_key)) {
       throw bad("was altered: the file key sealed for key " + m_key_id.substr(0, 16) + " does not open");
     }
     return file_key;
@@ -372,12 +386,12 @@ void Opener::check_mac(const char* member, const std::string& value, std::string
   }
 }
 
-Key32 Opener::member_key(const std::string& value, uint64_t position, const std::string& name,
-                         const std::string& sha256) const {
+MemberKey Opener::member_key(const std::string& value, uint64_t position, const std::string& name,
+                             const std::string& sha256) const {
   if (value.empty()) {
     damaged("member " + name + " is not sealed, in an encrypted snapshot");
   }
-  Key32 key{};
+  MemberKey key{};
   if (!m_keys.unwrap_member_key(value, position, name, sha256, key)) {
     damaged("member " + name + " does not belong at position " + std::to_string(position) +
             " of this snapshot (swapped from another, moved or altered)");
@@ -385,7 +399,7 @@ Key32 Opener::member_key(const std::string& value, uint64_t position, const std:
   return key;
 }
 
-void Opener::open(Bytes& data, const Key32& key, const std::string& name) const {
+void Opener::open(Bytes& data, const MemberKey& key, const std::string& name) const {
   if (data.size() < k_sealed_overhead) {
     damaged("member " + name + " is truncated (shorter than its seal)");
   }
@@ -394,14 +408,14 @@ void Opener::open(Bytes& data, const Key32& key, const std::string& name) const 
   std::memcpy(nonce.data(), data.data(), k_nonce_size);
   auto tag = std::span<const unsigned char, k_gcm_tag_size>(
     reinterpret_cast<const unsigned char*>(data.data() + k_nonce_size + n), k_gcm_tag_size);
-  if (!gcm_open(key, nonce, k_data_ad, std::span(data).subspan(k_nonce_size, n), tag)) {
+  if (!gcm_open(key.key, nonce, k_data_ad, std::span(data).subspan(k_nonce_size, n), tag)) {
     damaged("member " + name + " does not decrypt (altered or truncated)");
   }
   std::memmove(data.data(), data.data() + k_nonce_size, n);
   data.resize(n);
 }
 
-Opener::Stream Opener::open_stream(Source source, const Key32& key, const std::string& name) const {
+Opener::Stream Opener::open_stream(Source source, const MemberKey& key, const std::string& name) const {
   struct State {
     Source source;
     Key32 key;
@@ -412,7 +426,7 @@ Opener::Stream Opener::open_stream(Source source, const Key32& key, const std::s
   };
   auto st = std::make_shared<State>();
   st->source = std::move(source);
-  st->key = key;
+  st->key = key.key;
   auto read_exact = [st](std::span<std::byte> buf) {
     size_t got = 0;
     while (got < buf.size()) {

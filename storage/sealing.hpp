@@ -41,6 +41,15 @@ struct EncryptionOptions {
   bool empty() const { return recipients.empty() && key_files.empty(); }
 };
 
+// A sealed member's key. A random one is used for that member only, so its AES-GCM tag
+// alone authenticates the member's bytes (a reader need not hash them too); a DERIVED one
+// (a repository's chunk: anyone who can compute it could seal other bytes under it) is
+// backed by the member's SHA-256, which the reader must check.
+struct MemberKey {
+  Key32 key{};
+  bool derived = false;
+};
+
 // The keys every member's seal derives from; shared by writer and reader.
 struct SnapshotKeys {
   std::string id; // hex, the manifest's encryption.id
@@ -50,11 +59,11 @@ struct SnapshotKeys {
 
   std::string mac_of(const char* what, std::string_view text) const; // hex
   // The sealed member key of member NAME at POSITION whose stored bytes have SHA256.
-  std::string wrap_member_key(const Key32& key, uint64_t position, const std::string& name,
+  std::string wrap_member_key(const MemberKey& key, uint64_t position, const std::string& name,
                               const std::string& sha256) const;
   // Its inverse; false when VALUE was not sealed for exactly this member of this snapshot.
   bool unwrap_member_key(const std::string& value, uint64_t position, const std::string& name,
-                         const std::string& sha256, Key32& key) const;
+                         const std::string& sha256, MemberKey& key) const;
 };
 
 // The writer's side.
@@ -69,14 +78,14 @@ public:
   // Seals FRAME in place (it grows by k_sealed_overhead) and returns its member key. With
   // RAW_SHA256 (a repository's chunk: the uncompressed bytes' hash) the key and nonce are
   // derived, so the same chunk seals to the same bytes; otherwise both are random.
-  Key32 seal(Bytes& frame, const std::string& raw_sha256) const;
+  MemberKey seal(Bytes& frame, const std::string& raw_sha256) const;
   // A repository chunk: the key seal() uses for RAW_SHA256, and the tag stored to find it
   // again ("keyed:" and hex), which says nothing about the bytes without the dedup key.
-  Key32 chunk_key(const std::string& raw_sha256) const;
+  MemberKey chunk_key(const std::string& raw_sha256) const;
   std::string raw_tag(const std::string& raw_sha256) const;
   // Seals the SIZE bytes of regular file FD in place; returns the key, sets SIZE and SHA256
   // to the sealed member's.
-  Key32 seal_file(int fd, uint64_t& size, std::string& sha256, const std::string& what) const;
+  MemberKey seal_file(int fd, uint64_t& size, std::string& sha256, const std::string& what) const;
 
 private:
   Json m_header;
@@ -110,10 +119,10 @@ public:
   void check_mac(const char* member, const std::string& value, std::string_view text) const;
   // The member key of a member's header; throws (exit 3) when it is missing or does not
   // belong here.
-  Key32 member_key(const std::string& value, uint64_t position, const std::string& name,
+  MemberKey member_key(const std::string& value, uint64_t position, const std::string& name,
                    const std::string& sha256) const;
   // Opens sealed DATA in place (it shrinks to the plaintext); throws (exit 3) on damage.
-  void open(Bytes& data, const Key32& key, const std::string& name) const;
+  void open(Bytes& data, const MemberKey& key, const std::string& name) const;
   // Opens a member read in pieces from SOURCE: returns a source of its plaintext, and a
   // check to call after the last byte (throws when the tag does not match).
   using Source = std::function<size_t(std::span<std::byte>)>;
@@ -121,7 +130,7 @@ public:
     Source source;
     std::function<void()> finish;
   };
-  Stream open_stream(Source source, const Key32& key, const std::string& name) const;
+  Stream open_stream(Source source, const MemberKey& key, const std::string& name) const;
 
 private:
   [[noreturn]] void damaged(const std::string& why) const;

@@ -80,12 +80,17 @@ TEST_CASE("an encrypted snapshot of a virtio-fs guest loads with its key, and no
   const std::string other = key_file(vm.dir(), "other.key");
   const std::string virtiofsd = test_env().virtiofsd;
 
-  // Another snapshot to the same recipient first (its members are swapped in below), then
-  // the one loaded, left paused so that the guest's console is the restored guest's after it.
+  // Another snapshot to the same recipient first, a live one (its share's base and delta are
+  // sealed too; its members are swapped in below), then the one loaded, left paused so that
+  // the guest's console is the restored guest's after it.
   const std::string earlier = vm.dir() + "/earlier.ksnap";
   vm.wait_console("ksnap: appended 3\n");
-  save_paused(vm.qmp_path(), earlier, {"--encrypt-recipient", pub});
+  save_paused(vm.qmp_path(), earlier, {"--encrypt-recipient", pub, "--mode", "live"});
   vm.qmp().execute("cont");
+  CommandResult live = run_cli({"verify", earlier, "--decrypt-key", priv, "--json"});
+  INFO(live.error_output);
+  CHECK(live.status == 0);
+  CHECK(Json::parse(read_members(earlier)[0].data)["mode"] == "live");
   const std::string archive = vm.dir() + "/vm.ksnap";
   VfsMark m = save_vfs(vm, archive, {"--encrypt-recipient", pub});
   vm.kill();

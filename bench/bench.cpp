@@ -176,8 +176,8 @@ int main(int argc, char** argv) {
                              "--quiesce", "off", "--threads", "16"},
                             dir + "/save-wide.log");
   Run wide_sealed_save =
-    timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", dir + "/wide-sealed.ksnap", "--quiesce",
-               "off", "--threads", "16", "--encrypt-recipient", pub},
+    timed_cli({"save", "--mode", "stop", "--qmp", vm.qmp_path(), "-o", dir + "/wide-sealed.ksnap",
+               "--quiesce", "off", "--threads", "16", "--encrypt-recipient", pub},
               dir + "/save-wide-sealed.log");
   base_size = fs::file_size(dir + "/base.zst");
   cand_size = fs::file_size(dir + "/cand.ksnap");
@@ -228,7 +228,8 @@ int main(int argc, char** argv) {
            load(dir + "/stream.ksnap", run + "-stream", dir + "/load-stream.log").seconds);
        },
        [&] {
-         Run r = load(dir + "/sealed.ksnap", run + "-sealed", dir + "/load-sealed.log", {"--decrypt-key", priv});
+         Run r =
+           load(dir + "/sealed.ksnap", run + "-sealed", dir + "/load-sealed.log", {"--decrypt-key", priv});
          sealed_load.push_back(r.seconds);
          cand_rss = std::max(cand_rss, r.rss_kib);
        }},
@@ -236,8 +237,8 @@ int main(int argc, char** argv) {
   }
 
   Run wide_load = load(dir + "/wide.ksnap", dir + "/run-wide", dir + "/load-wide.log");
-  Run wide_sealed_load = load(dir + "/wide-sealed.ksnap", dir + "/run-wide-sealed", dir + "/load-wide-sealed.log",
-                              {"--decrypt-key", priv, "--threads", "16"});
+  Run wide_sealed_load = load(dir + "/wide-sealed.ksnap", dir + "/run-wide-sealed",
+                              dir + "/load-wide-sealed.log", {"--decrypt-key", priv, "--threads", "16"});
   double bs = median(base_save), cs = median(cand_save), bl = median(base_load), cl = median(cand_load);
   std::printf("\n%-28s %12s %12s %8s %s\n", "", "baseline", "kata-snap", "ratio", "target");
   std::printf("%-28s %11.2fs %11.2fs %7.2fx %s\n", "save (median)", bs, cs, cs / bs, "<= 1.00x");

@@ -22,7 +22,7 @@ bool qemu_has_multifd(qmp::Client& qmp) {
 
 unsigned multifd_channels(unsigned threads) {
   if (threads > 0) {
-    return std::min(threads, 255u);
+    return std::min(threads, k_max_multifd_channels);
   }
   return std::clamp(std::thread::hardware_concurrency(), 2u, 8u);
 }

@@ -21,8 +21,12 @@ inline constexpr const char* k_layout_multifd = "multifd"; // manifest vmstate.l
 // True when QEMU migrates multifd with zero pages sent as offsets (QEMU 9.0 and later).
 bool qemu_has_multifd(qmp::Client& qmp);
 
-// multifd channels for a save on this host: THREADS if set, else every core (2 to 8).
+// multifd channels for a save on this host: THREADS if set (at most 16), else every core (2 to 8).
 unsigned multifd_channels(unsigned threads);
+// More channels add nothing (QEMU's multifd threads only hand pages over; the compression
+// workers are --threads whatever the channel count), while a load holds a few chunks per
+// channel: its memory grows with them.
+inline constexpr unsigned k_max_multifd_channels = 16;
 
 // The multifd capability and parameters for CHANNELS uncompressed channels, put back by
 // the destructor.

@@ -57,7 +57,8 @@ void ArchiveWriter::record(const std::string& name, uint64_t size, const std::st
 }
 
 void ArchiveWriter::add_member(const std::string& name, std::span<const std::byte> data,
-                               const std::string& sha256, const std::string& raw_sha256, const MemberKey* key) {
+                               const std::string& sha256, const std::string& raw_sha256,
+                               const MemberKey* key) {
   KS_ASSERT(m_open_left == 0);
   if (m_sealer && key == nullptr) { // a small member (a share's removed list): sealed here
     Bytes sealed(data.begin(), data.end());

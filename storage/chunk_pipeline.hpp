@@ -22,7 +22,7 @@ struct CompressedChunk {
   std::string name;                   // the archive member it becomes
   std::string raw_sha256;             // of the uncompressed bytes, when the writer wants it
   std::optional<StoredMember> stored; // already in the repository: FRAME is empty
-  std::optional<MemberKey> key;          // an encrypted snapshot's: FRAME (or STORED) is sealed with it
+  std::optional<MemberKey> key;       // an encrypted snapshot's: FRAME (or STORED) is sealed with it
 };
 
 // An encrypted snapshot's chunk C: FRAME sealed in place, or, when the repository holds it,

@@ -120,7 +120,7 @@ public:
   // The member key of a member's header; throws (exit 3) when it is missing or does not
   // belong here.
   MemberKey member_key(const std::string& value, uint64_t position, const std::string& name,
-                   const std::string& sha256) const;
+                       const std::string& sha256) const;
   // Opens sealed DATA in place (it shrinks to the plaintext); throws (exit 3) on damage.
   void open(Bytes& data, const MemberKey& key, const std::string& name) const;
   // Opens a member read in pieces from SOURCE: returns a source of its plaintext, and a

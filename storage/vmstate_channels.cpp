@@ -52,7 +52,10 @@ struct Connection {
 
 size_t channel_chunk_size(size_t wanted, unsigned connections) {
   size_t size = wanted;
-  while (size > (1u << 20) && size * connections > k_chunk_memory_budget / 2) {
+  // The save holds a partial chunk per connection; a load may hold k_channel_queue chunks
+  // queued and one being decompressed per connection.
+  while (size > (1u << 20) && (size * connections > k_chunk_memory_budget / 2 ||
+                               size * connections * (k_channel_queue + 1) > k_chunk_memory_budget)) {
     size /= 2;
   }
   return size;

@@ -139,7 +139,8 @@ GuestOptions vfs_guest() {
 VfsMark save_vfs(GuestVm& vm, const std::string& archive, const std::vector<std::string>& args) {
   vm.wait_console("ksnap: appended 5\n");
   vm.wait_console("ksnap: cwd 2\n");
-  std::vector<std::string> argv = {"save", "--qmp", vm.qmp_path(), "-o", archive, "--after", "pause", "--json"};
+  std::vector<std::string> argv = {"save",  "--qmp",   vm.qmp_path(), "-o",
+                                   archive, "--after", "pause",       "--json"};
   argv.insert(argv.end(), args.begin(), args.end());
   CommandResult r = run_cli(argv);
   INFO(r.error_output);
@@ -176,6 +177,5 @@ void require_vfs_continues(const GuestVm& vm, const VfsMark& m, const std::strin
     REQUIRE(lines[i] == "line " + std::to_string(i + 1));
   }
 }
-
 
 } // namespace ks::test

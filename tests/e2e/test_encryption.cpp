@@ -36,8 +36,8 @@ std::string key_file(const std::string& dir, const std::string& name) {
 }
 
 // The load of SNAPSHOT with ARGS is refused with exit CODE and WHY, before anything started.
-void refused(const std::string& snapshot, const std::string& run_dir, const std::vector<std::string>& args, int code,
-             const std::string& why) {
+void refused(const std::string& snapshot, const std::string& run_dir, const std::vector<std::string>& args,
+             int code, const std::string& why) {
   std::vector<std::string> argv = {"load", snapshot, "--run-dir", run_dir};
   argv.insert(argv.end(), args.begin(), args.end());
   CommandResult r = run_cli(argv);

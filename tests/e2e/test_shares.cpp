@@ -13,7 +13,6 @@ using namespace ks;
 using namespace ks::test;
 namespace fs = std::filesystem;
 
-
 TEST_CASE("virtio-fs: open files carry on after save, kill, empty directory, load") {
   GuestVm vm(vfs_guest());
   std::string archive = vm.dir() + "/vm.ksnap";

@@ -7,6 +7,8 @@
 #include "storage/zstd_codec.hpp"
 #include "tests/fuzz/fuzz_util.hpp"
 
+#include <sys/stat.h>
+
 namespace {
 
 const ks::DecryptKey& seed_key() {

@@ -267,7 +267,7 @@ MemberKey Sealer::seal_file(int fd, uint64_t& size, std::string& sha256, const s
   Bytes cur(k_block);
   Bytes next(k_block);
   Sha256 hash;
-  GcmSealStream gcm(key.key, nonce, k_data_ad);
+  GcmStream gcm(key.key, nonce, k_data_ad, GcmStream::Mode::seal);
   size_t cur_n = static_cast<size_t>(std::min<uint64_t>(size, k_block));
   pread_exact(fd, std::span(cur).first(cur_n), 0, what);
   auto nonce_bytes = std::as_bytes(std::span(nonce));
@@ -277,14 +277,14 @@ MemberKey Sealer::seal_file(int fd, uint64_t& size, std::string& sha256, const s
     size_t next_n = static_cast<size_t>(std::min<uint64_t>(size - off - cur_n, k_block));
     pread_exact(fd, std::span(next).first(next_n), off + cur_n, what);
     auto block = std::span(cur).first(cur_n);
-    gcm.encrypt(block);
+    gcm.update(block);
     hash.update(block);
     pwrite_exact(fd, block, off + k_nonce_size, what);
     off += cur_n;
     std::swap(cur, next);
     cur_n = next_n;
   }
-  auto tag = gcm.finish();
+  auto tag = gcm.tag();
   pwrite_exact(fd, std::as_bytes(std::span(tag)), size + k_nonce_size, what);
   hash.update(std::as_bytes(std::span(tag)));
   size += k_sealed_overhead;
@@ -447,7 +447,7 @@ Opener::Stream Opener::open_stream(Source source, const MemberKey& key, const st
         st->end = true;
         return 0;
       }
-      st->gcm.emplace(st->key, nonce, k_data_ad);
+      st->gcm.emplace(st->key, nonce, k_data_ad, GcmStream::Mode::open);
     }
     while (!st->end) {
       // What was held back may be data after all; the last 16 bytes seen are held back again.
@@ -462,7 +462,7 @@ Opener::Stream Opener::open_stream(Source source, const MemberKey& key, const st
       std::memcpy(st->tail.data(), buf.data() + total - keep, keep);
       st->tail_n = keep;
       if (total > keep) {
-        st->gcm->decrypt(buf.first(total - keep));
+        st->gcm->update(buf.first(total - keep));
         return total - keep;
       }
     }
@@ -470,7 +470,7 @@ Opener::Stream Opener::open_stream(Source source, const MemberKey& key, const st
   };
   s.finish = [this, st, name] {
     if (!st->end || !st->gcm || st->tail_n != k_gcm_tag_size ||
-        !st->gcm->finish(std::span<const unsigned char, k_gcm_tag_size>(st->tail))) {
+        !st->gcm->check(std::span<const unsigned char, k_gcm_tag_size>(st->tail))) {
       damaged("member " + name + " does not decrypt (altered or truncated)");
     }
   };

@@ -98,60 +98,31 @@ Key32 hmac(std::span<const unsigned char> key, std::string_view data) {
 
 void gcm_seal(const Key32& key, const Nonce12& nonce, std::string_view ad, std::span<std::byte> data,
               std::span<unsigned char, k_gcm_tag_size> tag) {
-  EVP_CIPHER_CTX* ctx = gcm_context(key, nonce, ad, 1);
-  int len = 0;
-  try {
-    gcm_update(ctx, data);
-  } catch (...) {
-    EVP_CIPHER_CTX_free(ctx);
-    throw;
-  }
-  bool ok = EVP_EncryptFinal_ex(ctx, nullptr, &len) == 1 &&
-            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, k_gcm_tag_size, tag.data()) == 1;
-  EVP_CIPHER_CTX_free(ctx);
-  if (!ok) {
-    crypto_failed("AES-256-GCM");
-  }
+  GcmStream s(key, nonce, ad, GcmStream::Mode::seal);
+  s.update(data);
+  auto t = s.tag();
+  std::copy(t.begin(), t.end(), tag.begin());
 }
 
 bool gcm_open(const Key32& key, const Nonce12& nonce, std::string_view ad, std::span<std::byte> data,
               std::span<const unsigned char, k_gcm_tag_size> tag) {
-  GcmStream s(key, nonce, ad);
-  s.decrypt(data);
-  return s.finish(tag);
+  GcmStream s(key, nonce, ad, GcmStream::Mode::open);
+  s.update(data);
+  return s.check(tag);
 }
 
-GcmStream::GcmStream(const Key32& key, const Nonce12& nonce, std::string_view ad)
-  : m_ctx(gcm_context(key, nonce, ad, 0)) {}
+GcmStream::GcmStream(const Key32& key, const Nonce12& nonce, std::string_view ad, Mode mode)
+  : m_ctx(gcm_context(key, nonce, ad, mode == Mode::seal ? 1 : 0)) {}
 
 GcmStream::~GcmStream() {
   EVP_CIPHER_CTX_free(ctx_of(m_ctx));
 }
 
-void GcmStream::decrypt(std::span<std::byte> data) {
+void GcmStream::update(std::span<std::byte> data) {
   gcm_update(ctx_of(m_ctx), data);
 }
 
-bool GcmStream::finish(std::span<const unsigned char, k_gcm_tag_size> tag) {
-  unsigned char t[k_gcm_tag_size];
-  std::copy(tag.begin(), tag.end(), t);
-  int len = 0;
-  return EVP_CIPHER_CTX_ctrl(ctx_of(m_ctx), EVP_CTRL_GCM_SET_TAG, k_gcm_tag_size, t) == 1 &&
-         EVP_DecryptFinal_ex(ctx_of(m_ctx), nullptr, &len) == 1;
-}
-
-GcmSealStream::GcmSealStream(const Key32& key, const Nonce12& nonce, std::string_view ad)
-  : m_ctx(gcm_context(key, nonce, ad, 1)) {}
-
-GcmSealStream::~GcmSealStream() {
-  EVP_CIPHER_CTX_free(ctx_of(m_ctx));
-}
-
-void GcmSealStream::encrypt(std::span<std::byte> data) {
-  gcm_update(ctx_of(m_ctx), data);
-}
-
-std::array<unsigned char, k_gcm_tag_size> GcmSealStream::finish() {
+std::array<unsigned char, k_gcm_tag_size> GcmStream::tag() {
   std::array<unsigned char, k_gcm_tag_size> tag{};
   int len = 0;
   if (EVP_EncryptFinal_ex(ctx_of(m_ctx), nullptr, &len) != 1 ||
@@ -159,6 +130,14 @@ std::array<unsigned char, k_gcm_tag_size> GcmSealStream::finish() {
     crypto_failed("AES-256-GCM");
   }
   return tag;
+}
+
+bool GcmStream::check(std::span<const unsigned char, k_gcm_tag_size> tag) {
+  unsigned char t[k_gcm_tag_size];
+  std::copy(tag.begin(), tag.end(), t);
+  int len = 0;
+  return EVP_CIPHER_CTX_ctrl(ctx_of(m_ctx), EVP_CTRL_GCM_SET_TAG, k_gcm_tag_size, t) == 1 &&
+         EVP_DecryptFinal_ex(ctx_of(m_ctx), nullptr, &len) == 1;
 }
 
 PemKey read_pem_key(const std::string& path, KeyType type, bool public_ok) {

@@ -38,33 +38,22 @@ void gcm_seal(const Key32& key, const Nonce12& nonce, std::string_view ad, std::
 bool gcm_open(const Key32& key, const Nonce12& nonce, std::string_view ad, std::span<std::byte> data,
               std::span<const unsigned char, k_gcm_tag_size> tag);
 
-// AES-256-GCM decryption in pieces, for a member too large to hold (a share's tar).
-// Plaintext comes out before the tag is checked: finish() says whether it was genuine.
+// AES-256-GCM in pieces, in place: for a member too large to hold (a share's tar). When
+// opening, plaintext comes out before the tag is checked: check() says whether it was
+// genuine.
 class GcmStream {
 public:
-  GcmStream(const Key32& key, const Nonce12& nonce, std::string_view ad);
+  enum class Mode { seal, open };
+  GcmStream(const Key32& key, const Nonce12& nonce, std::string_view ad, Mode mode);
   ~GcmStream();
   GcmStream(const GcmStream&) = delete;
   GcmStream& operator=(const GcmStream&) = delete;
-  void decrypt(std::span<std::byte> data); // in place
-  bool finish(std::span<const unsigned char, k_gcm_tag_size> tag);
+  void update(std::span<std::byte> data);
+  std::array<unsigned char, k_gcm_tag_size> tag();                // Mode::seal, after the last piece
+  bool check(std::span<const unsigned char, k_gcm_tag_size> tag); // Mode::open
 
 private:
   void* m_ctx; // EVP_CIPHER_CTX
-};
-
-// The same, encrypting: TAG at the end.
-class GcmSealStream {
-public:
-  GcmSealStream(const Key32& key, const Nonce12& nonce, std::string_view ad);
-  ~GcmSealStream();
-  GcmSealStream(const GcmSealStream&) = delete;
-  GcmSealStream& operator=(const GcmSealStream&) = delete;
-  void encrypt(std::span<std::byte> data); // in place
-  std::array<unsigned char, k_gcm_tag_size> finish();
-
-private:
-  void* m_ctx;
 };
 
 // A PEM key: Ed25519 for signatures, X25519 for encryption.

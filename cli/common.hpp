@@ -53,5 +53,6 @@ void add_list(CLI::App& app, Registry& reg);
 void add_prune(CLI::App& app, Registry& reg);
 void add_check(CLI::App& app, Registry& reg);
 void add_gc(CLI::App& app, Registry& reg);
+void add_version(CLI::App& app, Registry& reg);
 
 } // namespace ks::cli

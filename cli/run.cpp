@@ -1,6 +1,7 @@
 #include "cli/run.hpp"
 
 #include "cli/common.hpp"
+#include "cli/version.hpp"
 #include "util/cancel.hpp"
 #include "util/error.hpp"
 #include "util/fault.hpp"
@@ -52,7 +53,7 @@ int report(const Error& e) {
 
 int run(int argc, char** argv) {
   CLI::App app{"kata-snapshot: whole-VM snapshots of QEMU virtual machines and Kata sandboxes"};
-  app.set_version_flag("--version", std::string("kata-snapshot ") + KSNAP_VERSION);
+  app.set_version_flag("--version", version_line());
   app.require_subcommand(1);
   Registry reg;
   add_save(app, reg);
@@ -69,6 +70,7 @@ int run(int argc, char** argv) {
   add_check(app, reg);
   add_gc(app, reg);
   add_watchdog(app, reg);
+  add_version(app, reg);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -15,7 +15,7 @@ sudo_cmd=()
 
 build_pkgs=(cmake g++ make pkg-config libcli11-dev nlohmann-json3-dev libarchive-dev
             libzstd-dev libssl-dev catch2 zstd cpio busybox-static kmod iproute2 e2fsprogs pv skopeo
-            clang libclang-rt-dev openssl go-md2man dpkg-dev man-db lintian)
+            clang libclang-rt-dev openssl go-md2man dpkg-dev man-db lintian file)
 qemu_pkgs=(qemu-system-x86 qemu-utils)
 
 apt_updated=0

@@ -9,16 +9,18 @@ void add_check(CLI::App& app, Registry& reg) {
   struct Args {
     std::string ref;
     bool read_data = false;
+    RegistryOptions registry;
   };
   auto a = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand(
-    "check", "Check an oci: repository: manifests, blobs, and with --read-data every byte");
-  cmd->add_option("repository", a->ref, "oci:DIR (or oci:DIR:TAG for one snapshot)")->required();
+  auto* cmd =
+    app.add_subcommand("check", "Check a repository: manifests, blobs, and with --read-data every byte");
+  cmd->add_option("repository", a->ref, k_repository_help)->required();
+  add_registry_options(*cmd, a->registry);
   cmd->add_flag("--read-data", a->read_data, "Also hash every blob and decompress every vmstate chunk");
   add_output_flags(*cmd, reg.global);
   cmd->callback([&reg, a] {
     reg.action = [&reg, a] {
-      Json r = check_repository(a->ref, a->read_data);
+      Json r = check_repository(a->ref, a->read_data, a->registry);
       std::string human;
       for (const auto& p : r["problems"]) {
         std::string users;

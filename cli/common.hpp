@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "storage/store/registry.hpp"
+
 namespace ks::cli {
 
 enum class Verbosity { quiet, normal, verbose };
@@ -20,11 +22,22 @@ struct GlobalOptions {
   }
 };
 
+// The help of a command's snapshot argument.
+inline constexpr const char* k_snapshot_help =
+  "Snapshot: a .ksnap FILE, - for stdin, oci:DIR[:TAG] or docker://HOST/REPO[:TAG|@DIGEST] "
+  "(no tag: the newest)";
+
+inline constexpr const char* k_repository_help = "oci:DIR or docker://HOST/REPO (with :TAG, one snapshot)";
+
 // Adds --json, -v and -q to a subcommand.
 void add_output_flags(CLI::App& cmd, GlobalOptions& global);
 
 // Adds --lock-wait SECONDS: how long to wait for a repository another command has locked.
 void add_lock_wait_option(CLI::App& cmd, std::chrono::milliseconds& wait);
+
+// Adds skopeo's registry flags: --creds, --authfile, --cert-dir, --tls-verify (with PREFIX
+// "src-" or "dest-", copy's per-side --src-creds and so on, and no --authfile).
+void add_registry_options(CLI::App& cmd, RegistryOptions& options, const std::string& prefix = "");
 
 // Prints JSON on stdout (machine output) or the human text, per --json.
 void print_result(const GlobalOptions& global, const nlohmann::json& json, const std::string& human);

@@ -11,9 +11,21 @@ void add_copy(CLI::App& app, Registry& reg) {
     RepoOptions o;
   };
   auto a = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("copy", "Copy a snapshot between .ksnap files, pipes and oci: repositories");
-  cmd->add_option("src", a->src, "Source: FILE, -, or oci:DIR[:TAG] (no tag: the newest)")->required();
-  cmd->add_option("dst", a->dst, "Destination: FILE, -, or oci:DIR[:TAG] (no tag: the UTC time)")->required();
+  auto* cmd =
+    app.add_subcommand("copy", "Copy a snapshot between .ksnap files, pipes, repositories and registries");
+  cmd
+    ->add_option("src", a->src,
+                 "Source: FILE, -, oci:DIR[:TAG] or docker://HOST/REPO[:TAG|@DIGEST] (no tag: the newest)")
+    ->required();
+  cmd
+    ->add_option("dst", a->dst,
+                 "Destination: FILE, -, oci:DIR[:TAG] or docker://HOST/REPO[:TAG] (no tag: the UTC time)")
+    ->required();
+  cmd->add_option_function<std::string>(
+    "--authfile", [a](const std::string& f) { a->o.registry.authfile = a->o.dest_registry.authfile = f; },
+    "containers-auth.json(5) file with registry credentials, for both sides");
+  add_registry_options(*cmd, a->o.registry, "src-");
+  add_registry_options(*cmd, a->o.dest_registry, "dest-");
   cmd->add_flag("--force", a->o.overwrite, "Replace an existing file or tag");
   add_lock_wait_option(*cmd, a->o.lock_wait);
   add_output_flags(*cmd, reg.global);

@@ -57,16 +57,18 @@ std::string describe(const nlohmann::json& m) {
 } // namespace
 
 void add_inspect(CLI::App& app, Registry& reg) {
-  auto archive = std::make_shared<std::string>();
+  struct Args {
+    std::string archive;
+    RegistryOptions registry;
+  };
+  auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("inspect", "Show an archive's manifest (reads only the manifest)");
-  cmd
-    ->add_option("archive", *archive,
-                 "Snapshot: a .ksnap FILE, - for stdin, or oci:DIR[:TAG] (no tag: the newest)")
-    ->required();
+  cmd->add_option("archive", a->archive, k_snapshot_help)->required();
+  add_registry_options(*cmd, a->registry);
   add_output_flags(*cmd, reg.global);
-  cmd->callback([&reg, archive] {
-    reg.action = [&reg, archive] {
-      nlohmann::json m = read_manifest(*archive);
+  cmd->callback([&reg, a] {
+    reg.action = [&reg, a] {
+      nlohmann::json m = read_manifest(a->archive, a->registry);
       print_result(reg.global, m, describe(m));
       return 0;
     };
@@ -79,14 +81,13 @@ void add_verify(CLI::App& app, Registry& reg) {
     bool host = false;
     std::string key;
     std::string decrypt_key;
+    RegistryOptions registry;
   };
   auto a = std::make_shared<Args>();
   auto* cmd =
     app.add_subcommand("verify", "Check every byte of an archive (hashes, index, QEMU stream header)");
-  cmd
-    ->add_option("archive", a->archive,
-                 "Snapshot: a .ksnap FILE, - for stdin, or oci:DIR[:TAG] (no tag: the newest)")
-    ->required();
+  cmd->add_option("archive", a->archive, k_snapshot_help)->required();
+  add_registry_options(*cmd, a->registry);
   cmd->add_flag("--host", a->host, "Also check that this host can load it, and say why not");
   cmd->add_option("--key", a->key, "Require a signature by this Ed25519 public key (PEM); exit 3 without it");
   cmd->add_option("--decrypt-key", a->decrypt_key,
@@ -95,7 +96,7 @@ void add_verify(CLI::App& app, Registry& reg) {
   add_output_flags(*cmd, reg.global);
   cmd->callback([&reg, a] {
     reg.action = [&reg, a] {
-      nlohmann::json r = verify_archive(a->archive, a->host, 0, a->key, a->decrypt_key);
+      nlohmann::json r = verify_archive(a->archive, a->host, 0, a->registry, a->key, a->decrypt_key);
       std::string human = a->archive + ": intact (" + std::to_string(r["vmstate_chunks"].get<uint64_t>()) +
                           " chunks" +
                           (r["vmstate_bytes"].is_null()

@@ -8,13 +8,18 @@
 namespace ks::cli {
 
 void add_list(CLI::App& app, Registry& reg) {
-  auto ref = std::make_shared<std::string>();
-  auto* cmd = app.add_subcommand("list", "List the snapshots of an oci: repository, oldest first");
-  cmd->add_option("repository", *ref, "oci:DIR (or oci:DIR:TAG for one snapshot)")->required();
+  struct Args {
+    std::string ref;
+    RegistryOptions registry;
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("list", "List the snapshots of a repository, oldest first");
+  cmd->add_option("repository", a->ref, k_repository_help)->required();
+  add_registry_options(*cmd, a->registry);
   add_output_flags(*cmd, reg.global);
-  cmd->callback([&reg, ref] {
-    reg.action = [&reg, ref] {
-      Json list = list_snapshots(*ref);
+  cmd->callback([&reg, a] {
+    reg.action = [&reg, a] {
+      Json list = list_snapshots(a->ref, a->registry);
       std::string human =
         "TAG                   CREATED               SIZE       ONLY HERE  HOST / SANDBOX, LABELS\n";
       for (const auto& s : list) {

@@ -33,10 +33,8 @@ void add_load(CLI::App& app, Registry& reg) {
   auto* cmd =
     app.add_subcommand("load", "Start a VM from a .ksnap archive (it keeps running after this exits)");
   cmd->alias("restore");
-  cmd
-    ->add_option("archive", a->o.archive,
-                 "Snapshot to load: a .ksnap FILE, - for stdin, or oci:DIR[:TAG] (no tag: the newest)")
-    ->required();
+  cmd->add_option("archive", a->o.archive, k_snapshot_help)->required();
+  add_registry_options(*cmd, a->o.registry);
   cmd->add_option("--run-dir", a->o.run_dir, "Directory for the new QMP socket, pid file, sockets and logs");
   cmd->add_option("--qmp", a->o.qmp_socket, "QMP socket path of the restored VM (default RUN_DIR/qmp.sock)");
   cmd->add_option("--share-dir", a->share_dirs, "TAG=DIR: restore a virtio-fs share into DIR");

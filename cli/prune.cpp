@@ -14,7 +14,8 @@ void add_prune(CLI::App& app, Registry& reg) {
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand(
     "prune", "Remove the snapshots no --keep-* rule keeps (restic's rules); `gc` then frees their blobs");
-  cmd->add_option("repository", a->ref, "oci:DIR")->required();
+  cmd->add_option("repository", a->ref, "oci:DIR or docker://HOST/REPO")->required();
+  add_registry_options(*cmd, a->o.registry);
   cmd->add_option("--keep-last", a->policy.last, "Keep the N newest snapshots");
   cmd->add_option("--keep-hourly", a->policy.hourly, "Keep the newest snapshot of each of the last N hours");
   cmd->add_option("--keep-daily", a->policy.daily, "Keep the newest snapshot of each of the last N days");

@@ -25,6 +25,22 @@ void add_lock_wait_option(CLI::App& cmd, std::chrono::milliseconds& wait) {
     ->check(CLI::Range(0.0, 86400.0));
 }
 
+void add_registry_options(CLI::App& cmd, RegistryOptions& o, const std::string& prefix) {
+  std::string what = prefix.empty() ? "" : prefix == "src-" ? " of the source" : " of the destination";
+  cmd.add_option("--" + prefix + "creds", o.creds, "USER:PASSWORD for a docker:// registry" + what);
+  if (prefix.empty()) {
+    cmd.add_option("--authfile", o.authfile,
+                   "containers-auth.json(5) file with registry credentials (default: $REGISTRY_AUTH_FILE, "
+                   "$XDG_RUNTIME_DIR/containers/auth.json, ~/.docker/config.json)");
+  }
+  cmd.add_option(
+    "--" + prefix + "cert-dir", o.tls.cert_dir,
+    "Directory of CA certificates (*.crt) and a client certificate (*.cert, *.key) for the registry" + what);
+  cmd.add_flag("--" + prefix + "tls-verify", o.tls.verify,
+               "Verify the registry's TLS certificate" + what +
+                 " (default true; false also allows plain HTTP)");
+}
+
 void print_result(const GlobalOptions& global, const nlohmann::json& json, const std::string& human) {
   if (global.json) {
     std::cout << json.dump(2) << std::endl;

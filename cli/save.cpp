@@ -107,9 +107,10 @@ void add_save(CLI::App& app, Registry& reg) {
   cmd->add_option("--sandbox", a->sandbox, "Kata sandbox id (instead of --qmp)");
   cmd->add_option("--kata-root", a->kata_root, "Prefix of Kata's /run paths (default /)");
   cmd
-    ->add_option("-o,--output", a->o.output,
-                 "Where the snapshot goes: a .ksnap FILE, - for stdout, or oci:DIR[:TAG] (a repository; "
-                 "without a tag, the UTC time such as 20261127T020000Z)")
+    ->add_option(
+      "-o,--output", a->o.output,
+      "Where the snapshot goes: a .ksnap FILE, - for stdout, oci:DIR[:TAG] (a repository) or "
+      "docker://HOST/REPO[:TAG] (a registry); without a tag, the UTC time such as 20261127T020000Z")
     ->required();
   cmd
     ->add_option("--mode", a->mode,
@@ -164,6 +165,7 @@ void add_save(CLI::App& app, Registry& reg) {
                   "openssl rand -hex 32). Repeatable");
   cmd->add_flag("--force", a->force, "Overwrite an existing archive, or replace a repository's tag");
   add_lock_wait_option(*cmd, a->o.lock_wait);
+  add_registry_options(*cmd, a->o.registry);
   add_output_flags(*cmd, reg.global);
   cmd->callback([&reg, a] { reg.action = [&reg, a] { return run_save(*a, reg.global); }; });
 }

@@ -16,11 +16,12 @@
 
 namespace ks {
 
-nlohmann::json read_manifest(const std::string& archive) {
-  return open_snapshot(archive)->manifest();
+nlohmann::json read_manifest(const std::string& archive, const RegistryOptions& registry) {
+  return open_snapshot(archive, registry)->manifest();
 }
 
-nlohmann::json verify_archive(const std::string& archive, bool host, unsigned threads, const std::string& key,
+nlohmann::json verify_archive(const std::string& archive, bool host, unsigned threads,
+                              const RegistryOptions& registry, const std::string& key,
                               const std::string& decrypt_key) {
   std::optional<VerifyKey> verify_key;
   if (!key.empty()) {
@@ -30,7 +31,7 @@ nlohmann::json verify_archive(const std::string& archive, bool host, unsigned th
   if (!decrypt_key.empty()) {
     opener_key = DecryptKey::load(decrypt_key);
   }
-  std::unique_ptr<ArchiveReader> opened = open_snapshot(archive);
+  std::unique_ptr<ArchiveReader> opened = open_snapshot(archive, registry);
   ArchiveReader& reader = *opened;
   if (opener_key) {
     reader.unlock(*opener_key);

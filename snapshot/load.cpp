@@ -163,7 +163,7 @@ void LoadSession::open_archive() {
   if (!m_o.decrypt_key.empty()) {
     decrypt_key = DecryptKey::load(m_o.decrypt_key);
   }
-  m_reader = open_snapshot(m_o.archive); // a .ksnap file, stdin, or a repository's snapshot
+  m_reader = open_snapshot(m_o.archive, m_o.registry); // a .ksnap file, stdin, or a repository's snapshot
   if (m_reader->encrypted() && !decrypt_key) {
     throw Error(m_o.archive + " is encrypted", ExitCode::usage,
                 "pass --decrypt-key with the private key or key file of one of its recipients "
@@ -175,7 +175,7 @@ void LoadSession::open_archive() {
   std::optional<PeekedIndex> peeked;
   bool from_pipe = parse_reference(m_o.archive).kind == Reference::Kind::pipe;
   if (verify_key || (decrypt_key && !from_pipe)) { // from a pipe, seals are checked as members arrive
-    peeked = peek_index(m_o.archive, verify_key ? "a signature is checked" : "seals are checked");
+    peeked = peek_index(m_o.archive, verify_key ? "a signature is checked" : "seals are checked", m_o.registry);
   }
   if (verify_key) {
     verify_key->check(peeked->signature, peeked->text, m_o.archive);

@@ -1,6 +1,8 @@
 // `kata-snapshot load`: a new QEMU (and virtiofsd) from a .ksnap archive, left running.
 #pragma once
 
+#include "storage/store/registry.hpp"
+
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -9,7 +11,8 @@
 namespace ks {
 
 struct LoadOptions {
-  std::string archive;                           // a path, or "-" for stdin
+  std::string archive;                           // a reference: a path, "-" for stdin, oci:, docker://
+  RegistryOptions registry;                      // a docker:// reference's access
   std::string run_dir;                           // empty: a new directory under /run/kata-snapshot
   std::string qmp_socket;                        // empty: RUN_DIR/qmp.sock
   std::map<std::string, std::string> share_dirs; // tag -> directory

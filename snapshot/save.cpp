@@ -104,7 +104,7 @@ void SaveSession::preflight() {
   }
   m_output = SnapshotOutput::open(
     m_o.output,
-    {.overwrite = m_o.overwrite == Overwrite::yes, .lock_wait = m_o.lock_wait, .purpose = "save"});
+    {.overwrite = m_o.overwrite == Overwrite::yes, .lock_wait = m_o.lock_wait, .purpose = "save", .registry = m_o.registry});
   for (const auto& path : m_output->temp_paths()) {
     m_watchdog->also_remove(path);
   }

@@ -1,6 +1,8 @@
 // `kata-snapshot save`: the whole VM into a .ksnap archive.
 #pragma once
 
+#include "storage/store/registry.hpp"
+
 #include "snapshot/live/precopy.hpp"
 #include "snapshot/quiesce.hpp"
 
@@ -22,7 +24,8 @@ enum class VmstateLayout { automatic, stream, mapped_ram, multifd };
 
 struct SaveOptions {
   std::string qmp_socket;
-  std::string output; // a reference (storage/store/reference.hpp): PATH, -, oci:DIR[:TAG]
+  std::string output; // a reference (storage/store/reference.hpp): PATH, -, oci:DIR[:TAG], docker://
+  RegistryOptions registry; // a docker:// output's access
   SaveMode mode = SaveMode::automatic;
   VmstateLayout layout = VmstateLayout::automatic;
 

@@ -229,6 +229,21 @@ bool base64_decode(std::string_view text, std::span<unsigned char> out) {
   return true;
 }
 
+std::optional<std::string> base64_decode(std::string_view text) {
+  if (text.size() % 4 != 0) {
+    return std::nullopt;
+  }
+  size_t pad = 0;
+  for (size_t i = text.size(); i > 0 && pad < 2 && text[i - 1] == '='; --i) {
+    ++pad;
+  }
+  std::string out(text.size() / 4 * 3 - pad, '\0');
+  if (!base64_decode(text, std::span(reinterpret_cast<unsigned char*>(out.data()), out.size()))) {
+    return std::nullopt;
+  }
+  return out;
+}
+
 std::string hex(std::span<const unsigned char> data) {
   static constexpr char k_digits[] = "0123456789abcdef";
   std::string out;

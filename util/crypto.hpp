@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -79,6 +80,8 @@ Key32 x25519_shared(const std::shared_ptr<void>& private_key, const Key32& peer_
 std::string base64(std::span<const unsigned char> data);
 // Decodes standard base64 of exactly OUT.size() bytes; false when TEXT is not that.
 bool base64_decode(std::string_view text, std::span<unsigned char> out);
+// Decodes standard base64 of any length; nullopt when TEXT is not base64.
+std::optional<std::string> base64_decode(std::string_view text);
 std::string hex(std::span<const unsigned char> data);
 
 template <size_t N>

@@ -14,6 +14,10 @@ enum class ExitCode : int {
   usage = 2,
   archive_invalid = 3,
   locked = 4,
+  registry_unreachable = 5,  // no answer, or 5xx after the retries
+  registry_unauthorized = 6, // credentials missing or refused
+  registry_not_found = 7,    // no such repository, tag or digest
+  registry_untrusted = 8,    // its TLS certificate does not verify
 };
 
 class Error : public std::runtime_error {

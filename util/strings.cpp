@@ -1,5 +1,7 @@
 #include "util/strings.hpp"
 
+#include <cctype>
+
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
@@ -27,6 +29,14 @@ std::string join(const std::vector<std::string>& parts, std::string_view sep) {
       out += sep;
     }
     out += parts[i];
+  }
+  return out;
+}
+
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   }
   return out;
 }

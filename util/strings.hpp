@@ -11,6 +11,7 @@ namespace ks {
 std::vector<std::string> split(std::string_view s, char sep);
 std::string join(const std::vector<std::string>& parts, std::string_view sep);
 std::string trim(std::string_view s);
+std::string lowercase(std::string_view s); // ASCII only
 
 // "1.5 GiB"-style size.
 std::string human_size(uint64_t bytes);

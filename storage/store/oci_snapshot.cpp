@@ -67,12 +67,11 @@ uint64_t OciSnapshot::size() const {
   return total;
 }
 
-OciSnapshot read_snapshot(const OciLayout& layout, const Descriptor& manifest) {
-  std::string what = "snapshot " + manifest.digest + " in " + layout.dir();
+OciSnapshot parse_snapshot(const Descriptor& manifest, std::span<const std::byte> data,
+                           const std::string& what) {
   if (manifest.media_type != k_oci_manifest_type) {
     damaged(what, "its media type is " + manifest.media_type + ", not an image manifest");
   }
-  Bytes data = layout.read_blob(manifest, k_max_manifest_size, what);
   Json m = Json::parse(std::string(reinterpret_cast<const char*>(data.data()), data.size()), nullptr, false);
   if (!m.is_object() || m.value("schemaVersion", 0) != 2 || m.value("mediaType", "") != k_oci_manifest_type) {
     damaged(what, "its manifest is not an OCI image manifest");
@@ -108,6 +107,11 @@ OciSnapshot read_snapshot(const OciLayout& layout, const Descriptor& manifest) {
     damaged(what, "its annotations are not an object");
   }
   return s;
+}
+
+OciSnapshot read_snapshot(const OciLayout& layout, const Descriptor& manifest) {
+  std::string what = "snapshot " + manifest.digest + " in " + layout.dir();
+  return parse_snapshot(manifest, layout.read_blob(manifest, k_max_manifest_size, what), what);
 }
 
 std::vector<OciSnapshot> read_snapshots(const OciLayout& layout) {
@@ -148,12 +152,13 @@ OciSnapshot find_snapshot(const OciLayout& layout, const std::string& tag) {
   return *found;
 }
 
-RawIndex build_raw_index(const OciLayout& layout) {
+RawIndex build_raw_index(const std::vector<OciSnapshot>& snapshots,
+                         const std::function<bool(const Descriptor&)>& stored) {
   RawIndex index;
-  for (const auto& s : read_snapshots(layout)) {
+  for (const auto& s : snapshots) {
     for (const auto& l : s.layers) {
       std::string raw = l.annotation(k_raw_annotation);
-      if (!raw.empty() && !index.contains(raw) && layout.blob_size(l.digest) == l.size) {
+      if (!raw.empty() && !index.contains(raw) && stored(l)) {
         index.emplace(raw, StoredMember{l.hex(), l.size});
       }
     }
@@ -161,11 +166,13 @@ RawIndex build_raw_index(const OciLayout& layout) {
   return index;
 }
 
-OciSink::OciSink(OciLayout layout, std::string tag, bool overwrite, RawIndex known)
-  : m_layout(std::move(layout)), m_tag(std::move(tag)), m_overwrite(overwrite), m_known(std::move(known)) {}
+RawIndex build_raw_index(const OciLayout& layout) {
+  return build_raw_index(read_snapshots(layout),
+                         [&](const Descriptor& l) { return layout.blob_size(l.digest) == l.size; });
+}
 
-Descriptor OciSink::describe(const std::string& name, const std::string& sha256, uint64_t size,
-                             const TarAttrs& attrs) const {
+Descriptor member_descriptor(const std::string& name, const std::string& sha256, uint64_t size,
+                             const TarAttrs& attrs) {
   Descriptor d{member_media_type(name), sha256_digest(sha256), size, Json::object()};
   if (name != k_manifest_member) {
     d.annotations[k_title_annotation] = name;
@@ -177,6 +184,23 @@ Descriptor OciSink::describe(const std::string& name, const std::string& sha256,
   }
   return d;
 }
+
+ArchiveEntry member_entry(const OciSnapshot& s, size_t i) {
+  const Descriptor& d = i == 0 ? s.config : s.layers[i - 1];
+  ArchiveEntry entry;
+  entry.name = i == 0 ? std::string(k_manifest_member) : d.annotation(k_title_annotation);
+  entry.size = d.size;
+  entry.attrs = {{k_sha256_attr, d.hex()}};
+  for (const auto& [key, annotation] : k_attr_annotations) {
+    if (std::string value = d.annotation(annotation); !value.empty()) {
+      entry.attrs[key] = value;
+    }
+  }
+  return entry;
+}
+
+OciSink::OciSink(OciLayout layout, std::string tag, bool overwrite, RawIndex known)
+  : m_layout(std::move(layout)), m_tag(std::move(tag)), m_overwrite(overwrite), m_known(std::move(known)) {}
 
 // A member handed over whole was hashed from these very bytes by the archive writer's caller
 // (a chunk just compressed, manifest.json, index.json): not hashed again on the hot path.
@@ -192,7 +216,7 @@ void OciSink::begin(const std::string& name, uint64_t size, const TarAttrs& attr
 
 void OciSink::open(const std::string& name, uint64_t size, const TarAttrs& attrs, BlobCheck check) {
   KS_ASSERT(!m_open);
-  Descriptor d = describe(name, attr(attrs, k_sha256_attr), size, attrs);
+  Descriptor d = member_descriptor(name, attr(attrs, k_sha256_attr), size, attrs);
   if (!m_config) {
     KS_ASSERT(name == k_manifest_member);
     m_config = d;
@@ -234,11 +258,14 @@ std::optional<StoredMember> OciSink::find_raw(const std::string& raw_sha256) con
 
 void OciSink::add_stored(const std::string& name, const StoredMember& stored, const TarAttrs& attrs) {
   KS_ASSERT(m_config && !m_open);
-  m_layers.push_back(describe(name, stored.sha256, stored.size, attrs));
+  m_layers.push_back(member_descriptor(name, stored.sha256, stored.size, attrs));
 }
 
-Json OciSink::annotations() const {
-  Json m = Json::parse(m_manifest_text, nullptr, false);
+namespace {
+
+// The facts of manifest.json (TEXT) a registry UI or `list` shows without reading it.
+Json snapshot_annotations(const std::string& text) {
+  Json m = Json::parse(text, nullptr, false);
   Json a = Json::object();
   if (!m.is_object()) {
     return a;
@@ -263,32 +290,41 @@ Json OciSink::annotations() const {
   return a;
 }
 
-void OciSink::close() {
-  KS_ASSERT(m_config && !m_open);
-  Json layers = Json::array();
-  for (const auto& l : m_layers) {
-    layers.push_back(l.to_json());
+} // namespace
+
+std::string image_manifest_text(const Descriptor& config, const std::vector<Descriptor>& layers,
+                                const std::string& manifest_json) {
+  Json list = Json::array();
+  for (const auto& l : layers) {
+    list.push_back(l.to_json());
   }
   Json manifest = {{"schemaVersion", 2},
                    {"mediaType", k_oci_manifest_type},
                    {"artifactType", k_artifact_type},
-                   {"config", m_config->to_json()},
-                   {"layers", layers},
-                   {"annotations", annotations()}};
+                   {"config", config.to_json()},
+                   {"layers", list},
+                   {"annotations", snapshot_annotations(manifest_json)}};
   std::string text = manifest.dump();
   if (text.size() > k_max_manifest_size) {
     throw Error("the snapshot's OCI manifest would be " + std::to_string(text.size()) + " bytes, over the " +
                   std::to_string(k_max_manifest_size) + " registries accept",
                 ExitCode::failed, "save with a larger --chunk-size");
   }
+  return text;
+}
+
+void OciSink::close() {
+  KS_ASSERT(m_config && !m_open);
+  std::string text = image_manifest_text(*m_config, m_layers, m_manifest_text);
   m_digest = sha256_digest(sha256_hex(text));
   m_batch.publish(); // every blob it names is durable before the manifest is
   m_layout.put_blob(as_bytes(text), m_digest);
-  Descriptor d{k_oci_manifest_type,
-               m_digest,
-               text.size(),
-               {{k_oci_ref_name, m_tag},
-                {k_created_annotation, manifest["annotations"].value(k_created_annotation, "")}}};
+  Descriptor d{
+    k_oci_manifest_type,
+    m_digest,
+    text.size(),
+    {{k_oci_ref_name, m_tag},
+     {k_created_annotation, snapshot_annotations(m_manifest_text).value(k_created_annotation, "")}}};
   m_layout.update_index([&](Json& index) {
     Json kept = Json::array();
     for (const auto& j : index["manifests"]) {
@@ -316,14 +352,7 @@ bool OciSource::next(ArchiveEntry& entry) {
     return false;
   }
   const Descriptor& d = m_next == 0 ? m_snapshot.config : m_snapshot.layers[m_next - 1];
-  entry.name = m_next == 0 ? std::string(k_manifest_member) : d.annotation(k_title_annotation);
-  entry.size = d.size;
-  entry.attrs = {{k_sha256_attr, d.hex()}};
-  for (const auto& [key, annotation] : k_attr_annotations) {
-    if (std::string value = d.annotation(annotation); !value.empty()) {
-      entry.attrs[key] = value;
-    }
-  }
+  entry = member_entry(m_snapshot, m_next);
   ++m_next;
   m_blob = Fd(::open(m_layout.blob_path(d.digest).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
   struct stat st {};

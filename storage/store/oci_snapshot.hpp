@@ -11,6 +11,7 @@
 
 #include "util/fd.hpp"
 
+#include <functional>
 #include <unordered_map>
 #include <vector>
 
@@ -45,6 +46,9 @@ struct OciSnapshot {
 // is not a kata-snapshot). Manifests of other artifacts are skipped.
 std::vector<OciSnapshot> read_snapshots(const OciLayout& layout);
 OciSnapshot read_snapshot(const OciLayout& layout, const Descriptor& manifest);
+// The snapshot image manifest DATA (described by MANIFEST), checked; WHAT names it.
+OciSnapshot parse_snapshot(const Descriptor& manifest, std::span<const std::byte> data,
+                           const std::string& what);
 // The snapshot tagged TAG, or with TAG empty the newest one; throws (exit 3) when none.
 OciSnapshot find_snapshot(const OciLayout& layout, const std::string& tag);
 
@@ -52,6 +56,20 @@ OciSnapshot find_snapshot(const OciLayout& layout, const std::string& tag);
 // the snapshots in LAYOUT whose blobs are there with the right size).
 using RawIndex = std::unordered_map<std::string, StoredMember>;
 RawIndex build_raw_index(const OciLayout& layout);
+// The same over SNAPSHOTS, with the layers STORED says are there.
+RawIndex build_raw_index(const std::vector<OciSnapshot>& snapshots,
+                         const std::function<bool(const Descriptor&)>& stored);
+
+// The layer (or config) descriptor of archive member NAME: its SHA-256, size and header
+// attributes (as annotations); and back, member I of S (0: manifest.json) as an entry.
+Descriptor member_descriptor(const std::string& name, const std::string& sha256, uint64_t size,
+                             const TarAttrs& attrs);
+ArchiveEntry member_entry(const OciSnapshot& s, size_t i);
+
+// The image manifest of a snapshot with CONFIG and LAYERS, its annotations taken from
+// MANIFEST_JSON (manifest.json's text); throws when it is over what registries accept.
+std::string image_manifest_text(const Descriptor& config, const std::vector<Descriptor>& layers,
+                                const std::string& manifest_json);
 
 // Writes an archive's members as blobs and, on close(), its image manifest, then tags it.
 class OciSink : public EntrySink {
@@ -70,11 +88,8 @@ public:
   uint64_t blob_bytes_written() const { return m_written; }
 
 private:
-  Descriptor describe(const std::string& name, const std::string& sha256, uint64_t size,
-                      const TarAttrs& attrs) const;
   void open(const std::string& name, uint64_t size, const TarAttrs& attrs, BlobCheck check);
   void finish_open();
-  Json annotations() const;
 
   OciLayout m_layout;
   std::string m_tag;

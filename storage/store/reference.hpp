@@ -10,9 +10,10 @@ namespace ks {
 struct Reference {
   enum class Kind { file, pipe, oci, registry };
   Kind kind = Kind::file;
-  std::string path; // file: the path; oci: the layout's directory; registry: HOST[:PORT]/REPO
-  std::string tag;  // oci, registry: the tag, or "" (none given)
-  std::string text; // as the user wrote it
+  std::string path;               // file: the path; oci: the layout's directory; registry: HOST[:PORT]/REPO
+  std::string tag;                // oci, registry: the tag, or "" (none given)
+  std::string host, repo, digest; // registry: HOST[:PORT], REPO, and sha256:... after @
+  std::string text;               // as the user wrote it
 
   // "oci:DIR:TAG" with the tag given, for messages and results.
   std::string with_tag(const std::string& t) const;

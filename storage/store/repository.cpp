@@ -2,12 +2,14 @@
 
 #include "storage/store/oci_layout.hpp"
 #include "storage/store/oci_snapshot.hpp"
+#include "storage/store/registry_snapshot.hpp"
 #include "storage/store/store.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/file_lock.hpp"
 
 #include <fcntl.h>
+#include <functional>
 #include <map>
 #include <set>
 #include <sys/stat.h>
@@ -17,19 +19,17 @@ namespace ks {
 
 namespace {
 
-OciLayout open_repository(const std::string& text, bool tag_allowed, std::string* tag = nullptr) {
+// TEXT as a repository reference (oci: or docker://), or a usage Error.
+Reference repository_reference(const std::string& text, bool tag_allowed) {
   Reference ref = parse_reference(text);
-  if (ref.kind != Reference::Kind::oci) {
-    throw Error(text + " is not a repository", ExitCode::usage, "name one as oci:DIR");
+  if (ref.kind != Reference::Kind::oci && ref.kind != Reference::Kind::registry) {
+    throw Error(text + " is not a repository", ExitCode::usage, "name one as oci:DIR or docker://HOST/REPO");
   }
-  if (!ref.tag.empty() && !tag_allowed) {
+  if ((!ref.tag.empty() || !ref.digest.empty()) && !tag_allowed) {
     throw Error(text + " names a snapshot; this command takes the whole repository", ExitCode::usage,
-                "write oci:" + ref.path);
+                "write " + ref.with_tag(""));
   }
-  if (tag) {
-    *tag = ref.tag;
-  }
-  return OciLayout(ref.path, OciLayout::Create::no);
+  return ref;
 }
 
 FileLock lock_exclusive(const OciLayout& layout, const std::string& purpose, const RepoOptions& o) {
@@ -117,9 +117,10 @@ std::string annotation(const OciSnapshot& s, const std::string& key) {
 } // namespace
 
 Json copy_snapshot(const std::string& src, const std::string& dst, const RepoOptions& o) {
-  std::unique_ptr<ArchiveReader> reader = open_snapshot(src);
-  std::unique_ptr<SnapshotOutput> out =
-    SnapshotOutput::open(dst, {.overwrite = o.overwrite, .lock_wait = o.lock_wait, .purpose = "copy"});
+  std::unique_ptr<ArchiveReader> reader = open_snapshot(src, o.registry);
+  std::unique_ptr<SnapshotOutput> out = SnapshotOutput::open(
+    dst,
+    {.overwrite = o.overwrite, .lock_wait = o.lock_wait, .purpose = "copy", .registry = o.dest_registry});
   // An encrypted snapshot is copied sealed, its MACs and members' sealed keys with it: they
   // stay valid, since names, positions and bytes are the same.
   ArchiveWriter& writer = out->start(
@@ -174,10 +175,16 @@ Json copy_snapshot(const std::string& src, const std::string& dst, const RepoOpt
   return r;
 }
 
-Json list_snapshots(const std::string& ref) {
-  std::string tag;
-  OciLayout layout = open_repository(ref, true, &tag);
-  std::vector<OciSnapshot> all = read_snapshots(layout);
+Json list_snapshots(const std::string& text, const RegistryOptions& registry) {
+  Reference ref = repository_reference(text, true);
+  std::string tag = ref.tag;
+  std::vector<OciSnapshot> all;
+  if (ref.kind == Reference::Kind::registry) {
+    Registry r(ref.host, ref.repo, registry);
+    all = ref.digest.empty() ? read_snapshots(r) : std::vector<OciSnapshot>{find_snapshot(r, "", ref.digest)};
+  } else {
+    all = read_snapshots(OciLayout(ref.path, OciLayout::Create::no));
+  }
   std::map<std::string, unsigned> users; // blob -> snapshots that need it
   std::map<std::string, uint64_t> sizes;
   for (const auto& s : all) {
@@ -220,15 +227,19 @@ Json list_snapshots(const std::string& ref) {
   return out;
 }
 
-Json prune_snapshots(const std::string& ref, const KeepPolicy& policy, const RepoOptions& o) {
-  OciLayout layout = open_repository(ref, false);
-  if (policy.empty()) {
-    throw Error("no keep rule given: prune would remove every snapshot", ExitCode::usage,
-                "pass --keep-last N, --keep-daily N, ... (see kata-snapshot(1), prune)");
-  }
-  FileLock lock = lock_exclusive(layout, "prune", o);
-  note_taken_over(lock);
-  std::vector<OciSnapshot> all = read_snapshots(layout);
+namespace {
+
+// What a keep POLICY decides for the snapshots ALL.
+struct Pruning {
+  Json kept = Json::array();
+  Json removed = Json::array();
+  std::set<std::pair<std::string, std::string>> remove; // (digest, tag): a manifest may have several tags
+  std::set<std::string> kept_digests;
+
+  Json result(bool dry_run) const { return {{"kept", kept}, {"removed", removed}, {"dry_run", dry_run}}; }
+};
+
+Pruning decide(const std::vector<OciSnapshot>& all, const KeepPolicy& policy) {
   std::vector<RetentionItem> items;
   for (const auto& s : all) {
     std::map<std::string, std::string> labels;
@@ -239,52 +250,120 @@ Json prune_snapshots(const std::string& ref, const KeepPolicy& policy, const Rep
     items.push_back({s.tag, s.created(), labels});
   }
   std::vector<RetentionDecision> decisions = apply_policy(items, policy);
-  Json kept = Json::array();
-  Json removed = Json::array();
-  std::set<std::pair<std::string, std::string>> remove; // (digest, tag): a manifest may have several tags
+  Pruning p;
   for (size_t i = 0; i < all.size(); ++i) {
     Json j = {{"tag", all[i].tag}, {"digest", all[i].manifest.digest}, {"created", all[i].created()}};
     if (decisions[i].keep) {
       j["reasons"] = decisions[i].reasons;
-      kept.push_back(j);
+      p.kept.push_back(j);
+      p.kept_digests.insert(all[i].manifest.digest);
     } else {
-      removed.push_back(j);
-      remove.insert({all[i].manifest.digest, all[i].tag});
+      p.removed.push_back(j);
+      p.remove.insert({all[i].manifest.digest, all[i].tag});
     }
   }
-  if (!o.dry_run && !remove.empty()) {
+  return p;
+}
+
+// A registry removes a manifest by digest, with every tag of it: one still kept under
+// another tag stays. Its blobs go with the registry's own garbage collection.
+void prune_registry(Registry& registry, const Pruning& p) {
+  std::set<std::string> done;
+  for (const auto& [digest, tag] : p.remove) {
+    if (!p.kept_digests.contains(digest) && done.insert(digest).second) {
+      registry.delete_manifest(digest);
+    }
+  }
+}
+
+} // namespace
+
+Json prune_snapshots(const std::string& text, const KeepPolicy& policy, const RepoOptions& o) {
+  Reference ref = repository_reference(text, false);
+  if (policy.empty()) {
+    throw Error("no keep rule given: prune would remove every snapshot", ExitCode::usage,
+                "pass --keep-last N, --keep-daily N, ... (see kata-snapshot(1), prune)");
+  }
+  if (ref.kind == Reference::Kind::registry) {
+    Registry registry(ref.host, ref.repo, o.registry);
+    Pruning p = decide(read_snapshots(registry), policy);
+    if (!o.dry_run) {
+      prune_registry(registry, p);
+    }
+    return p.result(o.dry_run);
+  }
+  OciLayout layout(ref.path, OciLayout::Create::no);
+  FileLock lock = lock_exclusive(layout, "prune", o);
+  note_taken_over(lock);
+  Pruning p = decide(read_snapshots(layout), policy);
+  if (!o.dry_run && !p.remove.empty()) {
     layout.update_index([&](Json& index) {
       Json left = Json::array();
       for (const auto& j : index["manifests"]) {
         std::string tag = j.value("annotations", Json::object()).value(k_oci_ref_name, "");
-        if (!remove.contains({j.value("digest", ""), tag})) {
+        if (!p.remove.contains({j.value("digest", ""), tag})) {
           left.push_back(j);
         }
       }
       index["manifests"] = left;
     });
   }
-  return {{"kept", kept}, {"removed", removed}, {"dry_run", o.dry_run}};
+  return p.result(o.dry_run);
 }
 
-Json check_repository(const std::string& ref, bool read_data) {
-  std::string tag;
-  OciLayout layout = open_repository(ref, true, &tag);
-  std::unique_ptr<FileLock> lock = layout.lock_for_reading("check"); // no gc meanwhile
-  std::map<std::string, std::vector<std::string>> needed_by;         // blob -> snapshots
+namespace {
+
+// How check reaches a repository's blobs: the stored size (nullopt: missing), the whole
+// blob read and checked against its digest, and its bytes streamed unchecked.
+struct BlobAccess {
+  std::function<std::optional<uint64_t>(const Descriptor&)> size;
+  std::function<Bytes(const Descriptor&, uint64_t max)> read;
+  std::function<void(const Descriptor&, const std::function<void(std::span<const std::byte>)>&)> stream;
+};
+
+// What is wrong with blob D, or "" when nothing is. READ_DATA: its bytes too.
+std::string blob_problem(const Descriptor& d, bool read_data, const BlobAccess& access) {
+  std::optional<uint64_t> size = access.size(d);
+  if (!size) {
+    return "missing";
+  }
+  if (*size != d.size) {
+    return "is " + std::to_string(*size) + " bytes, not " + std::to_string(d.size);
+  }
+  if (!read_data) {
+    return "";
+  }
+  try {
+    // A sealed chunk (an encrypted snapshot's) cannot be decompressed here: its hash only.
+    if (d.media_type == member_media_type("vmstate/000000.zst") && d.annotation(k_key_annotation).empty()) {
+      Bytes frame = access.read(d, 256u << 20);
+      Bytes raw;
+      zstd_decompress(frame, 256u << 20, raw);
+      std::string want = d.annotation(k_raw_annotation);
+      return !want.empty() && sha256_hex(raw) != want
+               ? "its data does not match its " + std::string(k_raw_annotation) + " annotation"
+               : "";
+    }
+    Sha256 hash;
+    access.stream(d, [&](std::span<const std::byte> data) { hash.update(data); });
+    return sha256_digest(hash.hex_digest()) != d.digest ? "does not match its digest (corrupted)" : "";
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
+
+// The snapshots a check covers, and the blobs they need.
+struct Checked {
+  std::map<std::string, std::vector<std::string>> needed_by; // blob -> snapshots
   std::map<std::string, Descriptor> blobs;
   Json problems = Json::array();
   unsigned snapshots = 0;
-  const Json index = layout.read_index();
-  for (const auto& j : index["manifests"]) {
-    Descriptor d = Descriptor::parse(j, layout.dir() + "/index.json");
-    std::string name = d.annotation(k_oci_ref_name).empty() ? d.digest : d.annotation(k_oci_ref_name);
-    if (!tag.empty() && d.annotation(k_oci_ref_name) != tag) {
-      continue;
-    }
+
+  // Reads the snapshot NAME with READ; a failure is a problem of blob DIGEST.
+  void add(const std::string& name, const std::string& digest, const std::function<OciSnapshot()>& read) {
     ++snapshots;
     try {
-      OciSnapshot s = read_snapshot(layout, d);
+      OciSnapshot s = read();
       blobs.emplace(s.config.digest, s.config);
       needed_by[s.config.digest].push_back(name);
       for (const auto& l : s.layers) {
@@ -292,53 +371,87 @@ Json check_repository(const std::string& ref, bool read_data) {
         needed_by[l.digest].push_back(name);
       }
     } catch (const Error& e) {
-      problems.push_back({{"blob", d.digest}, {"problem", e.what()}, {"needed_by", {name}}});
+      problems.push_back({{"blob", digest}, {"problem", e.what()}, {"needed_by", {name}}});
+    }
+  }
+  Json finish(const std::string& repository, bool read_data, const BlobAccess& access) {
+    for (const auto& [digest, d] : blobs) {
+      if (std::string problem = blob_problem(d, read_data, access); !problem.empty()) {
+        problems.push_back({{"blob", digest}, {"problem", problem}, {"needed_by", needed_by[digest]}});
+      }
+    }
+    return {{"ok", problems.empty()}, {"repository", repository}, {"snapshots", snapshots},
+            {"blobs", blobs.size()},  {"read_data", read_data},   {"problems", problems}};
+  }
+};
+
+Json check_registry(const Reference& ref, bool read_data, const RegistryOptions& o) {
+  Registry registry(ref.host, ref.repo, o);
+  Checked c;
+  std::vector<std::string> refs = !ref.digest.empty() ? std::vector<std::string>{ref.digest}
+                                  : !ref.tag.empty()  ? std::vector<std::string>{ref.tag}
+                                                      : registry.tags();
+  for (const auto& r : refs) {
+    c.add(r, r, [&] {
+      std::optional<Registry::Manifest> m = registry.get_manifest(r);
+      if (!m) {
+        throw Error("its manifest is missing");
+      }
+      return parse_snapshot(m->descriptor, m->data, registry.name() + ":" + r);
+    });
+  }
+  BlobAccess access{
+    .size = [&](const Descriptor& d) { return registry.blob_size(d.digest); },
+    .read = [&](const Descriptor& d, uint64_t max) { return registry.read_blob(d, max, d.digest); },
+    .stream =
+      [&](const Descriptor& d, const std::function<void(std::span<const std::byte>)>& sink) {
+        if (d.size > 0) {
+          registry.read_blob_range(d, 0, d.size, sink);
+        }
+      }};
+  return c.finish(registry.name(), read_data, access);
+}
+
+} // namespace
+
+Json check_repository(const std::string& text, bool read_data, const RegistryOptions& registry) {
+  Reference ref = repository_reference(text, true);
+  if (ref.kind == Reference::Kind::registry) {
+    return check_registry(ref, read_data, registry);
+  }
+  OciLayout layout(ref.path, OciLayout::Create::no);
+  std::unique_ptr<FileLock> lock = layout.lock_for_reading("check"); // no gc meanwhile
+  Checked c;
+  const Json index = layout.read_index();
+  for (const auto& j : index["manifests"]) {
+    Descriptor d = Descriptor::parse(j, layout.dir() + "/index.json");
+    std::string name = d.annotation(k_oci_ref_name).empty() ? d.digest : d.annotation(k_oci_ref_name);
+    if (ref.tag.empty() || d.annotation(k_oci_ref_name) == ref.tag) {
+      c.add(name, d.digest, [&] { return read_snapshot(layout, d); });
     }
   }
   std::vector<std::byte> buf(1 << 20);
-  for (const auto& [digest, d] : blobs) {
-    std::string problem;
-    std::optional<uint64_t> size = layout.blob_size(digest);
-    if (!size) {
-      problem = "missing";
-    } else if (*size != d.size) {
-      problem = "is " + std::to_string(*size) + " bytes, not " + std::to_string(d.size);
-    } else if (read_data) {
-      try {
-        // A sealed chunk (an encrypted snapshot's) cannot be decompressed here: its hash only.
-        if (d.media_type == member_media_type("vmstate/000000.zst") &&
-            d.annotation(k_key_annotation).empty()) {
-          Bytes frame = layout.read_blob(d, 256u << 20, digest);
-          Bytes raw;
-          zstd_decompress(frame, 256u << 20, raw);
-          std::string want = d.annotation(k_raw_annotation);
-          if (!want.empty() && sha256_hex(raw) != want) {
-            problem = "its data does not match its " + std::string(k_raw_annotation) + " annotation";
-          }
-        } else {
-          Fd f = open_file(layout.blob_path(digest), O_RDONLY | O_NOFOLLOW);
-          Sha256 hash;
-          while (size_t n = read_full(f.get(), buf, digest)) {
-            hash.update(std::span(buf).first(n));
-          }
-          if (sha256_digest(hash.hex_digest()) != digest) {
-            problem = "does not match its digest (corrupted)";
-          }
+  BlobAccess access{
+    .size = [&](const Descriptor& d) { return layout.blob_size(d.digest); },
+    .read = [&](const Descriptor& d, uint64_t max) { return layout.read_blob(d, max, d.digest); },
+    .stream =
+      [&](const Descriptor& d, const std::function<void(std::span<const std::byte>)>& sink) {
+        Fd f = open_file(layout.blob_path(d.digest), O_RDONLY | O_NOFOLLOW);
+        while (size_t n = read_full(f.get(), buf, d.digest)) {
+          sink(std::span(buf).first(n));
         }
-      } catch (const Error& e) {
-        problem = e.what();
-      }
-    }
-    if (!problem.empty()) {
-      problems.push_back({{"blob", digest}, {"problem", problem}, {"needed_by", needed_by[digest]}});
-    }
-  }
-  return {{"ok", problems.empty()}, {"repository", layout.dir()}, {"snapshots", snapshots},
-          {"blobs", blobs.size()},  {"read_data", read_data},     {"problems", problems}};
+      }};
+  return c.finish(layout.dir(), read_data, access);
 }
 
-Json gc_repository(const std::string& ref, const RepoOptions& o) {
-  OciLayout layout = open_repository(ref, false);
+Json gc_repository(const std::string& text, const RepoOptions& o) {
+  Reference ref = repository_reference(text, false);
+  if (ref.kind == Reference::Kind::registry) {
+    throw Error("gc works on oci: repositories only: a registry removes unreferenced blobs itself",
+                ExitCode::usage,
+                "run the registry's own garbage collection (distribution: registry garbage-collect CONFIG)");
+  }
+  OciLayout layout(ref.path, OciLayout::Create::no);
   FileLock lock = lock_exclusive(layout, "gc", o);
   note_taken_over(lock);
   std::set<std::string> keep = referenced_blobs(layout);

@@ -2,6 +2,7 @@
 
 #include "storage/store/oci_layout.hpp"
 #include "storage/store/oci_snapshot.hpp"
+#include "storage/store/registry_snapshot.hpp"
 #include "storage/tar.hpp"
 #include "util/atomic_file.hpp"
 #include "util/error.hpp"
@@ -156,11 +157,78 @@ private:
   std::unique_ptr<ArchiveWriter> m_writer;
 };
 
+// A snapshot pushed to a registry as it is written: blobs uploaded as they come (known
+// chunks skipped), the manifest put under its tag last.
+class RegistryOutput : public SnapshotOutput {
+public:
+  RegistryOutput(const Reference& ref, const OutputOptions& o)
+    : m_ref(ref), m_options(o.registry), m_registry(ref.host, ref.repo, o.registry) {
+    if (!ref.digest.empty()) {
+      throw Error(ref.text + ": a snapshot is saved under a tag, not a digest", ExitCode::usage,
+                  "write docker://" + ref.path + ":TAG");
+    }
+    m_tag = ref.tag.empty() ? time_tag() : ref.tag;
+    // Also the check that the registry answers and takes our credentials, before any pause.
+    if (!o.overwrite && m_registry.get_manifest(m_tag)) {
+      throw Error(ref.with_tag(m_tag) + " already exists", ExitCode::failed,
+                  "pass --force to replace it, or choose another tag");
+    }
+  }
+  ArchiveWriter& start(const ArchiveWriter::ManifestText& manifest) override {
+    RawIndex known = build_raw_index(read_snapshots(m_registry), [](const Descriptor&) { return true; });
+    auto sink = std::make_unique<RegistrySink>(Registry(m_ref.host, m_ref.repo, m_options), m_options, m_tag,
+                                               std::move(known));
+    m_sink = sink.get();
+    m_writer = std::make_unique<ArchiveWriter>(std::move(sink), manifest);
+    return *m_writer;
+  }
+  void commit() override {}           // the writer's finish() put the manifest
+  void discard() noexcept override {} // blobs without a manifest: the registry's gc removes them
+  std::string temp_dir() const override {
+    const char* tmp = std::getenv("TMPDIR");
+    return tmp ? tmp : "/var/tmp";
+  }
+  std::vector<std::string> temp_paths() const override { return {}; }
+  std::optional<uint64_t> free_bytes() const override { return std::nullopt; }
+  std::string name() const override { return m_ref.with_tag(m_tag); }
+  Json describe() const override {
+    Json j = {{"output", name()}, {"tag", m_tag}};
+    if (m_sink && !m_sink->digest().empty()) {
+      j["digest"] = m_sink->digest();
+      j["blob_bytes_written"] = m_sink->blob_bytes_written();
+    }
+    return j;
+  }
+  bool deduplicates() const override { return true; }
+
+private:
+  Reference m_ref;
+  RegistryOptions m_options;
+  Registry m_registry;
+  std::string m_tag;
+  RegistrySink* m_sink = nullptr;
+  std::unique_ptr<ArchiveWriter> m_writer;
+};
+
+// The source of a registry snapshot REF names, and its name for messages.
+std::unique_ptr<EntrySource> registry_source(const Reference& ref, const RegistryOptions& o,
+                                             std::string* what) {
+  Registry registry(ref.host, ref.repo, o);
+  OciSnapshot snap = find_snapshot(registry, ref.tag, ref.digest);
+  *what = ref.tag.empty() && ref.digest.empty() ? ref.with_tag(snap.tag) : ref.with_tag(ref.tag);
+  return std::make_unique<RegistrySource>(std::move(registry), std::move(snap));
+}
+
 } // namespace
 
-std::unique_ptr<ArchiveReader> open_snapshot(const std::string& text) {
+std::unique_ptr<ArchiveReader> open_snapshot(const std::string& text, const RegistryOptions& registry) {
   Reference ref = parse_reference(text);
   switch (ref.kind) {
+  case Reference::Kind::registry: {
+    std::string what;
+    std::unique_ptr<EntrySource> source = registry_source(ref, registry, &what);
+    return std::make_unique<ArchiveReader>(std::move(source), what);
+  }
   case Reference::Kind::oci: {
     OciLayout layout(ref.path, OciLayout::Create::no);
     std::unique_ptr<FileLock> lock = layout.lock_for_reading("read " + text); // no gc meanwhile
@@ -183,7 +251,7 @@ std::unique_ptr<ArchiveReader> open_snapshot(const std::string& text) {
   return std::make_unique<ArchiveReader>(std::move(file), ref.path);
 }
 
-PeekedIndex peek_index(const std::string& text, const std::string& why) {
+PeekedIndex peek_index(const std::string& text, const std::string& why, const RegistryOptions& registry) {
   Reference ref = parse_reference(text);
   std::unique_ptr<EntrySource> source;
   Fd file;
@@ -197,6 +265,9 @@ PeekedIndex peek_index(const std::string& text, const std::string& why) {
     std::unique_ptr<FileLock> lock = layout.lock_for_reading("read " + text);
     OciSnapshot snap = find_snapshot(layout, ref.tag);
     source = std::make_unique<OciSource>(layout, std::move(snap), text, std::move(lock));
+  } else if (ref.kind == Reference::Kind::registry) {
+    std::string what;
+    source = registry_source(ref, registry, &what);
   } else {
     try {
       file = open_file(ref.path, O_RDONLY | O_CLOEXEC);
@@ -273,6 +344,9 @@ std::unique_ptr<SnapshotOutput> SnapshotOutput::open(const std::string& text, co
   Reference ref = parse_reference(text);
   if (ref.kind == Reference::Kind::oci) {
     return std::make_unique<OciOutput>(ref, o);
+  }
+  if (ref.kind == Reference::Kind::registry) {
+    return std::make_unique<RegistryOutput>(ref, o);
   }
   return std::make_unique<FileOutput>(ref, o);
 }

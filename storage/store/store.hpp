@@ -6,6 +6,7 @@
 #include "storage/archive_reader.hpp"
 #include "storage/archive_writer.hpp"
 #include "storage/store/reference.hpp"
+#include "storage/store/registry.hpp"
 
 #include <chrono>
 #include <memory>
@@ -19,7 +20,8 @@ namespace ks {
 inline constexpr std::chrono::seconds k_default_lock_wait{60};
 
 // The snapshot REF names, opened for reading; its manifest is read and checked.
-std::unique_ptr<ArchiveReader> open_snapshot(const std::string& ref);
+// REGISTRY: how to reach a docker:// reference's registry.
+std::unique_ptr<ArchiveReader> open_snapshot(const std::string& ref, const RegistryOptions& registry = {});
 
 // Every member's header and index.json of the snapshot REF (with the signature and MAC in
 // its header), read before the rest: a file's members are skipped over, a repository's
@@ -31,7 +33,7 @@ struct PeekedIndex {
   std::string text;                  // index.json
   std::string signature;
 };
-PeekedIndex peek_index(const std::string& ref, const std::string& why);
+PeekedIndex peek_index(const std::string& ref, const std::string& why, const RegistryOptions& registry = {});
 
 // Checks, with READER's opener (an unlocked encrypted snapshot), every header of PEEKED:
 // index.json's MAC, every member listed in it in order, each member's sealed key opening
@@ -42,6 +44,7 @@ struct OutputOptions {
   bool overwrite = false; // replace a file, or a repository's tag
   std::chrono::milliseconds lock_wait = k_default_lock_wait;
   std::string purpose = "save"; // for the repository lock's holder record
+  RegistryOptions registry;     // a docker:// reference's access
 };
 
 class SnapshotOutput {

@@ -89,23 +89,25 @@ Registry::Registry(std::string host, std::string repo, RegistryOptions options)
 Registry::~Registry() = default;
 Registry::Registry(Registry&&) noexcept = default;
 
-std::string Registry::url(const std::string& path) {
-  if (m_state->base.empty()) {
-    // As skopeo: HTTPS, and plain HTTP only where TLS verification was turned off and the
-    // registry does not speak TLS.
-    m_state->http = std::make_unique<HttpClient>(m_state->options.tls);
-    m_state->base = "https://" + m_host;
-    try {
-      m_state->http->perform({.method = "GET", .url = m_state->base + "/v2/"});
-    } catch (const TransportError& e) {
-      if (m_state->options.tls.verify || e.kind() == TransportError::Kind::unreachable) {
-        m_state->base.clear();
-        throw;
-      }
-      m_state->base = "http://" + m_host;
-    }
+void Registry::connect() {
+  if (!m_state->base.empty()) {
+    return;
   }
-  return m_state->base + path;
+  // As skopeo: HTTPS, and plain HTTP only where TLS verification was turned off and the
+  // registry does not speak TLS.
+  if (!m_state->http) {
+    m_state->http = std::make_unique<HttpClient>(m_state->options.tls);
+  }
+  std::string https = "https://" + m_host;
+  try {
+    m_state->http->perform({.method = "GET", .url = https + "/v2/"});
+    m_state->base = https;
+  } catch (const TransportError& e) {
+    if (m_state->options.tls.verify || e.kind() == TransportError::Kind::unreachable) {
+      throw;
+    }
+    m_state->base = "http://" + m_host;
+  }
 }
 
 HttpResponse Registry::send(HttpRequest& r) {
@@ -174,10 +176,13 @@ HttpResponse Registry::send(HttpRequest& r) {
 }
 
 HttpResponse Registry::call(HttpRequest r, Retry retry) {
-  r.url = r.url.starts_with("http") ? r.url : url(r.url);
   for (int attempt = 1;; ++attempt) {
     throw_if_cancelled();
     try {
+      connect();
+      if (!r.url.starts_with("http")) {
+        r.url = m_state->base + r.url;
+      }
       HttpResponse response = send(r);
       if (!(retry == Retry::yes && retryable_status(response.status) && attempt < k_attempts)) {
         return response;
@@ -190,7 +195,11 @@ HttpResponse Registry::call(HttpRequest r, Retry retry) {
           throw Error(e.what(), ExitCode::registry_untrusted,
                       "pass --cert-dir DIR with the registry's CA as DIR/ca.crt, or --tls-verify=false");
         }
-        throw Error(e.what(), ExitCode::registry_unreachable, "check that the registry runs, and retry");
+        throw Error(
+          e.what(), ExitCode::registry_unreachable,
+          m_state->options.tls.verify
+            ? "check that the registry runs and speaks HTTPS; a plain HTTP registry needs --tls-verify=false"
+            : "check that the registry runs, and retry");
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(250 << (attempt - 1)));
@@ -229,8 +238,9 @@ std::optional<uint64_t> Registry::blob_size(const std::string& digest) {
 
 void Registry::put_blob(const std::string& digest, std::span<const std::byte> data) {
   for (int attempt = 1;; ++attempt) {
+    Upload upload(*this); // its POST is retried by call()
     try {
-      Upload(*this).finish(digest, data); // POST, then PUT with the body
+      upload.finish(digest, data); // the PUT with the body: a failed one needs a new session
       return;
     } catch (const Error& e) {
       if (e.code() != ExitCode::registry_unreachable || attempt >= k_attempts) {
@@ -395,13 +405,13 @@ void Registry::delete_manifest(const std::string& digest) {
   }
 }
 
-std::vector<std::string> Registry::tags() {
+std::optional<std::vector<std::string>> Registry::tags() {
   std::vector<std::string> out;
   std::string next = "/v2/" + m_repo + "/tags/list?n=1000";
   while (!next.empty()) {
     HttpResponse r = call({.url = next, .max_body = 16u << 20}, Retry::yes);
     if (r.status == 404 && out.empty()) {
-      return out; // NAME_UNKNOWN: no repository yet
+      return std::nullopt; // NAME_UNKNOWN: no repository yet
     }
     if (r.status != 200) {
       fail("cannot list the tags", r);

@@ -87,15 +87,15 @@ public:
   std::string put_manifest(const std::string& tag, const std::string& text);
   // Deletes the manifest DIGEST (the registry drops every tag of it).
   void delete_manifest(const std::string& digest);
-  // The repository's tags, every page; empty when the repository does not exist yet.
-  std::vector<std::string> tags();
+  // The repository's tags, every page; nullopt when the repository does not exist (yet).
+  std::optional<std::vector<std::string>> tags();
 
 private:
   struct State;
   enum class Retry { yes, no };
   HttpResponse call(HttpRequest r, Retry retry);
   HttpResponse send(HttpRequest& r);
-  std::string url(const std::string& path);
+  void connect(); // the first request: HTTPS, or where allowed plain HTTP
   [[noreturn]] void fail(const std::string& what, const HttpResponse& r);
 
   std::string m_host;

@@ -19,9 +19,14 @@ constexpr uint64_t k_piece_bytes = 8u << 20;         // a streamed upload's PATC
 
 } // namespace
 
-std::vector<OciSnapshot> read_snapshots(Registry& registry) {
+std::vector<OciSnapshot> read_snapshots(Registry& registry, Missing missing) {
   std::vector<OciSnapshot> out;
-  for (const auto& tag : registry.tags()) {
+  std::optional<std::vector<std::string>> tags = registry.tags();
+  if (!tags && missing == Missing::error) {
+    throw Error(registry.name() + " does not exist", ExitCode::registry_not_found,
+                "check the repository's name; a save creates it");
+  }
+  for (const auto& tag : tags.value_or(std::vector<std::string>{})) {
     std::optional<Registry::Manifest> m = registry.get_manifest(tag);
     if (!m || m->descriptor.media_type != k_oci_manifest_type) {
       continue; // deleted meanwhile, or an index: not ours
@@ -38,7 +43,7 @@ std::vector<OciSnapshot> read_snapshots(Registry& registry) {
 
 OciSnapshot find_snapshot(Registry& registry, const std::string& tag, const std::string& digest) {
   if (tag.empty() && digest.empty()) {
-    std::vector<OciSnapshot> all = read_snapshots(registry);
+    std::vector<OciSnapshot> all = read_snapshots(registry, Missing::error);
     auto newest = std::max_element(all.begin(), all.end(), [](const OciSnapshot& a, const OciSnapshot& b) {
       return a.created() < b.created();
     });

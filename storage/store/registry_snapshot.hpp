@@ -17,8 +17,10 @@
 
 namespace ks {
 
-// Every kata-snapshot snapshot the repository's tags name (other artifacts skipped).
-std::vector<OciSnapshot> read_snapshots(Registry& registry);
+// Every kata-snapshot snapshot the repository's tags name (other artifacts skipped). A
+// repository that does not exist: none, or (MISSING error) exit 7.
+enum class Missing { empty, error };
+std::vector<OciSnapshot> read_snapshots(Registry& registry, Missing missing);
 // The snapshot TAG or DIGEST names, or with both empty the newest one; exit 7 when none.
 OciSnapshot find_snapshot(Registry& registry, const std::string& tag, const std::string& digest);
 

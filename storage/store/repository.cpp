@@ -181,7 +181,8 @@ Json list_snapshots(const std::string& text, const RegistryOptions& registry) {
   std::vector<OciSnapshot> all;
   if (ref.kind == Reference::Kind::registry) {
     Registry r(ref.host, ref.repo, registry);
-    all = ref.digest.empty() ? read_snapshots(r) : std::vector<OciSnapshot>{find_snapshot(r, "", ref.digest)};
+    all = ref.digest.empty() ? read_snapshots(r, Missing::error)
+                             : std::vector<OciSnapshot>{find_snapshot(r, "", ref.digest)};
   } else {
     all = read_snapshots(OciLayout(ref.path, OciLayout::Create::no));
   }
@@ -286,7 +287,7 @@ Json prune_snapshots(const std::string& text, const KeepPolicy& policy, const Re
   }
   if (ref.kind == Reference::Kind::registry) {
     Registry registry(ref.host, ref.repo, o.registry);
-    Pruning p = decide(read_snapshots(registry), policy);
+    Pruning p = decide(read_snapshots(registry, Missing::error), policy);
     if (!o.dry_run) {
       prune_registry(registry, p);
     }
@@ -385,12 +386,20 @@ struct Checked {
   }
 };
 
+std::vector<std::string> read_tags(Registry& registry) {
+  std::optional<std::vector<std::string>> tags = registry.tags();
+  if (!tags) {
+    throw Error(registry.name() + " does not exist", ExitCode::registry_not_found);
+  }
+  return *tags;
+}
+
 Json check_registry(const Reference& ref, bool read_data, const RegistryOptions& o) {
   Registry registry(ref.host, ref.repo, o);
   Checked c;
   std::vector<std::string> refs = !ref.digest.empty() ? std::vector<std::string>{ref.digest}
                                   : !ref.tag.empty()  ? std::vector<std::string>{ref.tag}
-                                                      : registry.tags();
+                                                      : read_tags(registry);
   for (const auto& r : refs) {
     c.add(r, r, [&] {
       std::optional<Registry::Manifest> m = registry.get_manifest(r);

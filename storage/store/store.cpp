@@ -175,7 +175,8 @@ public:
     }
   }
   ArchiveWriter& start(const ArchiveWriter::ManifestText& manifest) override {
-    RawIndex known = build_raw_index(read_snapshots(m_registry), [](const Descriptor&) { return true; });
+    RawIndex known =
+      build_raw_index(read_snapshots(m_registry, Missing::empty), [](const Descriptor&) { return true; });
     auto sink = std::make_unique<RegistrySink>(Registry(m_ref.host, m_ref.repo, m_options), m_options, m_tag,
                                                std::move(known));
     m_sink = sink.get();

@@ -1,0 +1,320 @@
+#include "tests/e2e/registry_server.hpp"
+
+#include "tests/e2e/guest_vm.hpp"
+#include "util/crypto.hpp"
+#include "util/deadline.hpp"
+#include "util/error.hpp"
+#include "util/fd.hpp"
+
+#include <arpa/inet.h>
+#include <chrono>
+#include <csignal>
+#include <ctime>
+#include <fcntl.h>
+#include <filesystem>
+#include <netinet/in.h>
+#include <nlohmann/json.hpp>
+#include <poll.h>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+
+namespace ks::test {
+
+namespace {
+
+void write_text(const std::string& path, const std::string& text) {
+  Fd f = open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  write_all(f.get(), text, path);
+}
+
+void must(const std::vector<std::string>& argv) {
+  CommandResult r = run_command(argv);
+  if (r.status != 0) {
+    throw Error(argv[0] + " failed: " + r.error_output);
+  }
+}
+
+bool have(const std::string& program) {
+  return run_command({"sh", "-c", "command -v " + program}).status == 0;
+}
+
+// A listening TCP socket on 127.0.0.1 and an ephemeral port.
+Fd listen_tcp(int* port) {
+  Fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (!s || ::bind(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(s.get(), 16) != 0 ||
+      ::getsockname(s.get(), reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    throw_errno("cannot listen on 127.0.0.1");
+  }
+  *port = ntohs(a.sin_port);
+  return s;
+}
+
+bool answers(int port) {
+  Fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  return ::connect(s.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+}
+
+std::string base64url(const std::string& bytes) {
+  std::string b = base64(std::span(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size()));
+  for (char& c : b) {
+    c = c == '+' ? '-' : c == '/' ? '_' : c;
+  }
+  return b.substr(0, b.find('='));
+}
+
+std::string query_value(const std::string& target, const std::string& key) {
+  auto at = target.find(key + "=");
+  if (at == std::string::npos) {
+    return "";
+  }
+  std::string v = target.substr(at + key.size() + 1);
+  v = v.substr(0, v.find('&'));
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (v[i] == '%' && i + 2 < v.size()) {
+      out += static_cast<char>(std::stoi(v.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      out += v[i];
+    }
+  }
+  return out;
+}
+
+} // namespace
+
+// The registry's token service: GET /token?service=S&scope=repository:NAME:ACTIONS with
+// basic credentials answers a JWT granting exactly that scope; anything else is a 401.
+class TokenService {
+public:
+  TokenService(std::string dir) : m_dir(std::move(dir)) {
+    must({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", m_dir + "/token.key", "-out",
+          m_dir + "/token.crt", "-days", "2", "-subj", "/CN=ksnap-token"});
+    must({"openssl", "x509", "-in", m_dir + "/token.crt", "-outform", "DER", "-out", m_dir + "/token.der"});
+    m_listener = listen_tcp(&m_port);
+    m_thread = std::thread([this] { serve(); });
+  }
+  ~TokenService() {
+    m_stop = true;
+    m_thread.join();
+  }
+  std::string realm() const { return "http://127.0.0.1:" + std::to_string(m_port) + "/token"; }
+  std::string cert() const { return m_dir + "/token.crt"; }
+
+private:
+  void serve() {
+    while (!m_stop) {
+      pollfd p{m_listener.get(), POLLIN, 0};
+      if (::poll(&p, 1, 100) != 1) {
+        continue;
+      }
+      Fd c(::accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (c) {
+        try {
+          answer(c.get());
+        } catch (const std::exception&) {
+        } // the client sees the connection close
+      }
+    }
+  }
+
+  void answer(int fd) {
+    std::string request;
+    char buf[4096];
+    while (request.find("\r\n\r\n") == std::string::npos) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n <= 0) {
+        return;
+      }
+      request.append(buf, static_cast<size_t>(n));
+    }
+    std::string target = request.substr(request.find(' ') + 1);
+    target = target.substr(0, target.find(' '));
+    std::string pair = std::string(TestRegistry::k_user) + ":" + TestRegistry::k_password;
+    std::string basic = "Authorization: Basic " +
+                        base64(std::span(reinterpret_cast<const unsigned char*>(pair.data()), pair.size()));
+    std::string reply;
+    if (request.find(basic + "\r\n") == std::string::npos) {
+      reply = "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    } else {
+      std::string body = nlohmann::json{{"token", token(query_value(target, "scope"))}}.dump();
+      reply = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+    }
+    write_all(fd, reply, "token reply");
+  }
+
+  std::string token(const std::string& scope) {
+    std::string der = read_file(m_dir + "/token.der");
+    nlohmann::json header = {
+      {"typ", "JWT"},
+      {"alg", "RS256"},
+      {"x5c", {base64(std::span(reinterpret_cast<const unsigned char*>(der.data()), der.size()))}}};
+    nlohmann::json access = nlohmann::json::array();
+    if (auto first = scope.find(':'), last = scope.rfind(':'); first != std::string::npos && last > first) {
+      nlohmann::json actions = nlohmann::json::array();
+      std::string list = scope.substr(last + 1);
+      for (size_t at = 0; at <= list.size();) {
+        size_t comma = list.find(',', at);
+        actions.push_back(list.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+        at = comma == std::string::npos ? list.size() + 1 : comma + 1;
+      }
+      access.push_back({{"type", scope.substr(0, first)},
+                        {"name", scope.substr(first + 1, last - first - 1)},
+                        {"actions", actions}});
+    }
+    long now = static_cast<long>(std::time(nullptr));
+    nlohmann::json claims = {{"iss", "ksnap-test-issuer"},
+                             {"sub", TestRegistry::k_user},
+                             {"aud", "ksnap-test"},
+                             {"exp", now + 600},
+                             {"nbf", now - 10},
+                             {"iat", now},
+                             {"jti", std::to_string(++m_issued)},
+                             {"access", access}};
+    std::string input = base64url(header.dump()) + "." + base64url(claims.dump());
+    std::string in = m_dir + "/token.in";
+    write_text(in, input);
+    must({"openssl", "dgst", "-sha256", "-sign", m_dir + "/token.key", "-out", m_dir + "/token.sig", in});
+    return input + "." + base64url(read_file(m_dir + "/token.sig"));
+  }
+
+  std::string m_dir;
+  Fd m_listener;
+  int m_port = 0;
+  std::atomic<bool> m_stop{false};
+  std::atomic<int> m_issued{0};
+  std::thread m_thread;
+};
+
+TestRegistry::TestRegistry(std::string dir, RegistrySetup setup) : m_dir(std::move(dir)), m_setup(setup) {
+  for (const char* program : {"docker-registry", "htpasswd", "openssl"}) {
+    if (!have(program)) {
+      skip(std::string(program) + " is not installed (run `make test`, which installs it)");
+    }
+  }
+  fs::create_directories(m_dir + "/data");
+  { Fd port_holder = listen_tcp(&m_port); } // a free port, released for the registry
+  if (m_setup.tls) {
+    m_cert_dir = m_dir + "/certs";
+    fs::create_directories(m_cert_dir);
+    must({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", m_dir + "/ca.key", "-out",
+          m_cert_dir + "/ca.crt", "-days", "2", "-subj", "/CN=ksnap-test-ca"});
+    must({"openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", m_dir + "/server.key", "-out",
+          m_dir + "/server.csr", "-subj", "/CN=127.0.0.1"});
+    write_text(m_dir + "/san.ext", "subjectAltName=IP:127.0.0.1\n");
+    must({"openssl", "x509", "-req", "-in", m_dir + "/server.csr", "-CA", m_cert_dir + "/ca.crt", "-CAkey",
+          m_dir + "/ca.key", "-CAcreateserial", "-out", m_dir + "/server.crt", "-days", "2", "-extfile",
+          m_dir + "/san.ext"});
+  }
+  if (m_setup.auth == RegistryAuth::basic) {
+    must({"htpasswd", "-Bbc", m_dir + "/htpasswd", k_user, k_password});
+  }
+  if (m_setup.auth == RegistryAuth::bearer) {
+    m_tokens = std::make_unique<TokenService>(m_dir);
+  }
+  write_config();
+  start();
+}
+
+TestRegistry::~TestRegistry() {
+  stop();
+}
+
+void TestRegistry::write_config() {
+  std::string c = "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n"
+                  "storage:\n  filesystem:\n    rootdirectory: " +
+                  m_dir + "/data\n  delete:\n    enabled: true\n" +
+                  "http:\n  addr: 127.0.0.1:" + std::to_string(m_port) + "\n";
+  if (m_setup.tls) {
+    c += "  tls:\n    certificate: " + m_dir + "/server.crt\n    key: " + m_dir + "/server.key\n";
+  }
+  if (m_setup.auth == RegistryAuth::basic) {
+    c += "auth:\n  htpasswd:\n    realm: ksnap-test\n    path: " + m_dir + "/htpasswd\n";
+  }
+  if (m_setup.auth == RegistryAuth::bearer) {
+    c += "auth:\n  token:\n    realm: " + m_tokens->realm() +
+         "\n    service: ksnap-test\n    issuer: ksnap-test-issuer\n    rootcertbundle: " + m_tokens->cert() +
+         "\n";
+  }
+  write_text(m_dir + "/config.yml", c);
+}
+
+void TestRegistry::start() {
+  SpawnOptions so;
+  so.argv = {"docker-registry", "serve", m_dir + "/config.yml"};
+  so.stderr_path = m_dir + "/registry.log";
+  so.stdout_path = m_dir + "/registry.log";
+  m_process = ChildProcess::spawn(so);
+  Deadline deadline(Millis(20000));
+  while (!answers(m_port)) {
+    if (deadline.expired()) {
+      throw Error("docker-registry did not start: " + log());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+void TestRegistry::stop() {
+  if (m_process.pid() > 0) {
+    ::kill(m_process.pid(), SIGKILL);
+    m_process.wait(Deadline(Millis(10000)));
+  }
+}
+
+std::string TestRegistry::ref(const std::string& repo_tag) const {
+  return "docker://127.0.0.1:" + std::to_string(m_port) + "/" + repo_tag;
+}
+
+std::vector<std::string> TestRegistry::flags(const std::string& prefix) const {
+  std::vector<std::string> f;
+  if (m_setup.tls) {
+    f = {"--" + prefix + "cert-dir", m_cert_dir};
+  } else {
+    f = {"--" + prefix + "tls-verify=false"};
+  }
+  if (m_setup.auth != RegistryAuth::none) {
+    f.push_back("--" + prefix + "creds");
+    f.push_back(std::string(k_user) + ":" + k_password);
+  }
+  return f;
+}
+
+size_t TestRegistry::blob_count() const {
+  std::string root = m_dir + "/data/docker/registry/v2/blobs/sha256";
+  size_t n = 0;
+  if (fs::exists(root)) {
+    for (const auto& e : fs::recursive_directory_iterator(root)) {
+      n += e.is_regular_file() && e.path().filename() == "data";
+    }
+  }
+  return n;
+}
+
+std::string TestRegistry::blob_path(const std::string& digest) const {
+  std::string hex = digest.substr(7);
+  return m_dir + "/data/docker/registry/v2/blobs/sha256/" + hex.substr(0, 2) + "/" + hex + "/data";
+}
+
+std::string TestRegistry::log() const {
+  std::string text = fs::exists(m_dir + "/registry.log") ? read_file(m_dir + "/registry.log") : "";
+  return text.size() > 4000 ? text.substr(text.size() - 4000) : text;
+}
+
+std::vector<std::string> with(std::vector<std::string> argv, const std::vector<std::string>& flags) {
+  argv.insert(argv.end(), flags.begin(), flags.end());
+  return argv;
+}
+
+} // namespace ks::test

@@ -5,6 +5,7 @@
 // the same should this process be killed. The streaming itself is in save_stream.cpp.
 #include "snapshot/save_session.hpp"
 #include "snapshot/step_timer.hpp"
+#include "storage/store/oci_layout.hpp"
 #include "storage/vmstate_channels.hpp"
 #include "util/cancel.hpp"
 #include "util/strings.hpp"
@@ -41,9 +42,18 @@ uint64_t resident_bytes(pid_t pid) {
 // a second save writes again 8 % of the first's bytes with 8 MiB chunks, 1.3 % with 1 MiB
 // and 0.9 % with 256 KiB; but 256 KiB made the first save 1.6x slower, a file per blob
 // costing more than the bytes saved.
+// What one chunk's layer descriptor takes in a snapshot's image manifest (digest, size,
+// media type, title, raw-sha256 and sealed-key annotations), with a margin.
+constexpr uint64_t k_layer_descriptor_bytes = 640;
+
+// Whether RAM in chunks of CHUNK makes an image manifest registries accept (about 4 MiB).
+bool manifest_fits(uint64_t ram, uint64_t chunk) {
+  return (ram / chunk + 64) * k_layer_descriptor_bytes <= k_max_manifest_size;
+}
+
 size_t repository_chunk_size(uint64_t ram) {
   size_t chunk = 1u << 20;
-  while (chunk < (8u << 20) && chunk * 4096 < ram) {
+  while ((chunk < (8u << 20) && chunk * 4096 < ram) || !manifest_fits(ram, chunk)) {
     chunk *= 2;
   }
   return chunk;
@@ -102,9 +112,10 @@ void SaveSession::preflight() {
     }
     throw Error("QEMU cannot migrate this VM: " + join(reasons, "; "));
   }
-  m_output = SnapshotOutput::open(
-    m_o.output,
-    {.overwrite = m_o.overwrite == Overwrite::yes, .lock_wait = m_o.lock_wait, .purpose = "save", .registry = m_o.registry});
+  m_output = SnapshotOutput::open(m_o.output, {.overwrite = m_o.overwrite == Overwrite::yes,
+                                               .lock_wait = m_o.lock_wait,
+                                               .purpose = "save",
+                                               .registry = m_o.registry});
   for (const auto& path : m_output->temp_paths()) {
     m_watchdog->also_remove(path);
   }
@@ -137,6 +148,15 @@ std::string SaveSession::choose_layout() {
   m_chunk_size = m_o.chunk_size             ? m_o.chunk_size
                  : m_output->deduplicates() ? repository_chunk_size(m_ram)
                                             : 8u << 20;
+  if (m_output->deduplicates() && !manifest_fits(m_ram, m_chunk_size)) { // an explicit --chunk-size
+    throw Error("--chunk-size " + std::to_string(m_chunk_size >> 20) + " would make " +
+                  std::to_string(m_ram / m_chunk_size) + " chunks of this VM's " + human_size(m_ram) +
+                  " of RAM, an OCI manifest over the " + human_size(k_max_manifest_size) +
+                  " registries accept",
+                ExitCode::usage,
+                "pass --chunk-size " + std::to_string(repository_chunk_size(m_ram) >> 20) +
+                  " or more, or leave it out");
+  }
   if (m_o.layout == VmstateLayout::stream) {
     return k_layout_stream;
   }

@@ -73,6 +73,9 @@ Reference parse_registry(const std::string& text) {
       usage("give a tag or a digest, not both");
     }
   }
+  if (rest.empty()) {
+    usage("it names no repository");
+  }
   slash = rest.find('/');
   std::string first = rest.substr(0, slash);
   if (slash == std::string::npos ||

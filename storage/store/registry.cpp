@@ -23,7 +23,8 @@ std::span<const std::byte> as_bytes(const std::string& s) {
   return std::as_bytes(std::span(s.data(), s.size()));
 }
 
-// The parameters of a WWW-Authenticate challenge: Bearer realm="...",service="...",scope="...".
+} // namespace
+
 std::map<std::string, std::string> challenge_params(const std::string& header) {
   std::map<std::string, std::string> out;
   size_t i = header.find(' ');
@@ -52,6 +53,8 @@ std::map<std::string, std::string> challenge_params(const std::string& header) {
   }
   return out;
 }
+
+namespace {
 
 // The registry's error text (its JSON "errors" array), for messages.
 std::string registry_says(const HttpResponse& r) {

@@ -10,6 +10,7 @@
 #include "util/http.hpp"
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -33,6 +34,9 @@ struct Credentials {
 };
 std::optional<Credentials> find_credentials(const RegistryOptions& options, const std::string& host,
                                             const std::string& repo);
+
+// The parameters of a WWW-Authenticate challenge: Bearer realm="...",service="...",scope="...".
+std::map<std::string, std::string> challenge_params(const std::string& header);
 
 class Registry {
 public:

@@ -1,0 +1,102 @@
+// The registry client's pure parts: challenges, URLs, credentials from auth files. The
+// protocol itself is tested against a real registry (tests/e2e/test_registry.cpp).
+#include "storage/store/registry.hpp"
+#include "util/crypto.hpp"
+#include "util/error.hpp"
+#include "util/fd.hpp"
+#include "util/http.hpp"
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <fcntl.h>
+#include <filesystem>
+
+using namespace ks;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string b64(const std::string& s) {
+  return base64(std::span(reinterpret_cast<const unsigned char*>(s.data()), s.size()));
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  fs::create_directories(fs::path(path).parent_path());
+  Fd f = open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  write_all(f.get(), text, path);
+}
+
+// Sets an environment variable for one scope.
+class Env {
+public:
+  Env(const char* name, const std::string& value) : m_name(name) {
+    const char* old = std::getenv(name);
+    m_old = old ? std::optional<std::string>(old) : std::nullopt;
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~Env() { m_old ? (void)::setenv(m_name, m_old->c_str(), 1) : (void)::unsetenv(m_name); }
+
+private:
+  const char* m_name;
+  std::optional<std::string> m_old;
+};
+
+} // namespace
+
+TEST_CASE("registry: WWW-Authenticate challenges") {
+  auto p = challenge_params(
+    R"(Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a/b:pull,push")");
+  CHECK(p["realm"] == "https://auth.example.com/token");
+  CHECK(p["service"] == "registry.example.com");
+  CHECK(p["scope"] == "repository:a/b:pull,push");
+  CHECK(challenge_params(R"(Basic realm="Registry Realm")")["realm"] == "Registry Realm");
+  CHECK(challenge_params("Bearer realm=https://x/t, service=s")["service"] == "s");
+  CHECK(challenge_params("Bearer").empty());
+  CHECK(challenge_params(R"(Bearer realm="unterminated)")["realm"] == "unterminated");
+}
+
+TEST_CASE("registry: upload locations, relative or absolute") {
+  CHECK(resolve_url("http://r:5000/", "/v2/a/blobs/uploads/u?_state=x") ==
+        "http://r:5000/v2/a/blobs/uploads/u?_state=x");
+  CHECK(resolve_url("http://r:5000/v2/a/", "https://s3/x") == "https://s3/x");
+  CHECK(resolve_url("http://r:5000/v2/a/blobs/", "uploads/1") == "http://r:5000/v2/a/blobs/uploads/1");
+  CHECK(url_escape("sha256:ab/c d") == "sha256%3Aab%2Fc%20d");
+}
+
+TEST_CASE("registry: credentials from --creds and containers-auth.json files") {
+  std::string dir = fs::temp_directory_path() / ("ksnap-auth-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  Env home("HOME", dir + "/home");
+  Env xdg("XDG_RUNTIME_DIR", dir + "/run");
+  ::unsetenv("REGISTRY_AUTH_FILE");
+  RegistryOptions o;
+  CHECK_FALSE(find_credentials(o, "r:5000", "a/b")); // no file anywhere: anonymous
+
+  write_text(dir + "/home/.docker/config.json",
+             R"({"auths": {"https://r:5000": {"auth": ")" + b64("docker:pw1") + R"("}}})");
+  auto c = find_credentials(o, "r:5000", "a/b");
+  REQUIRE(c);
+  CHECK(c->user == "docker");
+  CHECK(c->password == "pw1");
+
+  // The containers file comes first; a per-repository entry beats the host's.
+  write_text(dir + "/run/containers/auth.json", R"({"auths": {"r:5000": {"auth": ")" + b64("host:pw2") +
+                                                  R"("}, "r:5000/a": {"auth": ")" + b64("ns:pw:with:colons") +
+                                                  R"("}}})");
+  CHECK(find_credentials(o, "r:5000", "a/b")->user == "ns");
+  CHECK(find_credentials(o, "r:5000", "a/b")->password == "pw:with:colons");
+  CHECK(find_credentials(o, "r:5000", "c")->user == "host");
+
+  o.creds = "me:secret";
+  CHECK(find_credentials(o, "r:5000", "a/b")->user == "me");
+  o.creds = "nocolon";
+  CHECK_THROWS_AS(find_credentials(o, "r:5000", "a/b"), Error);
+
+  RegistryOptions f;
+  f.authfile = dir + "/missing.json";
+  CHECK_THROWS_WITH(find_credentials(f, "r:5000", "a"), Catch::Contains("does not exist"));
+  write_text(dir + "/bad.json", R"({"auths": {"r:5000": {"auth": "!!!"}}})");
+  f.authfile = dir + "/bad.json";
+  CHECK_THROWS_WITH(find_credentials(f, "r:5000", "a"), Catch::Contains("not base64"));
+  fs::remove_all(dir);
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: kata-snapshot against plain QEMU migration (bench/bench.cpp), then live mode
 # against stop mode (bench/live.cpp), then oci: repositories against .ksnap files
-# (bench/repository.cpp). BENCH_ONLY=save|live|repository runs one of them.
+# (bench/repository.cpp), then registries against skopeo and local files (bench/registry.cpp).
+# BENCH_ONLY=save|live|repository|registry runs one of them.
 set -euo pipefail
 build=${1:-build}
 rounds=${BENCH_ROUNDS:-5}
@@ -9,3 +10,4 @@ only=${BENCH_ONLY:-}
 [ -n "$only" ] && [ "$only" != save ] || "$build/bench_snapshot" "$rounds"
 [ -n "$only" ] && [ "$only" != live ] || "$build/bench_live" "$rounds"
 [ -n "$only" ] && [ "$only" != repository ] || "$build/bench_repository" "$rounds"
+[ -n "$only" ] && [ "$only" != registry ] || "$build/bench_registry" "$rounds"

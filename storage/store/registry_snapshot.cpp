@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -16,6 +17,7 @@ namespace {
 constexpr size_t k_upload_connections = 4;
 constexpr uint64_t k_upload_queue_bytes = 32u << 20; // waiting blobs; more waits for the uploads
 constexpr uint64_t k_piece_bytes = 8u << 20;         // a streamed upload's PATCH, a pull's GET
+constexpr uint64_t k_prefetch_bytes = 48u << 20;     // blobs fetched ahead of a pull's reader
 
 } // namespace
 
@@ -256,8 +258,137 @@ void RegistrySink::close() {
   m_digest = m_registry.put_manifest(m_tag, text);
 }
 
-RegistrySource::RegistrySource(Registry registry, OciSnapshot snapshot)
-  : m_registry(std::move(registry)), m_snapshot(std::move(snapshot)) {}
+// Fetches the small blobs of a snapshot ahead of their reader, in archive order, on a few
+// connections, with at most k_prefetch_bytes fetched and not taken yet (or in flight). A
+// blob the snapshot names several times (a chunk of zero pages: most chunks of an idle VM)
+// is fetched once and kept until its last use.
+class Prefetcher {
+public:
+  Prefetcher(const Registry& like, const RegistryOptions& options, std::vector<Descriptor> blobs, size_t from)
+    : m_blobs(std::move(blobs)), m_next(from), m_taken(from) {
+    for (size_t i = from; i < m_blobs.size(); ++i) {
+      if (wanted(m_blobs[i])) {
+        ++m_uses[m_blobs[i].digest];
+      }
+    }
+    for (size_t i = 0; i < k_upload_connections; ++i) {
+      m_threads.emplace_back([this, r = Registry(like.host(), like.repo(), options)]() mutable { run(r); });
+    }
+  }
+  ~Prefetcher() {
+    {
+      std::lock_guard lock(m_mutex);
+      m_stop = true;
+    }
+    m_changed.notify_all();
+    for (auto& t : m_threads) {
+      t.join();
+    }
+  }
+  Prefetcher(const Prefetcher&) = delete;
+  Prefetcher& operator=(const Prefetcher&) = delete;
+
+  static bool wanted(const Descriptor& d) { return d.size <= k_piece_bytes; }
+
+  // Blob I (wanted), once fetched; the blobs before it that were not taken are skipped.
+  // Throws a fetch's failure.
+  Bytes take(size_t i) {
+    std::unique_lock lock(m_mutex);
+    for (; m_taken < i; ++m_taken) {
+      used(m_blobs[m_taken]);
+    }
+    m_changed.notify_all();
+    const Descriptor& d = m_blobs[i];
+    m_changed.wait(lock, [&] { return m_failure || m_fetched.contains(d.digest); });
+    if (m_failure) {
+      std::rethrow_exception(m_failure);
+    }
+    Bytes data = m_uses[d.digest] == 1 ? std::move(m_fetched[d.digest]) : m_fetched[d.digest];
+    used(d);
+    m_taken = i + 1;
+    m_changed.notify_all();
+    return data;
+  }
+
+private:
+  // One use of D is over: the last one frees its bytes.
+  void used(const Descriptor& d) {
+    if (!wanted(d) || --m_uses[d.digest] > 0) {
+      return;
+    }
+    if (m_fetched.erase(d.digest) > 0 || m_fetching.contains(d.digest)) {
+      m_window -= d.size;
+    }
+    m_fetching.erase(d.digest);
+  }
+
+  // The next blob to fetch: wanted, still to be used, not fetched or on its way.
+  bool next_job() {
+    while (m_next < m_blobs.size()) {
+      const Descriptor& d = m_blobs[m_next];
+      if (wanted(d) && m_uses[d.digest] > 0 && !m_fetched.contains(d.digest) &&
+          !m_fetching.contains(d.digest)) {
+        return true;
+      }
+      ++m_next;
+    }
+    return false;
+  }
+
+  void run(Registry& registry) {
+    std::unique_lock lock(m_mutex);
+    while (true) {
+      // The window is full unless the reader waits for this very blob.
+      m_changed.wait(lock, [&] {
+        return m_stop || m_failure || !next_job() || m_window + m_blobs[m_next].size <= k_prefetch_bytes ||
+               m_next <= m_taken;
+      });
+      if (m_stop || m_failure || !next_job()) {
+        return;
+      }
+      const Descriptor d = m_blobs[m_next++];
+      m_fetching.insert(d.digest);
+      m_window += d.size;
+      lock.unlock();
+      Bytes data;
+      std::exception_ptr failure;
+      try {
+        data.reserve(d.size);
+        if (d.size > 0) {
+          registry.read_blob_range(
+            d, 0, d.size, [&](std::span<const std::byte> b) { data.insert(data.end(), b.begin(), b.end()); });
+        }
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      lock.lock();
+      if (failure) {
+        m_failure = m_failure ? m_failure : failure;
+      } else if (m_fetching.erase(d.digest) > 0) { // else every use was skipped meanwhile
+        m_fetched.emplace(d.digest, std::move(data));
+      }
+      m_changed.notify_all();
+    }
+  }
+
+  std::vector<Descriptor> m_blobs;
+  std::mutex m_mutex;
+  std::condition_variable m_changed;
+  std::map<std::string, int> m_uses;      // digest -> uses from the reader's place on
+  std::map<std::string, Bytes> m_fetched; // digest -> its bytes, until its last use
+  std::set<std::string> m_fetching;
+  size_t m_next;  // the next blob to fetch
+  size_t m_taken; // the blobs before it are taken or skipped
+  uint64_t m_window = 0;
+  bool m_stop = false;
+  std::exception_ptr m_failure;
+  std::vector<std::thread> m_threads;
+};
+
+RegistrySource::RegistrySource(Registry registry, RegistryOptions options, OciSnapshot snapshot)
+  : m_registry(std::move(registry)), m_options(std::move(options)), m_snapshot(std::move(snapshot)) {}
+
+RegistrySource::~RegistrySource() = default;
 
 bool RegistrySource::next(ArchiveEntry& entry) {
   if (m_next > m_snapshot.layers.size()) {
@@ -281,10 +412,23 @@ size_t RegistrySource::read(std::span<std::byte> buf) {
     if (length == 0 || buf.empty()) {
       return 0;
     }
-    m_piece.reserve(length);
-    m_registry.read_blob_range(*m_blob, m_offset, length, [&](std::span<const std::byte> data) {
-      m_piece.insert(m_piece.end(), data.begin(), data.end());
-    });
+    size_t index = m_next - 1; // 0: the config
+    if (Prefetcher::wanted(*m_blob) && index > 0) {
+      if (!m_prefetch) {
+        std::vector<Descriptor> blobs = {m_snapshot.config};
+        blobs.insert(blobs.end(), m_snapshot.layers.begin(), m_snapshot.layers.end());
+        m_prefetch = std::make_unique<Prefetcher>(m_registry, m_options, std::move(blobs), index);
+      }
+      m_piece = m_prefetch->take(index);
+    } else {
+      m_piece.reserve(length);
+      m_registry.read_blob_range(*m_blob, m_offset, length, [&](std::span<const std::byte> data) {
+        m_piece.insert(m_piece.end(), data.begin(), data.end());
+      });
+    }
+    if (m_piece.empty()) {
+      return 0;
+    }
   }
   size_t n = std::min(buf.size(), m_piece.size() - m_piece_used);
   std::copy_n(m_piece.begin() + static_cast<std::ptrdiff_t>(m_piece_used), n, buf.begin());

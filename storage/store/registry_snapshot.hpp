@@ -65,16 +65,23 @@ private:
   std::string m_digest;
 };
 
-// Reads a registry snapshot's members from their blobs, in ranged pieces (a retry resumes).
+class Prefetcher;
+
+// Reads a registry snapshot's members from their blobs. Once data is read, the blobs ahead
+// (chunks) are fetched on a few connections of their own, within a bounded window; a large
+// blob (a share) is read in ranged pieces on this connection, where a retry resumes.
 class RegistrySource : public EntrySource {
 public:
-  RegistrySource(Registry registry, OciSnapshot snapshot);
+  RegistrySource(Registry registry, RegistryOptions options, OciSnapshot snapshot);
+  ~RegistrySource() override;
   bool next(ArchiveEntry& entry) override;
   size_t read(std::span<std::byte> buf) override;
 
 private:
   Registry m_registry;
+  RegistryOptions m_options;
   OciSnapshot m_snapshot;
+  std::unique_ptr<Prefetcher> m_prefetch; // started by the first read()
   size_t m_next = 0;
   const Descriptor* m_blob = nullptr;
   uint64_t m_offset = 0; // of m_piece in the blob

@@ -217,7 +217,7 @@ std::unique_ptr<EntrySource> registry_source(const Reference& ref, const Registr
   Registry registry(ref.host, ref.repo, o);
   OciSnapshot snap = find_snapshot(registry, ref.tag, ref.digest);
   *what = ref.tag.empty() && ref.digest.empty() ? ref.with_tag(snap.tag) : ref.with_tag(ref.tag);
-  return std::make_unique<RegistrySource>(std::move(registry), std::move(snap));
+  return std::make_unique<RegistrySource>(std::move(registry), o, std::move(snap));
 }
 
 } // namespace

@@ -1,0 +1,130 @@
+// make bench, registry: a 1 GiB guest's snapshot (as a save into a repository or registry
+// makes it) pushed to and pulled from a loopback docker-registry by kata-snapshot and by
+// skopeo, alternating, medians, each push into a repository of its own; then a load from the
+// registry against a load of the same snapshot from a local .ksnap file. Targets (the
+// registry issue): push and pull >= 1.5x skopeo's throughput; registry load <= 1.3x.
+#include "bench/bench_util.hpp"
+#include "tests/e2e/guest_vm.hpp"
+#include "tests/e2e/registry_server.hpp"
+#include "util/strings.hpp"
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+using namespace ks;
+using namespace ks::test;
+using namespace ks::bench;
+namespace fs = std::filesystem;
+
+namespace {
+
+double timed(const std::vector<std::string>& argv) {
+  auto start = Clock::now();
+  CommandResult r = run_command(argv, Millis(600000));
+  if (r.status != 0) {
+    throw Error(argv[0] + " failed: " + r.error_output);
+  }
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double load_seconds(const std::vector<std::string>& args, const std::string& run, const std::string& log) {
+  std::error_code ec;
+  fs::remove(log, ec);
+  std::vector<std::string> argv = {"load"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.insert(argv.end(), {"--run-dir", run});
+  Run r = timed_cli(argv, log);
+  int pid = std::stoi(trim(read_file(run + "/qemu.pid")));
+  ::kill(pid, SIGKILL);
+  while (::kill(pid, 0) == 0 &&
+         read_file("/proc/" + std::to_string(pid) + "/stat").find(") Z") == std::string::npos) {
+    std::this_thread::sleep_for(Millis(5));
+  }
+  fs::remove_all(run, ec);
+  return r.seconds;
+}
+
+double mb_per_s(uint64_t bytes, double seconds) {
+  return static_cast<double>(bytes) / 1e6 / seconds;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  int rounds = argc > 1 ? std::atoi(argv[1]) : 3;
+  std::printf(
+    "\nkata-snapshot registry benchmark: 1 GiB guest, %d rounds, kata-snapshot and skopeo alternating\n",
+    rounds);
+  GuestVm vm(
+    {.workload = "bench", .memory_mb = 1024, .kernel_args = {"ksnap.random_mb=280", "ksnap.text_mb=280"}});
+  std::printf("guest: %s\n", vm.wait_console("ksnap: filled", Millis(600000)).c_str());
+  const std::string dir = vm.dir();
+  const std::string layout = "oci:" + dir + "/layout:snap";
+  timed_cli({"save", "--mode", "stop", "--quiesce", "off", "--qmp", vm.qmp_path(), "-o", layout},
+            dir + "/save.log");
+  timed_cli({"copy", layout, dir + "/snap.ksnap"}, dir + "/copy.log");
+  vm.kill();
+  const uint64_t bytes = fs::file_size(dir + "/snap.ksnap");
+  TestRegistry registry(dir + "/registry");
+  const std::string insecure = "--tls-verify=false";
+
+  std::vector<double> push, skopeo_push, pull, skopeo_pull, file_load, registry_load;
+  std::error_code ec;
+  for (int i = 0; i < rounds; ++i) {
+    std::string n = std::to_string(i);
+    auto ours = [&] {
+      push.push_back(timed({test_env().cli, "copy", layout, registry.ref("ours" + n + "/vm:snap"),
+                            "--dest-tls-verify=false", "-q"}));
+      fs::remove_all(dir + "/pull", ec);
+      pull.push_back(timed({test_env().cli, "copy", registry.ref("ours" + n + "/vm:snap"),
+                            "oci:" + dir + "/pull:snap", "--src-tls-verify=false", "-q"}));
+    };
+    auto theirs = [&] {
+      skopeo_push.push_back(timed({"skopeo", "copy", "-q", "--dest-tls-verify=false", layout,
+                                   registry.ref("skopeo" + n + "/vm:snap")}));
+      fs::remove_all(dir + "/spull", ec);
+      skopeo_pull.push_back(timed({"skopeo", "copy", "-q", "--src-tls-verify=false",
+                                   registry.ref("skopeo" + n + "/vm:snap"), "oci:" + dir + "/spull:snap"}));
+    };
+    if (i % 2 == 0) {
+      ours();
+      theirs();
+    } else {
+      theirs();
+      ours();
+    }
+  }
+  for (int i = 0; i < rounds; ++i) {
+    auto f = [&] {
+      file_load.push_back(load_seconds({dir + "/snap.ksnap"}, dir + "/run-f", dir + "/lf.log"));
+    };
+    auto r = [&] {
+      registry_load.push_back(
+        load_seconds({registry.ref("ours0/vm:snap"), insecure}, dir + "/run-r", dir + "/lr.log"));
+    };
+    if (i % 2 == 0) {
+      f();
+      r();
+    } else {
+      r();
+      f();
+    }
+  }
+  double p = mb_per_s(bytes, median(push)), sp = mb_per_s(bytes, median(skopeo_push));
+  double l = mb_per_s(bytes, median(pull)), sl = mb_per_s(bytes, median(skopeo_pull));
+  double fl = median(file_load), rl = median(registry_load);
+  std::printf("\nsnapshot: %s\n", human_size(bytes).c_str());
+  std::printf("%-34s %12s %12s %8s %s\n", "", "skopeo", "kata-snapshot", "ratio", "target");
+  std::printf("%-34s %9.0f MB/s %9.0f MB/s %7.2fx %s\n", "push (new repository)", sp, p, p / sp, ">= 1.50x");
+  std::printf("%-34s %9.0f MB/s %9.0f MB/s %7.2fx %s\n", "pull (to an oci: layout)", sl, l, l / sl,
+              ">= 1.50x");
+  std::printf("%-34s %10.2f s %10.2f s %7.2fx %s\n", "load to running: file / docker://", fl, rl, rl / fl,
+              "<= 1.30x");
+  std::printf("raw seconds: push %s | skopeo push %s | pull %s | skopeo pull %s\n", list(push).c_str(),
+              list(skopeo_push).c_str(), list(pull).c_str(), list(skopeo_pull).c_str());
+  std::printf("raw seconds: file load %s | registry load %s\n", list(file_load).c_str(),
+              list(registry_load).c_str());
+  return 0;
+}

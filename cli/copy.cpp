@@ -31,6 +31,7 @@ void add_copy(CLI::App& app, Registry& reg) {
   add_output_flags(*cmd, reg.global);
   cmd->callback([&reg, a] {
     reg.action = [&reg, a] {
+      a->o.progress = !reg.global.quiet && !reg.global.json;
       Json r = copy_snapshot(a->src, a->dst, a->o);
       std::string human = "copied " + r.value("source", a->src) + " to " + r.value("output", a->dst) + ": " +
                           std::to_string(r.value("members", 0)) + " members, " +

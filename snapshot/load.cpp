@@ -10,7 +10,7 @@
 #include "snapshot/mapped_ram.hpp"
 #include "snapshot/multifd.hpp"
 #include "snapshot/network.hpp"
-#include "snapshot/progress.hpp"
+#include "util/progress.hpp"
 #include "snapshot/shares.hpp"
 #include "snapshot/step_timer.hpp"
 #include "snapshot/vm.hpp"

@@ -8,7 +8,7 @@
 #include "snapshot/live/share_precopy.hpp"
 #include "snapshot/mapped_ram.hpp"
 #include "snapshot/multifd.hpp"
-#include "snapshot/progress.hpp"
+#include "util/progress.hpp"
 #include "snapshot/save.hpp"
 #include "snapshot/share_capture.hpp"
 #include "snapshot/vm.hpp"

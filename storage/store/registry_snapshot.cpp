@@ -162,9 +162,10 @@ private:
   std::vector<std::thread> m_threads;
 };
 
-RegistrySink::RegistrySink(Registry registry, RegistryOptions options, std::string tag, RawIndex known)
+RegistrySink::RegistrySink(Registry registry, RegistryOptions options, std::string tag, RawIndex known,
+                           std::string mount_from)
   : m_registry(std::move(registry)), m_tag(std::move(tag)), m_known(std::move(known)),
-    m_pool(std::make_unique<UploadPool>(m_registry, options)) {}
+    m_mount_from(std::move(mount_from)), m_pool(std::make_unique<UploadPool>(m_registry, options)) {}
 
 RegistrySink::~RegistrySink() = default;
 
@@ -195,7 +196,11 @@ void RegistrySink::begin(const std::string& name, uint64_t size, const TarAttrs&
   m_open_left = size;
   m_hash = Sha256();
   if (m_sent.insert(m_open->digest).second && m_registry.blob_size(m_open->digest) != size) {
-    m_upload.emplace(m_registry);
+    if (!m_mount_from.empty() && m_registry.mount_blob(m_open->digest, m_mount_from)) {
+      ++m_mounted; // its bytes are still read and checked as they stream by
+    } else {
+      m_upload.emplace(m_registry);
+    }
   }
   if (size == 0) {
     finish_open();

@@ -29,7 +29,9 @@ class UploadPool;
 class RegistrySink : public EntrySink {
 public:
   // Pushes to REGISTRY under TAG (replacing it when OVERWRITE); KNOWN: chunks it holds.
-  RegistrySink(Registry registry, RegistryOptions options, std::string tag, RawIndex known);
+  // MOUNT_FROM: another repository of the same registry whose blobs are mounted (a copy).
+  RegistrySink(Registry registry, RegistryOptions options, std::string tag, RawIndex known,
+               std::string mount_from = {});
   ~RegistrySink() override;
 
   void add(const std::string& name, std::span<const std::byte> data, const TarAttrs& attrs) override;
@@ -42,6 +44,7 @@ public:
 
   const std::string& digest() const { return m_digest; } // the manifest's, after close()
   uint64_t blob_bytes_written() const;
+  uint64_t blobs_mounted() const { return m_mounted; }
 
 private:
   void flush_piece();
@@ -50,6 +53,8 @@ private:
   Registry m_registry; // this thread's connection: streamed members, the manifest
   std::string m_tag;
   RawIndex m_known;
+  std::string m_mount_from;
+  uint64_t m_mounted = 0;
   std::unique_ptr<UploadPool> m_pool;
   std::optional<Descriptor> m_config;
   std::string m_manifest_text;

@@ -7,6 +7,7 @@
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/file_lock.hpp"
+#include "util/progress.hpp"
 
 #include <fcntl.h>
 #include <functional>
@@ -118,15 +119,18 @@ std::string annotation(const OciSnapshot& s, const std::string& key) {
 
 Json copy_snapshot(const std::string& src, const std::string& dst, const RepoOptions& o) {
   std::unique_ptr<ArchiveReader> reader = open_snapshot(src, o.registry);
-  std::unique_ptr<SnapshotOutput> out = SnapshotOutput::open(
-    dst,
-    {.overwrite = o.overwrite, .lock_wait = o.lock_wait, .purpose = "copy", .registry = o.dest_registry});
+  std::unique_ptr<SnapshotOutput> out = SnapshotOutput::open(dst, {.overwrite = o.overwrite,
+                                                                   .lock_wait = o.lock_wait,
+                                                                   .purpose = "copy",
+                                                                   .registry = o.dest_registry,
+                                                                   .copied_from = src});
   // An encrypted snapshot is copied sealed, its MACs and members' sealed keys with it: they
   // stay valid, since names, positions and bytes are the same.
   ArchiveWriter& writer = out->start(
     ArchiveWriter::ManifestText{reader->manifest_text(), nullptr, reader->carried_manifest_attrs()});
   std::vector<std::byte> buf(1 << 20);
   uint64_t members = 0;
+  ProgressLine bar(o.progress, "copying", 0);
   while (auto name = reader->next_if("")) {
     const ArchiveEntry& e = reader->open_entry();
     auto attr = [&](const char* key) {
@@ -142,6 +146,7 @@ Json copy_snapshot(const std::string& src, const std::string& dst, const RepoOpt
     reader->stream_member([&](const ArchiveReader::Source& source) {
       while (size_t n = source(buf)) {
         writer.write_member(std::span(buf).first(n));
+        bar.update(writer.bytes_written());
       }
     });
     ++members;

@@ -18,6 +18,7 @@ struct RepoOptions {
   bool overwrite = false;        // copy: replace the destination
   RegistryOptions registry;      // a docker:// repository's (or copy's source's) access
   RegistryOptions dest_registry; // copy: a docker:// destination's access
+  bool progress = false;         // copy: a progress line on a terminal
 };
 
 // Copies snapshot SRC to DST (any references), member by member, every member checked.

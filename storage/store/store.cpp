@@ -168,6 +168,12 @@ public:
                   "write docker://" + ref.path + ":TAG");
     }
     m_tag = ref.tag.empty() ? time_tag() : ref.tag;
+    if (!o.copied_from.empty()) {
+      Reference src = parse_reference(o.copied_from);
+      if (src.kind == Reference::Kind::registry && src.host == ref.host && src.repo != ref.repo) {
+        m_mount_from = src.repo; // a copy within the registry: blobs mounted, not uploaded
+      }
+    }
     // Also the check that the registry answers and takes our credentials, before any pause.
     if (!o.overwrite && m_registry.get_manifest(m_tag)) {
       throw Error(ref.with_tag(m_tag) + " already exists", ExitCode::failed,
@@ -178,7 +184,7 @@ public:
     RawIndex known =
       build_raw_index(read_snapshots(m_registry, Missing::empty), [](const Descriptor&) { return true; });
     auto sink = std::make_unique<RegistrySink>(Registry(m_ref.host, m_ref.repo, m_options), m_options, m_tag,
-                                               std::move(known));
+                                               std::move(known), m_mount_from);
     m_sink = sink.get();
     m_writer = std::make_unique<ArchiveWriter>(std::move(sink), manifest);
     return *m_writer;
@@ -197,6 +203,7 @@ public:
     if (m_sink && !m_sink->digest().empty()) {
       j["digest"] = m_sink->digest();
       j["blob_bytes_written"] = m_sink->blob_bytes_written();
+      j["blobs_mounted"] = m_sink->blobs_mounted();
     }
     return j;
   }
@@ -207,6 +214,7 @@ private:
   RegistryOptions m_options;
   Registry m_registry;
   std::string m_tag;
+  std::string m_mount_from;
   RegistrySink* m_sink = nullptr;
   std::unique_ptr<ArchiveWriter> m_writer;
 };

@@ -45,6 +45,7 @@ struct OutputOptions {
   std::chrono::milliseconds lock_wait = k_default_lock_wait;
   std::string purpose = "save"; // for the repository lock's holder record
   RegistryOptions registry;     // a docker:// reference's access
+  std::string copied_from;      // copy: the source; a repository of the same registry lends its blobs
 };
 
 class SnapshotOutput {

@@ -84,6 +84,14 @@ TEST_CASE(
     RestoredVm restored = load_ok(repo + ":two", vm.dir() + "/run", registry.flags());
     require_continues(vm, m2);
   }
+  // A copy within the registry mounts the blobs instead of uploading them again.
+  nlohmann::json mirror = cli_json(
+    with(with({"copy", repo + ":two", registry.ref("backups/mirror:two"), "--json"}, registry.flags("src-")),
+         registry.flags("dest-")));
+  CHECK(mirror["blobs_mounted"].get<uint64_t>() > 10);
+  CHECK(mirror["blob_bytes_written"].get<uint64_t>() < (1u << 20));
+  CHECK(run_cli(with({"verify", registry.ref("backups/mirror:two")}, registry.flags())).status == 0);
+
   // prune keeps the newest; the older one is gone from the registry.
   nlohmann::json pruned = cli_json(with({"prune", repo, "--keep-last", "1", "--json"}, registry.flags()));
   CHECK(pruned["removed"].size() == 1);

@@ -1,4 +1,5 @@
-// A one-line progress indicator on stderr, shown only when stderr is a terminal.
+// A one-line progress indicator on stderr (bytes so far, the rate), shown only when stderr is
+// a terminal.
 #pragma once
 
 #include <chrono>
@@ -9,7 +10,8 @@ namespace ks {
 
 class ProgressLine {
 public:
-  ProgressLine(bool wanted, std::string label, uint64_t expected_bytes);
+  // EXPECTED_BYTES (0: unknown) is shown as "(WHAT N)".
+  ProgressLine(bool wanted, std::string label, uint64_t expected_bytes, std::string what = "guest RAM");
   ~ProgressLine() { finish(); }
   ProgressLine(const ProgressLine&) = delete;
   ProgressLine& operator=(const ProgressLine&) = delete;
@@ -22,6 +24,8 @@ private:
   bool m_drawn = false;
   std::string m_label;
   uint64_t m_expected;
+  std::string m_what;
+  std::chrono::steady_clock::time_point m_start = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point m_last{};
 };
 

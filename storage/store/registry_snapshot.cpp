@@ -162,7 +162,7 @@ private:
   std::vector<std::thread> m_threads;
 };
 
-RegistrySink::RegistrySink(Registry registry, RegistryOptions options, std::string tag, RawIndex known,
+RegistrySink::RegistrySink(Registry registry, const RegistryOptions& options, std::string tag, RawIndex known,
                            std::string mount_from)
   : m_registry(std::move(registry)), m_tag(std::move(tag)), m_known(std::move(known)),
     m_mount_from(std::move(mount_from)), m_pool(std::make_unique<UploadPool>(m_registry, options)) {}

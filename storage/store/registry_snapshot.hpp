@@ -30,7 +30,7 @@ class RegistrySink : public EntrySink {
 public:
   // Pushes to REGISTRY under TAG (replacing it when OVERWRITE); KNOWN: chunks it holds.
   // MOUNT_FROM: another repository of the same registry whose blobs are mounted (a copy).
-  RegistrySink(Registry registry, RegistryOptions options, std::string tag, RawIndex known,
+  RegistrySink(Registry registry, const RegistryOptions& options, std::string tag, RawIndex known,
                std::string mount_from = {});
   ~RegistrySink() override;
 

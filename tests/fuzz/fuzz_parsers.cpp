@@ -1,9 +1,14 @@
 // Fuzz target: the text parsers fed by QEMU and /proc: `info network`, QEMU option values
-// and the whole command line as read from /proc/PID/cmdline, and /proc/PID/stat's start time.
+// and the whole command line as read from /proc/PID/cmdline, and /proc/PID/stat's start time;
+// and those fed by registries and users: WWW-Authenticate challenges, Location headers,
+// snapshot references.
 #include "snapshot/network.hpp"
 #include "snapshot/qemu_argv.hpp"
+#include "storage/store/reference.hpp"
+#include "storage/store/registry.hpp"
 #include "tests/fuzz/fuzz_util.hpp"
 #include "util/child_process.hpp"
+#include "util/http.hpp"
 #include "util/strings.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -27,5 +32,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const std::exception&) {
   }
   ks::stat_start_ticks(text);
+  ks::challenge_params(text); // a registry's WWW-Authenticate header
+  ks::resolve_url("http://127.0.0.1:5000/v2/r/blobs/uploads/", text); // its Location header
+  try {
+    ks::parse_reference(text);
+  } catch (const std::exception&) {
+  }
   return 0;
 }

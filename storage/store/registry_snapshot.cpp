@@ -15,6 +15,7 @@ namespace ks {
 namespace {
 
 constexpr size_t k_upload_connections = 4;
+constexpr size_t k_fetch_connections = 8;
 constexpr uint64_t k_upload_queue_bytes = 32u << 20; // waiting blobs; more waits for the uploads
 constexpr uint64_t k_piece_bytes = 8u << 20;         // a streamed upload's PATCH, a pull's GET
 constexpr uint64_t k_prefetch_bytes = 48u << 20;     // blobs fetched ahead of a pull's reader
@@ -276,7 +277,7 @@ public:
         ++m_uses[m_blobs[i].digest];
       }
     }
-    for (size_t i = 0; i < k_upload_connections; ++i) {
+    for (size_t i = 0; i < k_fetch_connections; ++i) {
       m_threads.emplace_back([this, r = Registry(like.host(), like.repo(), options)]() mutable { run(r); });
     }
   }

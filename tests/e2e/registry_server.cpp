@@ -235,8 +235,8 @@ TestRegistry::~TestRegistry() {
 void TestRegistry::write_config() {
   std::string c = "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n"
                   "storage:\n  filesystem:\n    rootdirectory: " +
-                  m_dir + "/data\n  delete:\n    enabled: true\n" +
-                  "http:\n  addr: 127.0.0.1:" + std::to_string(m_port) + "\n";
+                  m_dir + "/data\n  delete:\n    enabled: " + (m_setup.deletion ? "true" : "false") +
+                  "\nhttp:\n  addr: 127.0.0.1:" + std::to_string(m_port) + "\n";
   if (m_setup.tls) {
     c += "  tls:\n    certificate: " + m_dir + "/server.crt\n    key: " + m_dir + "/server.key\n";
   }

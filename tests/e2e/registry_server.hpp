@@ -19,6 +19,7 @@ enum class RegistryAuth { none, basic, bearer };
 struct RegistrySetup {
   bool tls = false;
   RegistryAuth auth = RegistryAuth::none;
+  bool deletion = true; // storage.delete.enabled
 };
 
 class TokenService;

@@ -205,6 +205,17 @@ TEST_CASE("TLS, basic and bearer authentication: each failure has its exit code;
                Catch::Contains("TLS"));
     failing({"inspect", "docker://127.0.0.1:1/x/y:z", "--tls-verify=false"}, 5);
     failing({"inspect", "docker://127.0.0.1/Bad/Name"}, 2);
+    // A registry that does not allow deletion: prune says so, and keeps everything.
+    TestRegistry keeper(vm.dir() + "/keeper", {.deletion = false});
+    const std::string again = vm.dir() + "/again.ksnap"; // another manifest: another digest
+    vm.qmp().execute("cont");
+    save_paused(vm.qmp_path(), again);
+    cli_json(with({"copy", archive, keeper.ref("keep/vm:a"), "--json"}, keeper.flags("dest-")));
+    cli_json(with({"copy", again, keeper.ref("keep/vm:b"), "--json"}, keeper.flags("dest-")));
+    CHECK_THAT(
+      failing(with({"prune", keeper.ref("keep/vm"), "--keep-last", "1"}, keeper.flags()), 1).error_output,
+      Catch::Contains("does not allow deletion"));
+    CHECK(cli_json(with({"list", keeper.ref("keep/vm"), "--json"}, keeper.flags()))["snapshots"].size() == 2);
     // The credentials never show up in what the tool prints.
     CommandResult r = run_cli({"inspect", pushed, ca, "--creds", "backup:hunter2-secret"});
     CHECK(r.error_output.find("hunter2") == std::string::npos);

@@ -4,7 +4,9 @@
 #include "util/strings.hpp"
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 #include <unistd.h>
 
@@ -76,6 +78,27 @@ Run timed_cli(const std::vector<std::string>& args, const std::string& log, cons
     throw Error("kata-snapshot " + args[0] + " failed");
   }
   return {seconds_since(start), p.max_rss_kib(), p.cpu_seconds()};
+}
+
+} // namespace ks::bench
+
+namespace ks::bench {
+
+double load_seconds(const std::vector<std::string>& args, const std::string& run, const std::string& log) {
+  std::error_code ec;
+  std::filesystem::remove(log, ec);
+  std::vector<std::string> argv = {"load"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.insert(argv.end(), {"--run-dir", run});
+  Run r = timed_cli(argv, log);
+  int pid = std::stoi(trim(read_file(run + "/qemu.pid")));
+  ::kill(pid, SIGKILL);
+  while (::kill(pid, 0) == 0 &&
+         read_file("/proc/" + std::to_string(pid) + "/stat").find(") Z") == std::string::npos) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::filesystem::remove_all(run, ec);
+  return r.seconds;
 }
 
 } // namespace ks::bench

@@ -36,4 +36,8 @@ double process_cpu_seconds(int pid);
 Run timed_cli(const std::vector<std::string>& args, const std::string& log,
               const std::string& out = "/dev/null");
 
+// `kata-snapshot load ARGS --run-dir RUN` timed (stderr to LOG), then the restored QEMU
+// killed and waited for; returns the load's seconds.
+double load_seconds(const std::vector<std::string>& args, const std::string& run, const std::string& log);
+
 } // namespace ks::bench

@@ -29,23 +29,6 @@ double timed(const std::vector<std::string>& argv) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-double load_seconds(const std::vector<std::string>& args, const std::string& run, const std::string& log) {
-  std::error_code ec;
-  fs::remove(log, ec);
-  std::vector<std::string> argv = {"load"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  argv.insert(argv.end(), {"--run-dir", run});
-  Run r = timed_cli(argv, log);
-  int pid = std::stoi(trim(read_file(run + "/qemu.pid")));
-  ::kill(pid, SIGKILL);
-  while (::kill(pid, 0) == 0 &&
-         read_file("/proc/" + std::to_string(pid) + "/stat").find(") Z") == std::string::npos) {
-    std::this_thread::sleep_for(Millis(5));
-  }
-  fs::remove_all(run, ec);
-  return r.seconds;
-}
-
 double mb_per_s(uint64_t bytes, double seconds) {
   return static_cast<double>(bytes) / 1e6 / seconds;
 }

@@ -27,19 +27,6 @@ uint64_t blob_bytes(const std::string& path) {
 }
 
 // Loads ARCHIVE into RUN, then kills the restored QEMU and waits until it is gone.
-double load_seconds(const std::string& archive, const std::string& run, const std::string& log) {
-  std::error_code ec;
-  fs::remove(log, ec);
-  Run r = timed_cli({"load", archive, "--run-dir", run}, log);
-  int pid = std::stoi(trim(read_file(run + "/qemu.pid")));
-  ::kill(pid, SIGKILL);
-  while (::kill(pid, 0) == 0 &&
-         read_file("/proc/" + std::to_string(pid) + "/stat").find(") Z") == std::string::npos) {
-    std::this_thread::sleep_for(Millis(5));
-  }
-  fs::remove_all(run, ec);
-  return r.seconds;
-}
 
 } // namespace
 
@@ -110,12 +97,14 @@ int main(int argc, char** argv) {
   timed_cli({"copy", "oci:" + last_repo + ":second", dir + "/repo.ksnap"}, dir + "/copy.log");
   vm.kill();
   for (int i = 0; i < rounds; ++i) {
-    auto f = [&] { file_load.push_back(load_seconds(dir + "/file.ksnap", dir + "/run-f", dir + "/lf.log")); };
+    auto f = [&] {
+      file_load.push_back(load_seconds({dir + "/file.ksnap"}, dir + "/run-f", dir + "/lf.log"));
+    };
     auto o = [&] {
-      repo_load.push_back(load_seconds("oci:" + last_repo + ":second", dir + "/run-o", dir + "/lo.log"));
+      repo_load.push_back(load_seconds({"oci:" + last_repo + ":second"}, dir + "/run-o", dir + "/lo.log"));
     };
     auto m = [&] {
-      mapped_load.push_back(load_seconds(dir + "/repo.ksnap", dir + "/run-m", dir + "/lm.log"));
+      mapped_load.push_back(load_seconds({dir + "/repo.ksnap"}, dir + "/run-m", dir + "/lm.log"));
     };
     if (i % 2 == 0) {
       f();

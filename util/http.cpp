@@ -106,11 +106,10 @@ struct HttpClient::Impl {
     if (tls.cert_dir.empty()) {
       return;
     }
-    std::vector<std::string> cas = files_ending(tls.cert_dir, ".crt");
-    if (::access(k_system_cas, R_OK) == 0) {
-      cas.insert(cas.begin(), k_system_cas);
+    if (::access(k_system_cas, R_OK) == 0) { // the system's CAs stay trusted
+      ca_blob = read_file(k_system_cas) + "\n";
     }
-    for (const auto& f : cas) {
+    for (const auto& f : files_ending(tls.cert_dir, ".crt")) {
       ca_blob += read_file(f) + "\n";
     }
     for (const auto& cert : files_ending(tls.cert_dir, ".cert")) {

@@ -28,6 +28,24 @@ std::optional<uint64_t> free_space(int fd) {
   return static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
 }
 
+// Where large temporary files go when the destination has no place of its own.
+std::string default_temp_dir() {
+  const char* tmp = std::getenv("TMPDIR");
+  return tmp ? tmp : "/var/tmp";
+}
+
+// What a save or copy into a repository reports: where, the tag, and once it is done the
+// manifest's digest and the blob bytes it wrote.
+Json tagged_result(const std::string& name, const std::string& tag, const std::string& digest,
+                   uint64_t written) {
+  Json j = {{"output", name}, {"tag", tag}};
+  if (!digest.empty()) {
+    j["digest"] = digest;
+    j["blob_bytes_written"] = written;
+  }
+  return j;
+}
+
 // A tag from the time, which sorts as the snapshots were taken: 20261127T020000Z.
 std::string time_tag() {
   return utc_now_as("%Y%m%dT%H%M%SZ");
@@ -75,8 +93,7 @@ public:
     if (m_file) {
       return dir_name(m_ref.path);
     }
-    const char* tmp = std::getenv("TMPDIR");
-    return tmp ? tmp : "/var/tmp";
+    return default_temp_dir();
   }
   std::vector<std::string> temp_paths() const override {
     return m_file ? std::vector<std::string>{m_file->temp_path()} : std::vector<std::string>{};
@@ -138,12 +155,8 @@ public:
   }
   std::string name() const override { return m_ref.with_tag(m_tag); }
   Json describe() const override {
-    Json j = {{"output", name()}, {"tag", m_tag}};
-    if (m_sink && !m_sink->digest().empty()) {
-      j["digest"] = m_sink->digest();
-      j["blob_bytes_written"] = m_sink->blob_bytes_written();
-    }
-    return j;
+    return m_sink ? tagged_result(name(), m_tag, m_sink->digest(), m_sink->blob_bytes_written())
+                  : tagged_result(name(), m_tag, "", 0);
   }
   bool deduplicates() const override { return true; }
 
@@ -191,20 +204,16 @@ public:
   }
   void commit() override {}           // the writer's finish() put the manifest
   void discard() noexcept override {} // blobs without a manifest: the registry's gc removes them
-  std::string temp_dir() const override {
-    const char* tmp = std::getenv("TMPDIR");
-    return tmp ? tmp : "/var/tmp";
-  }
+  std::string temp_dir() const override { return default_temp_dir(); }
   std::vector<std::string> temp_paths() const override { return {}; }
   std::optional<uint64_t> free_bytes() const override { return std::nullopt; }
   std::string name() const override { return m_ref.with_tag(m_tag); }
   Json describe() const override {
-    Json j = {{"output", name()}, {"tag", m_tag}};
-    if (m_sink && !m_sink->digest().empty()) {
-      j["digest"] = m_sink->digest();
-      j["blob_bytes_written"] = m_sink->blob_bytes_written();
-      j["blobs_mounted"] = m_sink->blobs_mounted();
+    if (!m_sink) {
+      return tagged_result(name(), m_tag, "", 0);
     }
+    Json j = tagged_result(name(), m_tag, m_sink->digest(), m_sink->blob_bytes_written());
+    j["blobs_mounted"] = m_sink->blobs_mounted();
     return j;
   }
   bool deduplicates() const override { return true; }

@@ -51,6 +51,13 @@ nlohmann::json save_paused(const std::string& qmp, const std::string& out,
   return nlohmann::json::parse(r.output);
 }
 
+nlohmann::json cli_json(const std::vector<std::string>& argv) {
+  CommandResult r = run_cli(argv);
+  INFO(r.error_output);
+  REQUIRE(r.status == 0);
+  return nlohmann::json::parse(r.output);
+}
+
 RestoredVm load_ok(const std::string& archive, const std::string& run_dir,
                    const std::vector<std::string>& args) {
   std::vector<std::string> argv = {"load", archive, "--run-dir", run_dir, "--json"};

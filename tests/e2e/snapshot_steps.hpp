@@ -32,6 +32,9 @@ private:
 nlohmann::json save_paused(const std::string& qmp, const std::string& out,
                            const std::vector<std::string>& args = {});
 
+// kata-snapshot ARGV (with --json among them); requires success; returns what it printed.
+nlohmann::json cli_json(const std::vector<std::string>& argv);
+
 // `load ARCHIVE --run-dir RUN_DIR --json ARGS...`; requires success.
 RestoredVm load_ok(const std::string& archive, const std::string& run_dir,
                    const std::vector<std::string>& args = {});

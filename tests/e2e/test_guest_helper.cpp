@@ -25,13 +25,6 @@ long last_write(const GuestVm& vm) {
   return n;
 }
 
-Json cli_json(const std::vector<std::string>& args) {
-  CommandResult r = run_cli(args);
-  INFO(r.error_output);
-  REQUIRE(r.status == 0);
-  return Json::parse(r.output);
-}
-
 } // namespace
 
 TEST_CASE("guest freeze blocks a writer on ext4/virtio-blk until thaw") {

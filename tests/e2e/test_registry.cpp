@@ -20,13 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-nlohmann::json cli_json(const std::vector<std::string>& argv) {
-  CommandResult r = run_cli(argv);
-  INFO(r.error_output);
-  REQUIRE(r.status == 0);
-  return nlohmann::json::parse(r.output);
-}
-
 // The exit status and the error line of a command expected to fail.
 CommandResult failing(const std::vector<std::string>& argv, int status) {
   CommandResult r = run_cli(argv);

@@ -18,13 +18,6 @@ using namespace ks::test;
 
 namespace {
 
-nlohmann::json cli_json(const std::vector<std::string>& argv) {
-  CommandResult r = run_cli(argv);
-  INFO(r.error_output);
-  REQUIRE(r.status == 0);
-  return nlohmann::json::parse(r.output);
-}
-
 // The members of a .ksnap file: name -> SHA-256 of its bytes, as GNU tar extracts them.
 std::map<std::string, std::string> members_of(const std::string& archive, const std::string& dir) {
   std::filesystem::create_directories(dir);

@@ -10,7 +10,6 @@
 #include "snapshot/mapped_ram.hpp"
 #include "snapshot/multifd.hpp"
 #include "snapshot/network.hpp"
-#include "util/progress.hpp"
 #include "snapshot/shares.hpp"
 #include "snapshot/step_timer.hpp"
 #include "snapshot/vm.hpp"
@@ -23,6 +22,7 @@
 #include "util/child_process.hpp"
 #include "util/deadline.hpp"
 #include "util/fault.hpp"
+#include "util/progress.hpp"
 #include "util/signature.hpp"
 
 #include "util/strings.hpp"
@@ -175,7 +175,8 @@ void LoadSession::open_archive() {
   std::optional<PeekedIndex> peeked;
   bool from_pipe = parse_reference(m_o.archive).kind == Reference::Kind::pipe;
   if (verify_key || (decrypt_key && !from_pipe)) { // from a pipe, seals are checked as members arrive
-    peeked = peek_index(m_o.archive, verify_key ? "a signature is checked" : "seals are checked", m_o.registry);
+    peeked =
+      peek_index(m_o.archive, verify_key ? "a signature is checked" : "seals are checked", m_o.registry);
   }
   if (verify_key) {
     verify_key->check(peeked->signature, peeked->text, m_o.archive);

@@ -24,7 +24,7 @@ enum class VmstateLayout { automatic, stream, mapped_ram, multifd };
 
 struct SaveOptions {
   std::string qmp_socket;
-  std::string output; // a reference (storage/store/reference.hpp): PATH, -, oci:DIR[:TAG], docker://
+  std::string output;       // a reference (storage/store/reference.hpp): PATH, -, oci:DIR[:TAG], docker://
   RegistryOptions registry; // a docker:// output's access
   SaveMode mode = SaveMode::automatic;
   VmstateLayout layout = VmstateLayout::automatic;
@@ -36,7 +36,7 @@ struct SaveOptions {
   unsigned threads = 0;  // 0: every core
   size_t chunk_size = 0; // 0: 8 MiB, or 1 MiB and up with RAM into a repository
   std::map<std::string, std::string> labels;
-  std::string sign_key; // an Ed25519 private key (PEM) that signs index.json, or ""
+  std::string sign_key;         // an Ed25519 private key (PEM) that signs index.json, or ""
   EncryptionOptions encryption; // whom the snapshot is encrypted to (none: not encrypted)
   Overwrite overwrite = Overwrite::no;
   bool progress = false; // a progress line on stderr

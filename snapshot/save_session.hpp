@@ -8,7 +8,6 @@
 #include "snapshot/live/share_precopy.hpp"
 #include "snapshot/mapped_ram.hpp"
 #include "snapshot/multifd.hpp"
-#include "util/progress.hpp"
 #include "snapshot/save.hpp"
 #include "snapshot/share_capture.hpp"
 #include "snapshot/vm.hpp"
@@ -21,6 +20,7 @@
 #include "util/atomic_file.hpp"
 #include "util/deadline.hpp"
 #include "util/fault.hpp"
+#include "util/progress.hpp"
 #include "util/signature.hpp"
 
 #include <atomic>
@@ -80,8 +80,8 @@ private:
   void restore_vm() noexcept;
 
   const SaveOptions& m_o;
-  std::optional<Watchdog> m_watchdog;   // first: it stands down after every other member cleaned up
-  std::optional<SigningKey> m_sign_key; // --sign-key, read before anything is paused
+  std::optional<Watchdog> m_watchdog;     // first: it stands down after every other member cleaned up
+  std::optional<SigningKey> m_sign_key;   // --sign-key, read before anything is paused
   std::shared_ptr<const Sealer> m_sealer; // --encrypt-*: keys read before anything is paused
   std::optional<Vm> m_vm;
   std::optional<VmLock> m_lock;

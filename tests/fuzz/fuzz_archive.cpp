@@ -13,7 +13,8 @@ namespace {
 
 const ks::DecryptKey& seed_key() {
   static const ks::DecryptKey key = [] {
-    static ks::Fd file = ks::fuzz::memory_file(reinterpret_cast<const uint8_t*>(std::string(40, 'k').data()), 40);
+    static ks::Fd file =
+      ks::fuzz::memory_file(reinterpret_cast<const uint8_t*>(std::string(40, 'k').data()), 40);
     ::fchmod(file.get(), 0600);
     return ks::DecryptKey::load("/proc/self/fd/" + std::to_string(file.get()));
   }();

@@ -79,7 +79,6 @@ struct Registry::State {
   std::unique_ptr<HttpClient> http;
   std::string base;          // https://HOST or http://HOST, once known
   std::string authorization; // "Authorization: ..." to send, once challenged
-  std::string last_challenge;
   std::optional<Credentials> creds;
   bool creds_looked_up = false;
 };
@@ -113,23 +112,28 @@ void Registry::connect() {
   }
 }
 
+// Sends R with the authorization we hold. A 401 with a challenge is answered (basic
+// credentials, or a new token: for a new scope, or after the last one expired) and R sent
+// once more; a second 401 is the answer.
 HttpResponse Registry::send(HttpRequest& r) {
-  if (!m_state->authorization.empty()) {
-    r.headers.push_back(m_state->authorization);
-  }
-  HttpResponse response = m_state->http->perform(r);
-  if (!m_state->authorization.empty()) {
-    r.headers.pop_back();
-  }
-  if (response.status != 401) {
+  auto perform = [&] {
+    if (!m_state->authorization.empty()) {
+      r.headers.push_back(m_state->authorization);
+    }
+    HttpResponse response = m_state->http->perform(r);
+    if (!m_state->authorization.empty()) {
+      r.headers.pop_back();
+    }
     return response;
+  };
+  HttpResponse response = perform();
+  if (response.status == 401 && authenticate(response.header("www-authenticate"))) {
+    response = perform();
   }
-  // A challenge: answer it once (a new scope gets a new token), then give up.
-  std::string challenge = response.header("www-authenticate");
-  if (challenge.empty() || challenge == m_state->last_challenge) {
-    return response;
-  }
-  m_state->last_challenge = challenge;
+  return response;
+}
+
+bool Registry::authenticate(const std::string& challenge) {
   if (!m_state->creds_looked_up) {
     m_state->creds = find_credentials(m_state->options, m_host, m_repo);
     m_state->creds_looked_up = true;
@@ -140,42 +144,39 @@ HttpResponse Registry::send(HttpRequest& r) {
     basic = "Authorization: Basic " +
             base64(std::span(reinterpret_cast<const unsigned char*>(pair.data()), pair.size()));
   }
-  if (challenge.size() >= 5 && lowercase(challenge.substr(0, 5)) == "basic") {
-    if (basic.empty()) {
-      return response;
+  if (lowercase(challenge.substr(0, 6)) == "basic ") {
+    if (basic.empty() || m_state->authorization == basic) {
+      return false; // none, or these were refused
     }
     m_state->authorization = basic;
-  } else if (challenge.size() >= 6 && lowercase(challenge.substr(0, 6)) == "bearer") {
-    auto p = challenge_params(challenge);
-    std::string scope = p.count("scope") ? p["scope"] : "repository:" + m_repo + ":pull,push";
-    HttpRequest token{.url =
-                        p["realm"] + "?service=" + url_escape(p["service"]) + "&scope=" + url_escape(scope)};
-    if (!p.count("realm") || !(p["realm"].starts_with("https://") || p["realm"].starts_with("http://"))) {
-      throw Error(name() + " asks for a token from a realm that is not a URL",
-                  ExitCode::registry_unauthorized);
-    }
-    if (!basic.empty()) {
-      token.headers.push_back(basic);
-    }
-    HttpResponse t = m_state->http->perform(token);
-    if (t.status == 401 || t.status == 403) {
-      return t;
-    }
-    Json j = Json::parse(t.body, nullptr, false);
-    std::string value = j.is_object() ? j.value("token", j.value("access_token", "")) : "";
-    if (t.status != 200 || value.empty()) {
-      throw Error("the token service " + p["realm"] + " of " + name() + " gave no token (" +
-                    registry_says(t) + ")",
-                  ExitCode::registry_unauthorized);
-    }
-    m_state->authorization = "Authorization: Bearer " + value;
-  } else {
-    return response;
+    return true;
   }
-  r.headers.push_back(m_state->authorization);
-  response = m_state->http->perform(r);
-  r.headers.pop_back();
-  return response;
+  if (lowercase(challenge.substr(0, 7)) != "bearer ") {
+    return false;
+  }
+  auto p = challenge_params(challenge);
+  if (!(p["realm"].starts_with("https://") || p["realm"].starts_with("http://"))) {
+    throw Error(name() + " asks for a token from a realm that is not a URL", ExitCode::registry_unauthorized);
+  }
+  std::string scope = p.count("scope") ? p["scope"] : "repository:" + m_repo + ":pull,push";
+  HttpRequest token{.url =
+                      p["realm"] + "?service=" + url_escape(p["service"]) + "&scope=" + url_escape(scope)};
+  if (!basic.empty()) {
+    token.headers.push_back(basic);
+  }
+  HttpResponse t = m_state->http->perform(token);
+  if (t.status == 401 || t.status == 403) {
+    return false; // the registry's 401 says it
+  }
+  Json j = Json::parse(t.body, nullptr, false);
+  std::string value = j.is_object() ? j.value("token", j.value("access_token", "")) : "";
+  if (t.status != 200 || value.empty()) {
+    throw Error("the token service " + p["realm"] + " of " + name() + " gave no token (" + registry_says(t) +
+                  ")",
+                ExitCode::registry_unauthorized);
+  }
+  m_state->authorization = "Authorization: Bearer " + value;
+  return true;
 }
 
 HttpResponse Registry::call(HttpRequest r, Retry retry) {

@@ -99,7 +99,8 @@ private:
   enum class Retry { yes, no };
   HttpResponse call(HttpRequest r, Retry retry);
   HttpResponse send(HttpRequest& r);
-  void connect(); // the first request: HTTPS, or where allowed plain HTTP
+  bool authenticate(const std::string& challenge); // false: no answer to it
+  void connect();                                  // the first request: HTTPS, or where allowed plain HTTP
   [[noreturn]] void fail(const std::string& what, const HttpResponse& r);
 
   std::string m_host;

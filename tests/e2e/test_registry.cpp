@@ -40,7 +40,7 @@ void flip_byte(const std::string& path, off_t at) {
 } // namespace
 
 TEST_CASE(
-  "a guest saved straight to a registry loads from it elsewhere; a second save pushes only new blobs") {
+  "a guest saved straight to a registry loads from it elsewhere, and a second save pushes only new blobs") {
   GuestVm vm(
     {.workload = "bench", .memory_mb = 512, .kernel_args = {"ksnap.random_mb=64", "ksnap.text_mb=64"}});
   vm.wait_console("ksnap: tick 3");
@@ -172,7 +172,7 @@ TEST_CASE("a registry killed in the middle of a push: the push fails clearly, th
   CHECK(run_cli(with({"verify", target}, registry.flags())).status == 0);
 }
 
-TEST_CASE("TLS, basic and bearer authentication: each failure has its exit code; copies between oci:, "
+TEST_CASE("TLS, basic and bearer authentication: each failure has its exit code, and copies between oci:, "
           "registries and skopeo load") {
   GuestVm vm({});
   vm.wait_console("ksnap: tick 2");

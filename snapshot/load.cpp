@@ -1,14 +1,13 @@
 // The load pipeline: open archive -> host check -> run directory -> start QEMU with
 // -S -incoming defer -> feed the checked, decompressed stream -> cont -> refresh the guest.
 // Until the end, LoadSession owns the new QEMU: any failure kills it and nothing is left.
-#include "snapshot/load.hpp"
+#include "snapshot/load_session.hpp"
 
 #include "qmp/qmp_client.hpp"
 #include "snapshot/argv_rewrite.hpp"
 #include "snapshot/guest_refresh.hpp"
 #include "snapshot/host_check.hpp"
 #include "snapshot/mapped_ram.hpp"
-#include "snapshot/multifd.hpp"
 #include "snapshot/network.hpp"
 #include "snapshot/shares.hpp"
 #include "snapshot/step_timer.hpp"
@@ -16,23 +15,18 @@
 #include "snapshot/watchdog.hpp"
 #include "storage/archive_reader.hpp"
 #include "storage/store/store.hpp"
-#include "storage/vmstate_channels.hpp"
-#include "storage/vmstate_stream.hpp"
 #include "util/cancel.hpp"
 #include "util/child_process.hpp"
 #include "util/deadline.hpp"
 #include "util/fault.hpp"
-#include "util/progress.hpp"
 #include "util/signature.hpp"
 
 #include "util/strings.hpp"
 #include "util/unix_socket.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <fcntl.h>
 #include <filesystem>
-#include <future>
 #include <sys/stat.h>
 #include <thread>
 #include <unistd.h>
@@ -49,108 +43,13 @@ nlohmann::json LoadResult::to_json() const {
 
 namespace {
 
-constexpr const char* k_fd_name = "ksnap-load";
-
 std::string default_run_dir() {
   std::string base =
     ::geteuid() == 0 ? "/run/kata-snapshot" : "/tmp/kata-snapshot-" + std::to_string(::geteuid());
   return base + "/vm-" + std::to_string(::time(nullptr)) + "-" + std::to_string(::getpid());
 }
 
-class LoadSession {
-public:
-  explicit LoadSession(const LoadOptions& o) : m_o(o) {}
-  ~LoadSession() { stop_staging(); }
-  LoadSession(const LoadSession&) = delete;
-  LoadSession& operator=(const LoadSession&) = delete;
-
-  void open_archive();
-  // QEMU's version and machine types are checked on a thread (running `qemu --version`
-  // takes as long as a small part of the load) and the result awaited before anything that
-  // cannot be undone (shares restored into their directories) and once QEMU started. A QEMU
-  // that failed to start is explained by this check first, if it failed.
-  void start_host_check() {
-    m_host_check = std::async(std::launch::async, [manifest = m_reader->manifest(), qemu = m_o.qemu] {
-      return ks::check_host(manifest, qemu);
-    });
-  }
-  void await_host_check() {
-    if (m_host_check.valid()) {
-      m_host = m_host_check.get();
-      require_loadable(m_host);
-    }
-  }
-  void prepare_run_dir();
-  void prepare_network();
-  void restore_shares();
-  void start_staging();
-  // A watchdog stops what this load starts should the load be killed (snapshot/watchdog.hpp).
-  void guard();
-  // PATH is a socket of the new VM: removed should the load fail or die.
-  void created_socket(const std::string& path);
-  void start_daemons() {
-    m_shares.start_daemons(m_run_dir, [this](pid_t pid) { m_watchdog->also_stop(pid); });
-    for (const auto& [chardev, socket] : m_shares.chardev_paths()) {
-      created_socket(socket);
-    }
-  }
-  void start_qemu();
-  void replay_devices();
-  void stream();
-  void resume();
-  void refresh();
-  LoadResult finish();
-
-private:
-  void stream_pipe();
-  void stream_mapped_ram();
-  void stream_multifd();
-  // BODY feeds QEMU on a thread (and returns once it fed everything or failed) while this
-  // thread watches QEMU, signals and the incoming migration until it completed.
-  void feed_while_watching(const std::function<void(std::atomic<uint64_t>& progress)>& body);
-  // A member among the vmstate chunks: a live save's share delta, or damage.
-  void other_member(ArchiveReader::Member&& m);
-  void stop_staging() noexcept;
-  void read_vmstate_into(int fd, const StreamOptions& so);
-  bool incoming_completed(std::string& status);
-  [[noreturn]] void qemu_failed(const std::string& doing);
-  std::string log_path() const { return m_run_dir + "/qemu.log"; }
-
-  const LoadOptions& m_o;
-  std::future<HostCheck> m_host_check;
-  std::unique_ptr<ArchiveReader> m_reader;
-  std::string m_layout;
-  // mapped-ram: the vmstate is staged into a file on a thread while QEMU starts.
-  Fd m_staging;
-  std::thread m_stager;
-  std::atomic<bool> m_staged{false};
-  std::atomic<bool> m_stage_abort{false};
-  std::atomic<uint64_t> m_stage_progress{0};
-  std::exception_ptr m_stage_error;
-  HostCheck m_host;
-  std::string m_run_dir;
-  std::string m_qmp_path;
-  std::optional<Watchdog> m_watchdog; // before what it guards: disarmed after they are stopped
-  // Sockets of the new VM, removed (after QEMU and virtiofsd are stopped) if the load fails.
-  struct Sockets {
-    std::vector<std::string> paths;
-    ~Sockets() {
-      for (const auto& p : paths) {
-        ::unlink(p.c_str());
-      }
-    }
-  } m_sockets;
-  ShareRestore m_shares;
-  NetworkInfo m_network;
-  std::optional<NetNamespace> m_netns;
-  std::map<std::string, std::vector<Fd>> m_taps; // netdev id -> queue fds, re-created in m_netns
-  ChildProcess m_qemu;
-  std::optional<qmp::Client> m_qmp;
-  nlohmann::json m_guest;
-  std::optional<std::string> m_helper_socket;
-  FaultOnce m_mid_stream{"mid-stream"}; // KSNAP_FAULT's point once the first bytes went in
-  std::chrono::steady_clock::time_point m_start = std::chrono::steady_clock::now();
-};
+} // namespace
 
 void LoadSession::open_archive() {
   // Keys are read, and a signature and an encrypted snapshot's seals checked, before
@@ -249,68 +148,12 @@ void LoadSession::restore_shares() {
   m_shares.restore(*m_reader);
 }
 
-// mapped-ram: the vmstate chunks that follow the shares are checked and written into a
-// staging file while virtiofsd and QEMU start; QEMU reads the file only once the whole
-// archive, index.json included, has been checked.
-void LoadSession::start_staging() {
-  if (m_layout != k_layout_mapped_ram) {
-    return;
-  }
-  const Json& vmstate = m_reader->manifest()["vmstate"];
-  m_staging = staging_file(m_run_dir, m_reader->manifest()["vm"].value("ram_bytes", 0ull));
-  unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
-  StreamOptions so{.chunk_size = vmstate.value("chunk_size", size_t{8} << 20),
-                   .level = vmstate.value("level", 1),
-                   .threads = threads,
-                   .progress = &m_stage_progress,
-                   .sparse = true,
-                   .abort = &m_stage_abort};
-  m_stager = std::thread([this, so] {
-    try {
-      read_vmstate_into(m_staging.get(), so);
-    } catch (...) {
-      m_stage_error = std::current_exception();
-    }
-    m_staged = true;
-  });
-}
-
-// The rest of the archive: vmstate chunks, checked, into FD; the stream header checked.
-void LoadSession::read_vmstate_into(int fd, const StreamOptions& so) {
-  read_vmstate(
-    *m_reader, fd, so, [&](ArchiveReader::Member&& m) { other_member(std::move(m)); },
-    check_qemu_stream_header);
-}
-
 void LoadSession::other_member(ArchiveReader::Member&& m) {
   if (m_shares.apply_inline(*m_reader, m)) {
     return;
   }
   throw Error(m_reader->what() + ": unexpected member " + m.name + " among the vmstate chunks",
               ExitCode::archive_invalid);
-}
-
-// One look at the incoming migration: true once it completed; a failure ends in
-// qemu_failed. STATUS is empty when QEMU did not answer (it went away: the caller's next
-// check of the process says why).
-bool LoadSession::incoming_completed(std::string& status) {
-  try {
-    status = m_qmp->execute("query-migrate").value("status", "");
-  } catch (const Error&) {
-    status.clear();
-    return false;
-  }
-  if (status == "failed") {
-    qemu_failed("loading");
-  }
-  return status == "completed";
-}
-
-void LoadSession::stop_staging() noexcept {
-  if (m_stager.joinable()) {
-    m_stage_abort = true;
-    m_stager.join();
-  }
 }
 
 void LoadSession::guard() {
@@ -451,169 +294,6 @@ void LoadSession::qemu_failed(const std::string& doing) {
               ExitCode::archive_invalid, "QEMU's full log is " + log_path());
 }
 
-void LoadSession::stream() {
-  if (m_layout == k_layout_mapped_ram) {
-    stream_mapped_ram();
-  } else if (m_layout == k_layout_multifd) {
-    stream_multifd();
-  } else {
-    stream_pipe();
-  }
-}
-
-// multifd: QEMU listens in the run directory; every chunk series gets its own connection,
-// fed by its own thread as soon as its first chunk comes.
-void LoadSession::stream_multifd() {
-  const Json& vmstate = m_reader->manifest()["vmstate"];
-  unsigned channels = vmstate.at("channels").get<unsigned>();
-  MultifdSetup setup(*m_qmp, channels);
-  std::string socket = m_run_dir + "/migrate.sock";
-  std::error_code ec;
-  fs::remove(socket, ec);
-  created_socket(socket); // QEMU listens there: gone with it should the load fail or die
-  try {
-    m_qmp->execute("migrate-incoming", {{"uri", "unix:" + socket}});
-    feed_while_watching([&](std::atomic<uint64_t>& progress) {
-      StreamOptions so{.chunk_size = vmstate.value("chunk_size", size_t{8} << 20), .progress = &progress};
-      read_vmstate_channels(
-        *m_reader, channels, [&] { return connect_unix(socket, Deadline(std::chrono::seconds(10))); }, so,
-        [&](ArchiveReader::Member&& m) { other_member(std::move(m)); });
-    });
-  } catch (...) {
-    setup.forget(); // this QEMU is being killed
-    fs::remove(socket, ec);
-    throw;
-  }
-  fs::remove(socket, ec);
-}
-
-void LoadSession::stream_mapped_ram() {
-  {
-    ProgressLine bar(m_o.progress, "loading", m_reader->manifest()["vm"].value("ram_bytes", 0ull));
-    while (!m_staged) {
-      throw_if_cancelled();
-      bar.update(m_stage_progress.load());
-      if (m_stage_progress.load() > 0) {
-        m_mid_stream.reached();
-      }
-      std::this_thread::sleep_for(Millis(5));
-    }
-  }
-  m_stager.join();
-  if (m_stage_error) {
-    std::rethrow_exception(m_stage_error);
-  }
-  // Written over multifd channels (format 5): read back over as many.
-  unsigned channels = m_reader->manifest()["vmstate"].value("channels", 0u);
-  std::optional<MultifdSetup> multifd;
-  if (channels) {
-    multifd.emplace(*m_qmp, channels);
-  }
-  MigrationCapability cap(*m_qmp, k_layout_mapped_ram, true);
-  QemuFdset source(*m_qmp, m_staging.get(), O_RDONLY);
-  m_qmp->execute("migrate-incoming", {{"uri", source.uri()}});
-  for (;;) {
-    if (!m_qemu.running()) {
-      cap.forget();
-      if (multifd) {
-        multifd->forget();
-      }
-      qemu_failed("loading");
-    }
-    throw_if_cancelled();
-    std::string status;
-    if (incoming_completed(status)) {
-      break;
-    }
-    std::this_thread::sleep_for(Millis(2));
-  }
-
-  m_staging.reset(); // QEMU has it all: give the memory back
-}
-
-void LoadSession::stream_pipe() {
-  Pipe pipe = make_pipe();
-  grow_pipe(pipe.write.get(), 1 << 20);
-  m_qmp->send_fd(k_fd_name, pipe.read.get());
-
-  pipe.read.reset();
-  m_qmp->execute("migrate-incoming", {{"uri", std::string("fd:") + k_fd_name}});
-  unsigned threads = m_o.threads ? m_o.threads : default_stream_threads();
-  feed_while_watching([&](std::atomic<uint64_t>& progress) {
-    StreamOptions so{.chunk_size = m_reader->manifest()["vmstate"].value("chunk_size", size_t{8} << 20),
-                     .threads = threads,
-                     .progress = &progress};
-    struct Close { // end of stream for QEMU (complete, or cut short on error)
-      Fd& fd;
-      ~Close() { fd.reset(); }
-    } close{pipe.write};
-    read_vmstate_into(pipe.write.get(), so);
-  });
-}
-
-void LoadSession::feed_while_watching(const std::function<void(std::atomic<uint64_t>& progress)>& body) {
-  std::atomic<bool> done{false};
-  std::atomic<uint64_t> progress{0};
-  std::exception_ptr error;
-  std::thread writer([&] {
-    try {
-      body(progress);
-    } catch (...) {
-      error = std::current_exception();
-    }
-    done = true;
-  });
-
-  ProgressLine bar(m_o.progress, "loading", m_reader->manifest()["vm"].value("ram_bytes", 0ull));
-  auto join_writer = [&] {
-    if (writer.joinable()) {
-      writer.join();
-    }
-  };
-  try {
-    std::string status;
-    std::optional<Deadline> after_eof; // QEMU gets 60 s to finish once the whole stream is in
-    for (;;) {
-      if (!m_qemu.running()) {
-        join_writer();
-        if (error) {
-          std::rethrow_exception(error); // the archive's fault comes first
-        }
-        qemu_failed("loading");
-      }
-      if (cancel_requested()) {
-        throw_if_cancelled();
-      }
-      if (done && error) {
-        std::rethrow_exception(error);
-      }
-      if (incoming_completed(status)) {
-        break;
-      }
-      if (done && !after_eof) {
-        after_eof.emplace(std::chrono::seconds(60));
-      }
-      if (after_eof && after_eof->expired()) {
-        throw Error("QEMU did not finish loading the stream (status " + status + ")");
-      }
-
-      bar.update(progress.load());
-      if (progress.load() > 0) {
-        m_mid_stream.reached();
-      }
-      std::this_thread::sleep_for(Millis(done ? 2 : 20));
-    }
-  } catch (...) {
-    m_qemu.terminate(Millis(0)); // unblocks the writer (EPIPE)
-    join_writer();
-    throw;
-  }
-  join_writer();
-  if (error) {
-    std::rethrow_exception(error);
-  }
-}
-
 void LoadSession::resume() {
   if (!m_o.paused) {
     m_qmp->execute("cont");
@@ -642,8 +322,6 @@ LoadResult LoadSession::finish() {
   }
   return r;
 }
-
-} // namespace
 
 LoadResult load(const LoadOptions& options) {
   LoadSession s(options);

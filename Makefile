@@ -30,7 +30,7 @@ build: deps
 	@cmake --build $(BUILD) -j $(JOBS)
 
 guest: build
-	@bash scripts/build-guest.sh $(BUILD)/kata-snapshot-helper
+	@bash scripts/build-guest.sh $(BUILD)/kata-snapshot-helper $(BUILD)/ctr-counter
 
 asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKSNAP_SANITIZE=ON -DKSNAP_WERROR=ON >/dev/null

@@ -60,6 +60,7 @@ void add_load(CLI::App& app, Registry& reg);
 void add_inspect(CLI::App& app, Registry& reg);
 void add_verify(CLI::App& app, Registry& reg);
 void add_ps(CLI::App& app, Registry& reg);
+void add_containers(CLI::App& app, Registry& reg);
 void add_check_kernel(CLI::App& app, Registry& reg);
 void add_copy(CLI::App& app, Registry& reg);
 void add_list(CLI::App& app, Registry& reg);

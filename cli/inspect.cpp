@@ -9,11 +9,32 @@ namespace ks::cli {
 
 namespace {
 
+std::string labels(const nlohmann::json& m) {
+  std::string s;
+  if (m.contains("labels") && m["labels"].is_object()) {
+    for (const auto& [k, v] : m["labels"].items()) {
+      s += "label:    " + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump()) + "\n";
+    }
+  }
+  return s;
+}
+
 std::string describe(const nlohmann::json& m) {
   std::string s;
   s += "format:   " + m.value("format", "") + " v" + std::to_string(m.value("format_version", 0)) + "\n";
   s += "created:  " + m.value("created", "") + " on " + m["host"].value("hostname", "?") +
        " by kata-snapshot " + m.value("tool_version", "") + "\n";
+  if (manifest_kind(m) == k_kind_container) {
+    const nlohmann::json& c = m["container"];
+    s += "kind:     container checkpoint (CRIU), restored with load --into\n";
+    s += "container: " + c.value("id", "") + ", " + c.value("state", "running") + " when checkpointed\n";
+    s += "images:   " + std::to_string(c.value("images", 0u)) + " files, " +
+         human_size(c.value("image_bytes", uint64_t{0})) + "\n";
+    if (const auto& kata = m.value("kata", nlohmann::json()); kata.is_object()) {
+      s += "sandbox:  " + kata.value("sandbox", "") + "\n";
+    }
+    return s + labels(m);
+  }
   s += "qemu:     " + m["qemu"].value("version", "") + ", machine " + m["qemu"].value("machine", "") + "\n";
   s += "memory:   " + human_size(m["vm"].value("ram_bytes", 0ull)) + "\n";
   const nlohmann::json& vmstate = m["vmstate"];
@@ -46,12 +67,7 @@ std::string describe(const nlohmann::json& m) {
     s += "sealed:   " + enc.value("cipher", "?") + ", to " + join(to, ", ") +
          (enc.value("dedup", false) ? " (chunks deduplicated across its repository)" : "") + "\n";
   }
-  if (m.contains("labels")) {
-    for (const auto& [k, v] : m["labels"].items()) {
-      s += "label:    " + k + "=" + v.get<std::string>() + "\n";
-    }
-  }
-  return s;
+  return s + labels(m);
 }
 
 } // namespace
@@ -97,11 +113,16 @@ void add_verify(CLI::App& app, Registry& reg) {
   cmd->callback([&reg, a] {
     reg.action = [&reg, a] {
       nlohmann::json r = verify_archive(a->archive, a->host, 0, a->registry, a->key, a->decrypt_key);
-      std::string human = a->archive + ": intact (" + std::to_string(r["vmstate_chunks"].get<uint64_t>()) +
-                          " chunks" +
-                          (r["vmstate_bytes"].is_null()
-                             ? std::string(", sealed: contents not checked without --decrypt-key)")
-                             : ", " + human_size(r["vmstate_bytes"].get<uint64_t>()) + " of VM state)");
+      bool container = r.value("kind", "") == k_kind_container;
+      std::string human = container
+                            ? a->archive + ": intact (container " + r.value("container", "") +
+                                " checkpoint, " + std::to_string(r.value("members", 0)) + " members, " +
+                                human_size(r.value("member_bytes", uint64_t{0})) + ")"
+                            : a->archive + ": intact (" +
+                                std::to_string(r["vmstate_chunks"].get<uint64_t>()) + " chunks" +
+                                (r["vmstate_bytes"].is_null()
+                                   ? std::string(", sealed: contents not checked without --decrypt-key)")
+                                   : ", " + human_size(r["vmstate_bytes"].get<uint64_t>()) + " of VM state)");
       if (r["encryption"]["opened"].get<bool>()) {
         human += ", encrypted, every seal checked";
       }
@@ -111,7 +132,9 @@ void add_verify(CLI::App& app, Registry& reg) {
                                                         : ", signed (not checked: --key) by key ") +
                  sig["key_id"].get<std::string>().substr(0, 16);
       }
-      if (a->host) {
+      if (a->host && container) {
+        human += "\n(a container checkpoint needs no QEMU: load --into checks the target VM)";
+      } else if (a->host) {
         const auto& h = r["host"];
         human += h["loadable"].get<bool>()
                    ? "\nloadable here with " + h.value("qemu", "") + " " + h.value("qemu_version", "")

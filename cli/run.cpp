@@ -77,6 +77,7 @@ int run(int argc, char** argv) {
   add_inspect(app, reg);
   add_verify(app, reg);
   add_ps(app, reg);
+  add_containers(app, reg);
 
   add_guest(app, reg);
   add_check_kernel(app, reg);

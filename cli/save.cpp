@@ -2,6 +2,7 @@
 #include "snapshot/save.hpp"
 #include "cli/common.hpp"
 #include "cli/parse.hpp"
+#include "snapshot/container.hpp"
 #include "snapshot/kata.hpp"
 #include "util/strings.hpp"
 
@@ -28,7 +29,45 @@ struct SaveArgs {
   uint64_t max_transfer_mib = 0;
   std::string sandbox;
   std::string kata_root = "/";
+  std::string container;
+  CLI::App* cmd = nullptr;
 };
+
+// save --container: one container's CRIU checkpoint (snapshot/container.hpp).
+int run_container_save(SaveArgs& a, const GlobalOptions& g) {
+  for (const char* vm_only :
+       {"--mode", "--max-downtime", "--max-transfer", "--vmstate", "--quiesce", "--share", "--compress-level",
+        "--threads", "--chunk-size", "--encrypt-recipient", "--encrypt-key-file"}) {
+    if (a.cmd->count(vm_only) > 0) {
+      throw Error(std::string(vm_only) + " applies to whole-VM snapshots, not to --container",
+                  ExitCode::usage);
+    }
+  }
+  ContainerSaveOptions o;
+  o.target = {a.o.qmp_socket};
+  o.container = a.container;
+  o.output = a.o.output;
+  o.registry = a.o.registry;
+  o.after = a.o.after;
+  o.labels = a.o.labels;
+  o.kata = a.o.kata;
+  o.sign_key = a.o.sign_key;
+  o.overwrite = a.o.overwrite;
+  o.lock_wait = a.o.lock_wait;
+  ContainerSaveResult r = save_container(o);
+  std::string where = r.output == "-" ? std::string("to stdout") : r.destination.value("output", r.output);
+  std::string human = "checkpointed container " + a.container + " " + where + ": " +
+                      human_size(r.archive_bytes) + " (" + std::to_string(r.images) + " CRIU images) in " +
+                      std::to_string(r.seconds).substr(0, 4) + " s; container " + r.state;
+  if (r.output == "-") {
+    if (!g.quiet) {
+      note(g, human);
+    }
+    return 0;
+  }
+  print_result(g, r.to_json(), g.quiet ? "" : human);
+  return 0;
+}
 
 int run_save(SaveArgs& a, const GlobalOptions& g) {
   if (a.o.qmp_socket.empty() && !a.sandbox.empty()) {
@@ -39,12 +78,17 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
     a.o.qmp_socket = resolve_qmp(a.o.qmp_socket, a.sandbox, a.kata_root); // the usage error
   }
 
+  a.o.after = a.after == "pause" ? AfterSave::pause : a.after == "quit" ? AfterSave::quit : AfterSave::resume;
+  a.o.labels = parse_pairs(a.labels, "--label");
+  a.o.overwrite = a.force ? Overwrite::yes : Overwrite::no;
+  if (!a.container.empty()) {
+    return run_container_save(a, g);
+  }
   a.o.mode = a.mode == "live" ? SaveMode::live : a.mode == "stop" ? SaveMode::stop : SaveMode::automatic;
   a.o.layout = a.vmstate == "mapped-ram" ? VmstateLayout::mapped_ram
                : a.vmstate == "multifd"  ? VmstateLayout::multifd
                : a.vmstate == "stream"   ? VmstateLayout::stream
                                          : VmstateLayout::automatic;
-  a.o.after = a.after == "pause" ? AfterSave::pause : a.after == "quit" ? AfterSave::quit : AfterSave::resume;
   a.o.quiesce = a.quiesce == "required" ? QuiescePolicy::required
                 : a.quiesce == "off"    ? QuiescePolicy::off
                                         : QuiescePolicy::automatic;
@@ -54,8 +98,6 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
       throw Error("--share " + tag + "=" + policy + ": the policy must be full or none", ExitCode::usage);
     }
   }
-  a.o.labels = parse_pairs(a.labels, "--label");
-  a.o.overwrite = a.force ? Overwrite::yes : Overwrite::no;
   a.o.chunk_size = a.chunk_mib << 20;
   a.o.live_limits.max_bytes = a.max_transfer_mib << 20;
   a.o.progress = !g.quiet && !g.json;
@@ -106,6 +148,11 @@ void add_save(CLI::App& app, Registry& reg) {
   cmd->add_option("--qmp", a->o.qmp_socket, "QMP socket of the VM");
   cmd->add_option("--sandbox", a->sandbox, "Kata sandbox id (instead of --qmp)");
   cmd->add_option("--kata-root", a->kata_root, "Prefix of Kata's /run paths (default /)");
+  a->cmd = cmd;
+  cmd->add_option(
+    "--container", a->container,
+    "Checkpoint only this container, with CRIU inside the guest (container mode: "
+    "kata-snapshot containers lists them); --after quit stops it once the checkpoint is stored");
   cmd
     ->add_option(
       "-o,--output", a->o.output,

@@ -2,6 +2,7 @@
 
 #include "util/unix_socket.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <random>
 #include <sys/socket.h>
@@ -33,14 +34,68 @@ Channel Channel::over(Fd sock, std::string label, Millis timeout) {
   return c;
 }
 
-void Channel::send_raw(const std::string& bytes) {
-  ssize_t n;
-  do {
-    n = ::send(m_sock.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  if (n != static_cast<ssize_t>(bytes.size())) {
-    throw_errno("failed to write to the guest helper channel " + m_path);
+void Channel::send_raw(std::string_view bytes) {
+  while (!bytes.empty()) {
+    ssize_t n = ::send(m_sock.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      throw_errno("failed to write to the guest helper channel " + m_path);
+    }
+    bytes.remove_prefix(static_cast<size_t>(n));
   }
+}
+
+Json Channel::download(const std::string& command, const Json& arguments, uint64_t max_bytes,
+                       const Sink& sink, Millis idle) {
+  Json reply = execute(command, arguments, idle);
+  if (!reply.is_object() || !reply.contains("bytes") || !reply["bytes"].is_number_unsigned()) {
+    throw GuestError("the guest helper's answer to " + command + " announces no byte count");
+  }
+  uint64_t left = reply["bytes"];
+  if (left > max_bytes) {
+    throw GuestError("the guest helper announced " + std::to_string(left) + " bytes for " + command +
+                     ", more than the " + std::to_string(max_bytes) + " expected");
+  }
+  std::string buffered = m_lines.take_buffered(left);
+  if (!buffered.empty()) {
+    sink(buffered);
+    left -= buffered.size();
+  }
+  std::string buf(256 * 1024, '\0');
+  while (left > 0) {
+    if (!wait_readable(m_sock.get(), Deadline(idle))) {
+      throw GuestError("the guest helper stopped sending " + command + " with " + std::to_string(left) +
+                       " bytes to go (nothing for " + seconds(idle) + ")");
+    }
+    ssize_t n = ::recv(m_sock.get(), buf.data(), std::min<uint64_t>(buf.size(), left), 0);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      throw GuestError("guest helper channel " + m_path + " closed with " + std::to_string(left) +
+                       " bytes of " + command + " to go");
+    }
+    sink(std::string_view(buf.data(), static_cast<size_t>(n)));
+    left -= static_cast<uint64_t>(n);
+  }
+  return reply;
+}
+
+Json Channel::upload(const std::string& command, const Json& arguments, uint64_t size, const Source& source,
+                     Millis timeout) {
+  send_raw(command_request(command, arguments));
+  std::string buf(256 * 1024, '\0');
+  for (uint64_t left = size; left > 0;) {
+    size_t n = source(std::span<char>(buf.data(), std::min<uint64_t>(buf.size(), left)));
+    if (n == 0) {
+      throw GuestError("the data for " + command + " ended " + std::to_string(left) + " bytes short");
+    }
+    send_raw(std::string_view(buf.data(), n));
+    left -= n;
+  }
+  return await_reply(command, timeout);
 }
 
 std::optional<std::string> Channel::read_line(const Deadline& deadline, const std::string& command) {

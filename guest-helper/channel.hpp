@@ -7,9 +7,12 @@
 #include "util/fd.hpp"
 #include "util/line_socket.hpp"
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
+#include <string_view>
 
 namespace ks::guest {
 
@@ -41,6 +44,17 @@ public:
   Json execute(const std::string& command, const Json& arguments = Json::object(),
                Millis timeout = k_default_timeout);
 
+  // Runs COMMAND, whose reply {"bytes": N} is followed by N raw bytes (N at most MAX_BYTES),
+  // handed to SINK as they come; IDLE bounds each wait for more. Returns the reply.
+  using Sink = std::function<void(std::string_view)>;
+  Json download(const std::string& command, const Json& arguments, uint64_t max_bytes, const Sink& sink,
+                Millis idle = k_default_timeout);
+  // Runs COMMAND followed by SIZE raw bytes that SOURCE fills in pieces (it returns how many
+  // it put in); the reply comes once the helper has them all. TIMEOUT bounds the wait for it.
+  using Source = std::function<size_t(std::span<char>)>;
+  Json upload(const std::string& command, const Json& arguments, uint64_t size, const Source& source,
+              Millis timeout = k_default_timeout);
+
   // 0xFF + guest-sync-delimited with a fresh id; discards everything up to the matching reply.
   void resync(Millis timeout = k_default_timeout);
 
@@ -51,7 +65,7 @@ public:
 
 private:
   Channel(Fd sock, std::string path) : m_sock(std::move(sock)), m_path(std::move(path)) {}
-  void send_raw(const std::string& bytes);
+  void send_raw(std::string_view bytes);
   static std::string sync_request(int64_t id);
   static std::string command_request(const std::string& command, const Json& arguments);
   void await_sync(int64_t id, Millis timeout);

@@ -4,13 +4,24 @@
 /bin/busybox --install -s /bin
 mkdir -p /proc /sys /dev /run /tmp /mnt
 mount -t proc proc /proc
+arg() { sed -n "s/.*\bksnap\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+# Container mode: CRIU and pivot_root do not work on an initramfs root, so the guest first
+# moves onto a tmpfs, as a real guest image's root is a real file system.
+if [ "$(arg workload)" = containers ] && [ ! -e /.ksnap-tmpfs-root ]; then
+  mkdir -p /newroot && mount -t tmpfs -o mode=0755 root /newroot
+  for d in /*; do
+    case "$d" in /proc|/newroot) ;; *) cp -a "$d" /newroot/ ;; esac
+  done
+  touch /newroot/.ksnap-tmpfs-root
+  umount /proc
+  exec switch_root /newroot /init
+fi
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs run /run
 for m in $(cat /lib/modules/load-order); do insmod "/lib/modules/$m" 2>/dev/null; done
 mkdir -p /dev/shm && mount -t tmpfs shm /dev/shm
 
-arg() { sed -n "s/.*\bksnap\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 workload=$(arg workload)
 echo "ksnap: boot workload=${workload:-idle} cpus=$(grep -c ^processor /proc/cpuinfo)"
 
@@ -158,6 +169,56 @@ bench)
   echo "ksnap: ready"
   i=0
   while :; do i=$((i + 1)); echo "ksnap: tick $i"; sleep 1; done
+  ;;
+containers)
+  # Containers laid out as Kata's agent lays them out: the virtio-fs share on
+  # /run/kata-containers/shared/containers, each container's bundle in
+  # /run/kata-containers/CID (config.json, rootfs bind-mounted from the share), and its cgroup
+  # (v2) at the spec's cgroupsPath. Every container in the share gets a bundle; those named in
+  # ksnap.containers=A,B also run, with their own pid, mount, uts and ipc namespaces and a
+  # pivot_root into the rootfs, as an OCI runtime starts them. (A stand-in for the agent's
+  # runtime: process.args is read from a one-line config.json.)
+  # ksnap.criu_modules=no leaves out the modules CRIU needs, for the refusal it must give.
+  if [ -f /lib/modules/load-order-criu ] && [ "$(arg criu_modules)" != no ]; then
+    for m in $(cat /lib/modules/load-order-criu); do insmod "/lib/modules/$m" 2>/dev/null; done
+  fi
+  ip link set lo up
+  mount -t cgroup2 cgroup2 /sys/fs/cgroup
+  shared=/run/kata-containers/shared/containers
+  mkdir -p "$shared" && mount -t virtiofs kataShared "$shared" && echo "ksnap: share mounted"
+  for dir in "$shared"/*/; do
+    cid=$(basename "$dir"); b=/run/kata-containers/$cid
+    [ -f "$dir/config.json" ] || continue
+    mkdir -p "$b/rootfs" && mount --bind "$dir/rootfs" "$b/rootfs" && cp "$dir/config.json" "$b/config.json"
+  done
+  for cid in $(arg containers | tr , ' '); do
+    b=/run/kata-containers/$cid
+    cg=/sys/fs/cgroup$(sed -n 's/.*"cgroupsPath": *"\([^"]*\)".*/\1/p' "$b/config.json")
+    args=$(sed -n 's/.*"args": *\[\([^]]*\)\].*/\1/p' "$b/config.json" | tr ',' ' ' | tr -d '"')
+    mkdir -p "$cg"
+    (unshare --fork --pid --mount --uts --ipc sh -c "
+      echo 0 > $cg/cgroup.procs && mount --make-rprivate / && cd $b/rootfs &&
+      mount -t proc proc proc && mount -t tmpfs -o mode=0755 dev dev && mount -t tmpfs run run &&
+      mknod -m 666 dev/null c 1 3 && hostname $cid && pivot_root . .oldroot &&
+      exec /bin/busybox sh -c 'umount -l /.oldroot && exec $args </dev/null >/dev/null 2>&1'" \
+      </dev/null 2>/dev/console >&2 || echo "ksnap: container $cid ended ($?)") &
+  done
+  echo "ksnap: ready"
+  # What the guest shows: its own counter (a bystander that must never be disturbed) and each
+  # container's /run/tick, read through a process of its cgroup.
+  i=0
+  while :; do
+    i=$((i + 1)); echo "ksnap: tick $i"
+    for b in /run/kata-containers/*/config.json; do
+      [ -f "$b" ] || continue
+      b=${b%/config.json}; cid=${b##*/}
+      cg=/sys/fs/cgroup$(sed -n 's/.*"cgroupsPath": *"\([^"]*\)".*/\1/p' "$b/config.json")
+      p=$(head -n1 "$cg/cgroup.procs" 2>/dev/null)
+      t=$([ -n "$p" ] && cat "/proc/$p/root/run/tick" 2>/dev/null)
+      echo "ksnap: ctr $cid ${t:-none}$([ "$(cat "$cg/cgroup.freeze" 2>/dev/null)" = 1 ] && echo " frozen")"
+    done
+    sleep 0.5
+  done
   ;;
 *)
   echo "ksnap: ready"

@@ -67,16 +67,25 @@ fi
 
 # 3. virtiofsd 1.13 from trixie, in a private prefix, run through trixie's own loader.
 vfs_prefix=$cache/virtiofsd
-if [ ! -x "$vfs_prefix/usr/libexec/virtiofsd" ]; then
+# A private apt configuration for trixie: packages are downloaded and unpacked, never installed.
+apt_dir=$cache/trixie-apt
+opts=(-o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+      -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=)
+trixie_updated=0
+trixie_apt() {
+  [ "$trixie_updated" -eq 1 ] && return 0
+  local uri
   uri=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
   uri=${uri:-http://deb.debian.org/debian}
-  apt_dir=$cache/trixie-apt
-  mkdir -p "$apt_dir/lists/partial" "$cache/debs/trixie"
+  mkdir -p "$apt_dir/lists/partial"
   echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri trixie main" >"$apt_dir/sources.list"
-  opts=(-o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
-        -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=)
-  log "downloading virtiofsd from trixie"
   apt-get -qq "${opts[@]}" update
+  trixie_updated=1
+}
+if [ ! -x "$vfs_prefix/usr/libexec/virtiofsd" ]; then
+  trixie_apt
+  mkdir -p "$cache/debs/trixie"
+  log "downloading virtiofsd from trixie"
   (cd "$cache/debs/trixie" && apt-get -qq -o APT::Sandbox::User=root "${opts[@]}" download virtiofsd libc6 libseccomp2 libcap-ng0 libgcc-s1)
   rm -rf "$vfs_prefix.tmp" && mkdir -p "$vfs_prefix.tmp"
   for d in "$cache"/debs/trixie/*.deb; do dpkg -x "$d" "$vfs_prefix.tmp"; done
@@ -94,7 +103,24 @@ chmod 0755 "$cache/bin/virtiofsd.tmp"
 if cmp -s "$cache/bin/virtiofsd.tmp" "$cache/bin/virtiofsd"; then rm "$cache/bin/virtiofsd.tmp"
 else mv "$cache/bin/virtiofsd.tmp" "$cache/bin/virtiofsd"; fi
 
-# 4. The guest kernel: Debian's 6.1 image, downloaded and extracted, not installed.
+# 4. CRIU 4.1 from trixie with its libraries, GNU tar and gzip, for the test guest's container
+# mode (bookworm's 3.17 lacks what the guest needs; its libraries and loader travel with it).
+criu_root=$cache/criu
+criu_pkgs=(criu tar gzip)
+if [ ! -x "$criu_root/usr/sbin/criu" ]; then
+  trixie_apt
+  log "downloading CRIU from trixie"
+  : >"$apt_dir/empty-status"
+  mapfile -t closure < <(apt-get -s -qq "${opts[@]}" -o Dir::State::status="$apt_dir/empty-status" \
+    install --no-install-recommends "${criu_pkgs[@]}" | awk '$1 == "Inst" { print $2 }')
+  mkdir -p "$cache/debs/trixie-criu"
+  (cd "$cache/debs/trixie-criu" && apt-get -qq -o APT::Sandbox::User=root "${opts[@]}" download "${closure[@]}")
+  rm -rf "$criu_root.tmp" && mkdir -p "$criu_root.tmp"
+  for d in "$cache"/debs/trixie-criu/*.deb; do dpkg -x "$d" "$criu_root.tmp"; done
+  rm -rf "$criu_root" && mv "$criu_root.tmp" "$criu_root"
+fi
+
+# 5. The guest kernel: Debian's 6.1 image, downloaded and extracted, not installed.
 kdir=$cache/kernel
 if ! ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1; then
   apt_update

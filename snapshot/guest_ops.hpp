@@ -25,6 +25,7 @@ public:
   GuestSession& operator=(const GuestSession&) = delete;
 
   guest::Channel& channel() { return *m_channel; }
+  const Vm& vm() const { return m_vm; }
   bool hot_added() const { return m_hot_added; }
 
 private:

@@ -63,6 +63,11 @@ void LoadSession::open_archive() {
     decrypt_key = DecryptKey::load(m_o.decrypt_key);
   }
   m_reader = open_snapshot(m_o.archive, m_o.registry); // a .ksnap file, stdin, or a repository's snapshot
+  if (manifest_kind(m_reader->manifest()) == k_kind_container) {
+    throw Error(m_o.archive + " is a container checkpoint, not a whole-VM snapshot", ExitCode::usage,
+                "restore it into a running VM: kata-snapshot load " + m_o.archive +
+                  " --into (--sandbox ID | --qmp SOCKET)");
+  }
   if (m_reader->encrypted() && !decrypt_key) {
     throw Error(m_o.archive + " is encrypted", ExitCode::usage,
                 "pass --decrypt-key with the private key or key file of one of its recipients "

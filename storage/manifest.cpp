@@ -65,6 +65,17 @@ void validate_manifest(const Json& m) {
                   " is newer than this kata-snapshot supports (" + std::to_string(k_format_version) + ")",
                 ExitCode::archive_invalid, "load it with a newer kata-snapshot");
   }
+  std::string kind = manifest_kind(m);
+  if (kind == k_kind_container) {
+    if (!m.contains("container") || !m["container"].is_object() || !m["container"].contains("id") ||
+        !m["container"]["id"].is_string()) {
+      bad("container.id is missing");
+    }
+    return;
+  }
+  if (kind != k_kind_vm) {
+    bad("unknown kind \"" + kind + "\"");
+  }
   for (const char* key : {"qemu", "vmstate"}) {
     if (!m.contains(key) || !m[key].is_object()) {
       bad(std::string("\"") + key + "\" is missing");
@@ -84,6 +95,11 @@ void validate_manifest(const Json& m) {
       bad("vmstate.channels (the multifd channel count, 1 to 255) is missing");
     }
   }
+}
+
+std::string manifest_kind(const Json& manifest) {
+  const Json& kind = manifest.is_object() && manifest.contains("kind") ? manifest["kind"] : Json();
+  return kind.is_string() ? kind.get<std::string>() : k_kind_vm;
 }
 
 Json describe_host() {

@@ -16,12 +16,20 @@ inline constexpr const char* k_format_name = "kata-snapshot";
 // archive carries the lowest version that describes it, so that older readers load what
 // they can: the plain stream is still version 1. Version 5: a mapped-ram stream QEMU wrote
 // over multifd channels (manifest vmstate.channels), which it must read back the same way.
-inline constexpr int k_format_version = 6; // k_format_version_encrypted (storage/sealing.hpp)
+// Version 7: a container checkpoint (manifest kind "container"; snapshot/container.hpp).
+inline constexpr int k_format_version = 7; // k_format_version_encrypted (storage/sealing.hpp) is 6
 inline constexpr int k_format_version_stream = 1;
 inline constexpr int k_format_version_mapped_ram = 2;
 inline constexpr int k_format_version_multifd = 3;
 inline constexpr int k_format_version_share_delta = 4;
 inline constexpr int k_format_version_mapped_ram_multifd = 5;
+inline constexpr int k_format_version_container = 7;
+
+// What a snapshot holds (manifest "kind"): a whole VM (the default, when absent) or one
+// container's CRIU checkpoint.
+inline constexpr const char* k_kind_vm = "vm";
+inline constexpr const char* k_kind_container = "container";
+std::string manifest_kind(const Json& manifest);
 
 inline constexpr const char* k_manifest_member = "manifest.json";
 inline constexpr const char* k_index_member = "index.json";

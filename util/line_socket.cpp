@@ -36,4 +36,10 @@ LineSocket::Status LineSocket::read_line(int fd, const Deadline& deadline, std::
   }
 }
 
+std::string LineSocket::take_buffered(size_t max) {
+  std::string out = m_buf.substr(0, max);
+  m_buf.erase(0, out.size());
+  return out;
+}
+
 } // namespace ks

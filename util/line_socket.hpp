@@ -19,6 +19,10 @@ public:
   // of the failed read, or 0 for an orderly end of stream.
   Status read_line(int fd, const Deadline& deadline, std::string& line, int& err);
 
+  // Up to MAX bytes read past the last line, taken out of the buffer (raw data that follows
+  // a message).
+  std::string take_buffered(size_t max);
+
 private:
   size_t m_max_line;
   std::string m_buf;

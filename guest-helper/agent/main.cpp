@@ -20,7 +20,7 @@ void log(const std::string& msg) {
   std::fprintf(stderr, "kata-snapshot-helper: %s\n", msg.c_str());
 }
 
-void write_out(int fd, const std::string& out) {
+void write_out(int fd, std::string_view out) {
   const char* p = out.data();
   size_t left = out.size();
   while (left > 0) {
@@ -36,19 +36,21 @@ void write_out(int fd, const std::string& out) {
   }
 }
 
-// Serves one open port until the host disconnects (read returns 0) or an error.
+// Serves one open port until the host disconnects (read returns 0) or an error; a transfer
+// in flight is then dropped.
 void serve(Agent& agent, int fd) {
-  char buf[4096];
+  std::string buf(256 * 1024, '\0'); // large reads: container images come this way
   for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
+    ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n < 0 && errno == EINTR) {
       continue;
     }
     if (n <= 0) {
+      agent.reset();
       return;
     }
-    agent.feed(std::string_view(buf, static_cast<size_t>(n)),
-               [fd](const std::string& out) { write_out(fd, out); });
+    agent.feed(std::string_view(buf.data(), static_cast<size_t>(n)),
+               [fd](std::string_view out) { write_out(fd, out); });
   }
 }
 

@@ -274,6 +274,10 @@ Json snapshot_annotations(const std::string& text) {
   a["io.kata-snapshot.host"] = m.value("host", Json::object()).value("hostname", "");
   a["io.kata-snapshot.qemu-version"] = m.value("qemu", Json::object()).value("version", "");
   a["io.kata-snapshot.mode"] = m.value("mode", "");
+  a["io.kata-snapshot.kind"] = manifest_kind(m);
+  if (const Json c = m.value("container", Json()); c.is_object() && c.value("id", Json()).is_string()) {
+    a["io.kata-snapshot.container"] = c["id"];
+  }
   a["io.kata-snapshot.ram-bytes"] = std::to_string(m.value("vm", Json::object()).value("ram_bytes", 0ull));
   Json kata = m.value("kata", Json());
   if (kata.is_object() && kata.contains("sandbox") && kata["sandbox"].is_string()) {

@@ -179,6 +179,7 @@ containers)
   # pivot_root into the rootfs, as an OCI runtime starts them. (A stand-in for the agent's
   # runtime: process.args is read from a one-line config.json.)
   # ksnap.criu_modules=no leaves out the modules CRIU needs, for the refusal it must give.
+  # (Without initrd-criu there is no CRIU at all: the other refusal.)
   if [ -f /lib/modules/load-order-criu ] && [ "$(arg criu_modules)" != no ]; then
     for m in $(cat /lib/modules/load-order-criu); do insmod "/lib/modules/$m" 2>/dev/null; done
   fi
@@ -202,6 +203,11 @@ containers)
       mknod -m 666 dev/null c 1 3 && hostname $cid && pivot_root . .oldroot &&
       exec /bin/busybox sh -c 'umount -l /.oldroot && exec $args </dev/null >/dev/null 2>&1'" \
       </dev/null 2>/dev/console >&2 || echo "ksnap: container $cid ended ($?)") &
+  done
+  # ksnap.pause=A,B: those are then paused, as containerd pauses one (cgroup.freeze).
+  for cid in $(arg pause | tr , ' '); do
+    cg=/sys/fs/cgroup$(sed -n 's/.*"cgroupsPath": *"\([^"]*\)".*/\1/p' "/run/kata-containers/$cid/config.json")
+    (sleep 2; echo 1 > "$cg/cgroup.freeze") &
   done
   echo "ksnap: ready"
   # What the guest shows: its own counter (a bystander that must never be disturbed) and each

@@ -7,6 +7,7 @@
 #include "storage/store/store.hpp"
 #include "util/cancel.hpp"
 #include "util/error.hpp"
+#include "util/fault.hpp"
 #include "util/fd.hpp"
 #include "util/sha256.hpp"
 #include "util/signature.hpp"
@@ -249,6 +250,7 @@ ContainerSaveResult save_container(const ContainerSaveOptions& o) {
   if (after == "hold") {
     checkpoint.held();
   }
+  fault_point("container dump");
   std::string checkpointed = utc_now();
   ContainerSaveResult r;
   r.dump_seconds = dump.value("dump_seconds", 0.0);
@@ -260,6 +262,7 @@ ContainerSaveResult save_container(const ContainerSaveOptions& o) {
 
   // 2. The images to the host, each hashed on the way, into unnamed temp files.
   auto transfer = Clock::now();
+  FaultOnce mid_transfer("container transfer"); // once the first image bytes are in
   for (auto& img : images) {
     img.file = temp_file(output->temp_dir());
     Sha256 hash;
@@ -271,6 +274,7 @@ ContainerSaveResult save_container(const ContainerSaveOptions& o) {
         hash.update(std::span(reinterpret_cast<const std::byte*>(piece.data()), piece.size()));
         write_all(img.file.get(), piece, "image " + img.name);
         got += piece.size();
+        mid_transfer.reached();
       },
       k_transfer_idle);
     if (got != img.size) {
@@ -326,6 +330,7 @@ ContainerSaveResult save_container(const ContainerSaveOptions& o) {
   w.finish({{"container_images", images.size()}}, sign);
   output->commit();
   unfinished.done = true;
+  fault_point("container commit");
 
   // 4. Only now, with the checkpoint stored, does --after quit stop the container.
   r.state = after == "hold" ? "stopped" : dump.value("state", "running");
@@ -395,6 +400,7 @@ ContainerLoadResult load_container(const ContainerLoadOptions& o) {
   GuestCheckpoint staging(s, id);
   staging.discard(); // a clean slate
   auto transfer = Clock::now();
+  FaultOnce mid_upload("container upload"); // once the first image bytes went to the guest
   bool have_inventory = false;
   for (;;) {
     throw_if_cancelled();
@@ -410,7 +416,9 @@ ContainerLoadResult load_container(const ContainerLoadOptions& o) {
           s.channel().upload(
             "kata-snapshot-container-receive", {{"id", id}, {"name", image}, {"bytes", size}}, size,
             [&](std::span<char> buf) {
-              return source(std::span(reinterpret_cast<std::byte*>(buf.data()), buf.size()));
+              size_t n = source(std::span(reinterpret_cast<std::byte*>(buf.data()), buf.size()));
+              mid_upload.reached();
+              return n;
             },
             k_transfer_idle);
         } catch (const guest::GuestRefused& e) {
@@ -439,6 +447,7 @@ ContainerLoadResult load_container(const ContainerLoadOptions& o) {
     verify_key->check(reader->index_signature(), reader->index_text(), reader->what());
   }
   r.transfer_seconds = since(transfer);
+  fault_point("container upload done");
   Json restored = run_guest(s, doing, "kata-snapshot-container-restore", {{"id", id}}, k_criu_timeout);
   r.pid = restored.value("pid", 0L);
   r.state = restored.value("state", "");

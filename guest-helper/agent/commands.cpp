@@ -279,6 +279,9 @@ void Agent::reset() {
   end_transfer(m_send);
   end_transfer(m_receive);
   m_line.clear();
+  if (m_fx.containers) {
+    m_fx.containers->host_gone();
+  }
 }
 
 void Agent::feed(std::string_view data, const Reply& reply) {

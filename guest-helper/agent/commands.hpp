@@ -39,6 +39,9 @@ public:
   virtual Json restore(const std::string& id) = 0;
   // Removes ID's checkpoint and restore images.
   virtual Json discard(const std::string& id) = 0;
+  // The host's connection ended: every held container goes back as it was (the host that
+  // held it can no longer store its checkpoint).
+  virtual void host_gone() = 0;
 };
 
 // What the commands do to the system. The helper uses the real ones (system_effects());

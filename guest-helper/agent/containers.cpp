@@ -456,6 +456,18 @@ public:
     return {{"id", id}, {"state", "stopped"}};
   }
 
+  void host_gone() override {
+    std::lock_guard lock(m_mutex);
+    for (const auto& [id, hold] : m_holds) {
+      if (!hold.was_frozen) {
+        set_frozen(hold.cgroup, false);
+      }
+      std::fprintf(stderr, "kata-snapshot-helper: the host went away during the checkpoint of %s: thawed it\n",
+                   id.c_str());
+    }
+    m_holds.clear();
+  }
+
   Json discard(const std::string& id) override {
     check_id(id);
     std::error_code ec;

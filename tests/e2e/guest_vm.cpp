@@ -105,6 +105,8 @@ const TestEnv& test_env() {
     e.virtiofsd = cache + "/bin/virtiofsd";
     e.kernel = cache + "/guest/current/vmlinuz";
     e.initrd = cache + "/guest/current/initrd";
+    e.initrd_criu = cache + "/guest/current/initrd-criu";
+    e.ctr_counter = cache + "/guest/current/ctr-counter";
     e.cli = std::string(KSNAP_BINARY_DIR) + "/kata-snapshot";
     return e;
   }();
@@ -132,6 +134,12 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
   for (const auto& a : m_options.kernel_args) {
     append += " " + a;
   }
+  if (m_options.criu && !fs::exists(env.initrd_criu)) {
+    skip("the test guest has no CRIU (" + env.initrd_criu + "); run `make test`, which downloads it");
+  }
+  if (!m_options.containers.empty()) {
+    append += container_args();
+  }
   // clang-format off
   m_argv = {env.qemu,
             "-name", sandbox.empty() ? "ksnap-test" : "sandbox-" + sandbox,
@@ -141,7 +149,7 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
             "-m", mem + ",slots=4,maxmem=2G",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", env.kernel,
-            "-initrd", env.initrd,
+            "-initrd", m_options.criu ? env.initrd_criu : env.initrd,
             "-append", append,
             "-chardev", "file,id=con,path=" + console_path() + ",append=on",
             "-serial", "chardev:con",
@@ -175,6 +183,7 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
     for (const auto& [name, content] : m_options.share_files) {
       std::ofstream(share_dir() + "/" + name) << content;
     }
+    write_containers();
     std::string vfs_sock = m_vm_dir + "/vhost-fs.sock";
     SpawnOptions vo;
     // Kata's virtiofsd options (Kata passes no --migration-mode). For a sandbox, the socket is
@@ -239,6 +248,56 @@ GuestVm::GuestVm(GuestOptions options) : m_options(std::move(options)) {
     m_shim = qmp::Client::connect(m_vm_dir + "/qmp.sock"); // the shim's one connection
   }
   wait_console("ksnap: ready", Millis(120000));
+}
+
+std::string GuestVm::container_args() const {
+  std::string start;
+  std::string pause;
+  for (const auto& c : m_options.containers) {
+    if (c.start) {
+      start += (start.empty() ? "" : ",") + c.id;
+    }
+    if (c.paused) {
+      pause += (pause.empty() ? "" : ",") + c.id;
+    }
+  }
+  return " ksnap.containers=" + start + (pause.empty() ? "" : " ksnap.pause=" + pause);
+}
+
+// Each container as Kata's agent gets it: a rootfs on the share, and the OCI spec (one line:
+// guest/init.sh reads process.args and linux.cgroupsPath with sed).
+void GuestVm::write_containers() const {
+  if (m_options.containers.empty()) {
+    return;
+  }
+  const TestEnv& env = test_env();
+  if (!fs::exists(env.ctr_counter)) {
+    skip("the containers' workload is not built (" + env.ctr_counter + "); run `make test`");
+  }
+  for (const auto& c : m_options.containers) {
+    fs::path dir = fs::path(share_dir()) / c.id;
+    for (const char* d :
+         {"rootfs/bin", "rootfs/proc", "rootfs/dev", "rootfs/run", "rootfs/tmp", "rootfs/.oldroot"}) {
+      fs::create_directories(dir / d);
+    }
+    fs::copy_file("/bin/busybox", dir / "rootfs/bin/busybox");
+    fs::copy_file(env.ctr_counter, dir / "rootfs/bin/ctr-counter");
+    nlohmann::json args = {"/bin/ctr-counter"};
+    if (c.session_leader) {
+      args.push_back("--setsid");
+    }
+    args.push_back(std::to_string(c.heap_mb));
+    nlohmann::json spec = {
+      {"ociVersion", "1.0.2"},
+      {"process", {{"args", args}, {"cwd", "/"}, {"terminal", false}}},
+      {"root", {{"path", "rootfs"}}},
+      {"hostname", c.id},
+      {"annotations", {{"io.kubernetes.cri.container-name", c.id}}},
+      {"linux",
+       {{"cgroupsPath", "/kata/" + c.id},
+        {"namespaces", {{{"type", "pid"}}, {{"type", "mount"}}, {{"type", "uts"}}, {{"type", "ipc"}}}}}}};
+    std::ofstream(dir / "config.json") << spec.dump() << "\n";
+  }
 }
 
 GuestVm::~GuestVm() {

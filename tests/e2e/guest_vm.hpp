@@ -21,6 +21,18 @@ enum class Profile {
   kata,  // plus Kata's memory backend, pci-bridge, virtconsole, virtio-rng, virtio-fs
 };
 
+// A container for workload "containers" (guest/init.sh): its rootfs (busybox, ctr-counter)
+// and a config.json in the share, laid out as Kata's agent lays a container out. Its init runs
+// `ctr-counter [--setsid] HEAP_MB`; START: running at boot, or only its bundle there; PAUSED:
+// frozen 2 s after boot.
+struct TestContainer {
+  std::string id;
+  unsigned heap_mb = 0;
+  bool session_leader = true;
+  bool start = true;
+  bool paused = false;
+};
+
 struct GuestOptions {
   Profile profile = Profile::plain;
   std::string workload = "counter";
@@ -39,6 +51,9 @@ struct GuestOptions {
   // gets a virtio-net on tap0_kata created in it and passed as -netdev tap,fds=, and the
   // sandbox's persist.json names the namespace.
   std::string netns;
+  // kata profile, workload "containers": the containers in the share.
+  std::vector<TestContainer> containers;
+  bool criu = false; // boot initrd-criu: CRIU with its libraries, GNU tar and gzip, its modules
 };
 
 // Paths of the tools and the guest image; calls skip() when something is missing.
@@ -47,7 +62,9 @@ struct TestEnv {
   std::string virtiofsd;
   std::string kernel;
   std::string initrd;
-  std::string cli; // the kata-snapshot binary
+  std::string initrd_criu; // initrd plus CRIU (scripts/build-guest.sh)
+  std::string ctr_counter; // the containers' workload, static
+  std::string cli;         // the kata-snapshot binary
 };
 const TestEnv& test_env();
 
@@ -107,6 +124,9 @@ public:
   void kill();
 
 private:
+  std::string container_args() const; // ksnap.containers= and ksnap.pause= for the kernel
+  void write_containers() const;
+
   GuestOptions m_options;
   TempDir m_dir;
   ConsoleLog m_console{m_dir / "console.log", m_dir / "qemu.log"};

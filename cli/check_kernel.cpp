@@ -19,6 +19,10 @@ std::string describe(const KernelCheck& c, const std::string& config, const std:
   for (const auto& m : c.modules) {
     s += "module:      " + m + "=m (load it at boot)\n";
   }
+  if (mode == "criu" && !c.modules.empty()) {
+    s += "note:        CRIU refuses to start until the socket diag modules and nf_tables are loaded;\n"
+         "             without modprobe, insmod them in the order docs/containers.md gives\n";
+  }
   s += config + ": " + (c.ok() ? "has" : "lacks") + " what " + mode + " mode needs (" +
        std::to_string(c.checked) + " options checked, " + std::to_string(c.missing.size()) + " missing)";
   return s;

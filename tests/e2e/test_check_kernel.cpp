@@ -35,12 +35,18 @@ TEST_CASE("check-kernel: the Debian guest kernel has what both modes need") {
     CHECK(r.status == 0);
     CHECK(nlohmann::json::parse(r.output)["ok"] == true);
   }
+  // Debian builds what CRIU loads as modules: the guest must load them before CRIU runs.
+  CommandResult criu = run_cli({"check-kernel", config, "--mode", "criu"});
+  CHECK_THAT(criu.output, Catch::Contains("module:      CONFIG_UNIX_DIAG=m"));
+  CHECK_THAT(criu.output, Catch::Contains("module:      CONFIG_NF_TABLES=m"));
+  CHECK_THAT(criu.output, Catch::Contains("docs/containers.md"));
 }
 
 TEST_CASE("check-kernel: a config with options removed is reported and exits non-zero") {
   std::string text = read_file(debian_config());
   TempDir dir;
-  for (const char* option : {"CONFIG_VIRTIO_FS=", "CONFIG_CHECKPOINT_RESTORE=", "CONFIG_TIME_NS="}) {
+  for (const char* option :
+       {"CONFIG_VIRTIO_FS=", "CONFIG_CHECKPOINT_RESTORE=", "CONFIG_TIME_NS=", "CONFIG_NF_TABLES="}) {
     size_t pos = text.find(std::string("\n") + option);
     REQUIRE(pos != std::string::npos);
     text.erase(pos + 1, text.find('\n', pos + 1) - pos);
@@ -53,7 +59,8 @@ TEST_CASE("check-kernel: a config with options removed is reported and exits non
   CommandResult criu = run_cli({"check-kernel", cut, "--mode", "criu", "--json"});
   CHECK(criu.status == 1);
   auto missing = nlohmann::json::parse(criu.output)["missing"];
-  CHECK(missing.size() == 2);
+  CHECK(missing.size() == 3);
   CHECK(missing.dump().find("CONFIG_CHECKPOINT_RESTORE") != std::string::npos);
   CHECK(missing.dump().find("CONFIG_TIME_NS") != std::string::npos);
+  CHECK(missing.dump().find("CONFIG_NF_TABLES") != std::string::npos); // CRIU's network lock
 }

@@ -31,6 +31,9 @@ expect "auto mapped-ram multifd stream" save --vmstate ""
 expect "mapped-ram multifd" save --vmstate m
 expect "auto live stop" save --mode ""
 expect "--decrypt-key" load --decr
+expect "containers copy" co
+expect "--container" save --contai
+expect "--into" load --in
 expect "freeze" guest fr
 expect "--timeout" guest freeze --ti
 expect "criu vm" check-kernel x --mode ""

@@ -145,12 +145,16 @@ TEST_CASE("container mode: checkpoint, stop and restore in the same VM, then int
   // its bundle exists.
   GuestVm b(container_guest({{.id = "ctr-a", .heap_mb = 64, .start = false}}));
   CHECK(container(cli_json({"containers", "--qmp", b.qmp_path(), "--json"}), "ctr-a")["state"] == "stopped");
-  std::string second = a.dir() + "/ctr-a-2.ksnap";
+  // Into a repository this time: container checkpoints live there too.
+  std::string second = "oci:" + a.dir() + "/repo:second";
   long at_second = ctr_tick(a, "ctr-a");
   Json resumed = cli_json({"save", "--qmp", a.qmp_path(), "--container", "ctr-a", "-o", second, "--json"});
   CHECK(resumed["container_state"] == "running");
   size_t after_second = a.console().size();
   wait_ticking(a, "ctr-a", at_second + 5, after_second); // the original goes on
+  Json listed = cli_json({"list", "oci:" + a.dir() + "/repo", "--json"});
+  CHECK(listed.dump().find("second") != std::string::npos);
+  CHECK(cli_json({"verify", second, "--json"})["kind"] == "container");
   size_t into_b = b.console().size();
   Json in_b = cli_json({"load", second, "--into", "--qmp", b.qmp_path(), "--json"});
   CHECK(in_b["state"] == "running");

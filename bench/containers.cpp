@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
               .containers = {{.id = "small"}, {.id = "heap64", .heap_mb = 64}},
               .criu = true});
   vm.wait_console("ksnap: ctr heap64 tick", Millis(120000));
-  std::string dir = vm.dir();
+  const std::string& dir = vm.dir();
   {
     qmp::Client qmp = vm.qmp(); // populate guest RAM on the host once (ENVIRONMENT.md)
     qmp.execute("stop");

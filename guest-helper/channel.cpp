@@ -15,6 +15,9 @@ std::string seconds(Millis t) {
   return std::to_string((t.count() + 999) / 1000) + " s";
 }
 
+// Raw transfers move in pieces of this size.
+constexpr size_t k_raw_piece = size_t{256} * 1024;
+
 int64_t fresh_sync_id() {
   static std::mt19937_64 rng{std::random_device{}()};
   return static_cast<int64_t>(rng() >> 2);
@@ -63,7 +66,7 @@ Json Channel::download(const std::string& command, const Json& arguments, uint64
     sink(buffered);
     left -= buffered.size();
   }
-  std::string buf(256 * 1024, '\0');
+  std::string buf(k_raw_piece, '\0');
   while (left > 0) {
     if (!wait_readable(m_sock.get(), Deadline(idle))) {
       throw GuestError("the guest helper stopped sending " + command + " with " + std::to_string(left) +
@@ -86,7 +89,7 @@ Json Channel::download(const std::string& command, const Json& arguments, uint64
 Json Channel::upload(const std::string& command, const Json& arguments, uint64_t size, const Source& source,
                      Millis timeout) {
   send_raw(command_request(command, arguments));
-  std::string buf(256 * 1024, '\0');
+  std::string buf(k_raw_piece, '\0');
   for (uint64_t left = size; left > 0;) {
     size_t n = source(std::span<char>(buf.data(), std::min<uint64_t>(buf.size(), left)));
     if (n == 0) {

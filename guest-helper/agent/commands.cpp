@@ -52,7 +52,7 @@ uint64_t size_arg(const Json& args, const char* name) {
   return args[name];
 }
 
-constexpr size_t k_piece = 256 * 1024;
+constexpr size_t k_piece = size_t{256} * 1024;
 
 } // namespace
 

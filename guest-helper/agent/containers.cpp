@@ -141,6 +141,7 @@ std::string criu_path(const GuestPaths& p) {
 // corrupted; its own --timeout bounds the dump). Returns the exit status, -1 if it did not run.
 int run(const std::vector<std::string>& argv) {
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (const auto& a : argv) {
     args.push_back(const_cast<char*>(a.c_str()));
   }

@@ -39,7 +39,7 @@ void write_out(int fd, std::string_view out) {
 // Serves one open port until the host disconnects (read returns 0) or an error; a transfer
 // in flight is then dropped.
 void serve(Agent& agent, int fd) {
-  std::string buf(256 * 1024, '\0'); // large reads: container images come this way
+  std::string buf(size_t{256} * 1024, '\0'); // large reads: container images come this way
   for (;;) {
     ssize_t n = ::read(fd, buf.data(), buf.size());
     if (n < 0 && errno == EINTR) {

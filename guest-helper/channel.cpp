@@ -159,9 +159,9 @@ void Channel::await_sync(int64_t id, Millis timeout) {
   }
 }
 
-Json Channel::execute(const std::string& command, const Json& arguments, Millis timeout) {
+Json Channel::execute(const std::string& command, const Json& arguments, Millis timeout, Millis idle) {
   send_raw(command_request(command, arguments));
-  return await_reply(command, timeout);
+  return await_reply(command, timeout, idle);
 }
 
 Json Channel::connect_and_execute(const std::string& socket_path, const std::string& command,
@@ -173,10 +173,16 @@ Json Channel::connect_and_execute(const std::string& socket_path, const std::str
   return c.await_reply(command, timeout);
 }
 
-Json Channel::await_reply(const std::string& command, Millis timeout) {
+Json Channel::await_reply(const std::string& command, Millis timeout, Millis idle) {
   Deadline deadline(timeout);
   for (;;) {
-    auto line = read_line(deadline, command);
+    bool watch_idle = idle.count() > 0 && idle < timeout;
+    auto line = read_line(watch_idle ? Deadline(idle) : deadline, command);
+    if (!line && watch_idle && !deadline.expired()) {
+      throw GuestError("the guest helper went silent during " + command + " (nothing for " + seconds(idle) +
+                         ", no heartbeat)",
+                       ExitCode::failed, "was kata-snapshot-helper killed or restarted in the guest?");
+    }
     if (!line) {
       throw GuestError("the guest helper did not answer " + command + " within " + seconds(timeout));
     }

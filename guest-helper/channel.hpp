@@ -41,8 +41,10 @@ public:
   static Channel over(Fd sock, std::string label, Millis timeout = k_default_timeout);
 
   // Runs COMMAND; returns "return" or throws GuestError naming the command and the cause.
+  // IDLE, when set: the helper must send something at least this often (the reply, or the
+  // blank lines of its heartbeat during a long command), else it is taken for dead.
   Json execute(const std::string& command, const Json& arguments = Json::object(),
-               Millis timeout = k_default_timeout);
+               Millis timeout = k_default_timeout, Millis idle = Millis(0));
 
   // Runs COMMAND, whose reply {"bytes": N} is followed by N raw bytes (N at most MAX_BYTES),
   // handed to SINK as they come; IDLE bounds each wait for more. Returns the reply.
@@ -69,7 +71,7 @@ private:
   static std::string sync_request(int64_t id);
   static std::string command_request(const std::string& command, const Json& arguments);
   void await_sync(int64_t id, Millis timeout);
-  Json await_reply(const std::string& command, Millis timeout);
+  Json await_reply(const std::string& command, Millis timeout, Millis idle = Millis(0));
 
   // Next line, or nullopt when DEADLINE passes first.
   std::optional<std::string> read_line(const Deadline& deadline, const std::string& command);

@@ -30,6 +30,14 @@ echo "ksnap: boot workload=${workload:-idle} cpus=$(grep -c ^processor /proc/cpu
 [ "$(arg helper)" = stopped ] && sleep 1 && kill -STOP $! && echo "ksnap: helper stopped"
 # ksnap.helper=restart-when-frozen: kill the helper once a freeze is in place and start a new
 # one, which must pick the freeze up from its state file.
+# ksnap.helper=kill-during-dump: kill the helper while CRIU dumps a container (CRIU goes on
+# by itself), and start a new one 5 s later.
+if [ "$(arg helper)" = kill-during-dump ]; then
+  helper=$!
+  (until ls /run/kata-snapshot/checkpoint/*/dump.log >/dev/null 2>&1; do usleep 20000; done
+   kill -9 "$helper"; echo "ksnap: helper killed during a dump"
+   sleep 5; /bin/kata-snapshot-helper 2>/dev/console &) &
+fi
 if [ "$(arg helper)" = restart-when-frozen ]; then
   helper=$!
   (while [ ! -f /run/kata-snapshot-helper.state ]; do sleep 0.2; done

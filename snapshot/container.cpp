@@ -32,6 +32,8 @@ using Clock = std::chrono::steady_clock;
 // the seizing, the rest is bounded by the container's size.
 constexpr Millis k_criu_timeout{std::chrono::minutes(10)};
 constexpr Millis k_transfer_idle{std::chrono::seconds(30)};
+// While CRIU runs, the helper sends a heartbeat every 2 s: silence this long means it died.
+constexpr Millis k_criu_silence{std::chrono::seconds(15)};
 constexpr std::chrono::seconds k_hold{120};
 constexpr size_t k_max_images = 100000;
 constexpr uint64_t k_max_image_bytes = uint64_t{1} << 40;
@@ -51,9 +53,9 @@ double since(Clock::time_point t) {
 }
 
 Json run_guest(GuestSession& s, const std::string& doing, const std::string& command, const Json& args,
-               Millis timeout = guest::Channel::k_default_timeout) {
+               Millis timeout = guest::Channel::k_default_timeout, Millis idle = Millis(0)) {
   try {
-    return s.channel().execute(command, args, timeout);
+    return s.channel().execute(command, args, timeout, idle);
   } catch (const guest::GuestRefused& e) {
     rethrow_refusal(e, doing);
   }
@@ -244,9 +246,9 @@ ContainerSaveResult save_container(const ContainerSaveOptions& o) {
   std::string doing = "cannot checkpoint container " + o.container;
   std::string after = o.after == AfterSave::quit ? "hold" : o.after == AfterSave::pause ? "pause" : "resume";
   GuestCheckpoint checkpoint(s, o.container);
-  Json dump =
-    run_guest(s, doing, "kata-snapshot-container-dump",
-              {{"id", o.container}, {"after", after}, {"hold_seconds", k_hold.count()}}, k_criu_timeout);
+  Json dump = run_guest(s, doing, "kata-snapshot-container-dump",
+                        {{"id", o.container}, {"after", after}, {"hold_seconds", k_hold.count()}},
+                        k_criu_timeout, k_criu_silence);
   if (after == "hold") {
     checkpoint.held();
   }
@@ -448,7 +450,8 @@ ContainerLoadResult load_container(const ContainerLoadOptions& o) {
   }
   r.transfer_seconds = since(transfer);
   fault_point("container upload done");
-  Json restored = run_guest(s, doing, "kata-snapshot-container-restore", {{"id", id}}, k_criu_timeout);
+  Json restored =
+    run_guest(s, doing, "kata-snapshot-container-restore", {{"id", id}}, k_criu_timeout, k_criu_silence);
   r.pid = restored.value("pid", 0L);
   r.state = restored.value("state", "");
   r.restore_seconds = restored.value("restore_seconds", 0.0);

@@ -90,6 +90,14 @@ Agent::Agent(Effects effects) : m_fx(std::move(effects)) {
   add_container_commands();
 }
 
+ContainerOps::Heartbeat Agent::heartbeat() const {
+  return [this] {
+    if (m_reply) {
+      (*m_reply)("\n");
+    }
+  };
+}
+
 ContainerOps& Agent::containers() const {
   if (!m_fx.containers) {
     throw CommandError{"GenericError", "container mode is not supported by this helper"};
@@ -110,7 +118,7 @@ void Agent::add_container_commands() {
       if (hold < 1 || hold > 3600) {
         throw CommandError{"GenericError", "parameter 'hold_seconds' must be 1 to 3600"};
       }
-      return containers().dump(string_arg(a, "id"), after, std::chrono::seconds(hold));
+      return containers().dump(string_arg(a, "id"), after, std::chrono::seconds(hold), heartbeat());
     },
     false};
   m_commands["kata-snapshot-container-finish"] = {
@@ -147,7 +155,7 @@ void Agent::add_container_commands() {
                                                    },
                                                    false};
   m_commands["kata-snapshot-container-restore"] = {
-    [this](const Json& a) { return containers().restore(string_arg(a, "id")); }, false};
+    [this](const Json& a) { return containers().restore(string_arg(a, "id"), heartbeat()); }, false};
   m_commands["kata-snapshot-container-discard"] = {
     [this](const Json& a) { return containers().discard(string_arg(a, "id")); }, false};
 }
@@ -210,7 +218,9 @@ Json Agent::handle(const Json& request, bool& send_delimiter) {
 void Agent::request(const std::string& line, const Reply& reply) {
   Json req = Json::parse(line, nullptr, false);
   bool delimiter = false;
+  m_reply = &reply;
   Json answer = req.is_discarded() ? error_reply("GenericError", "invalid JSON") : handle(req, delimiter);
+  m_reply = nullptr;
   if (m_receive) {
     m_receive->id = answer.value("id", Json());
     if (m_receive->left == 0) {

@@ -22,6 +22,11 @@ inline constexpr const char* k_version = "0.3.0";
 // message for the host (the first line names what failed, the rest says how to fix it).
 class ContainerOps {
 public:
+  // Called every few seconds while CRIU runs: the helper sends the host a blank line, so a
+  // host waiting for a long dump or restore can tell a busy helper from a dead one.
+  using Heartbeat = std::function<void()>;
+  static constexpr std::chrono::seconds k_heartbeat{2};
+
   virtual ~ContainerOps() = default;
   virtual Json list() = 0;
   // Checkpoints container ID with CRIU into the guest's tmpfs, leaving it running. AFTER:
@@ -29,14 +34,15 @@ public:
   // what becomes of it, and thawed by itself after HOLD should that never come (the host
   // ends a container only once its checkpoint is safely stored). Returns the image files and
   // the spec.
-  virtual Json dump(const std::string& id, const std::string& after, std::chrono::seconds hold) = 0;
+  virtual Json dump(const std::string& id, const std::string& after, std::chrono::seconds hold,
+                    const Heartbeat& alive) = 0;
   // Ends a hold: ACTION kill (the container is stopped) or resume (thawed, as it was).
   virtual Json finish(const std::string& id, const std::string& action) = 0;
   // Image NAME of ID's checkpoint, open for reading; SIZE set to its length.
   virtual int open_image(const std::string& id, const std::string& name, uint64_t& size) = 0;
   // A new image NAME for ID's restore, open for writing; SIZE bytes must fit.
   virtual int create_image(const std::string& id, const std::string& name, uint64_t size) = 0;
-  virtual Json restore(const std::string& id) = 0;
+  virtual Json restore(const std::string& id, const Heartbeat& alive) = 0;
   // Removes ID's checkpoint and restore images.
   virtual Json discard(const std::string& id) = 0;
   // The host's connection ended: every held container goes back as it was (the host that
@@ -89,6 +95,7 @@ private:
   Json info() const;
   Json post_restore(const Json& args);
   ContainerOps& containers() const;
+  ContainerOps::Heartbeat heartbeat() const;
   void add_container_commands();
   void request(const std::string& line, const Reply& reply);
   // Consumes raw bytes of a receive from DATA; returns how many it took.
@@ -109,6 +116,7 @@ private:
   std::string m_line;
   std::optional<Transfer> m_send;
   std::optional<Transfer> m_receive;
+  const Reply* m_reply = nullptr; // while a request runs: for heartbeats
 };
 
 } // namespace ks::agent

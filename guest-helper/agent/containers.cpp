@@ -139,7 +139,7 @@ std::string criu_path(const GuestPaths& p) {
 
 // Runs ARGV to its end (CRIU is never killed halfway: that can leave the tree it works on
 // corrupted; its own --timeout bounds the dump). Returns the exit status, -1 if it did not run.
-int run(const std::vector<std::string>& argv) {
+int run(const std::vector<std::string>& argv, const ContainerOps::Heartbeat& alive) {
   std::vector<char*> args;
   args.reserve(argv.size() + 1);
   for (const auto& a : argv) {
@@ -161,9 +161,19 @@ int run(const std::vector<std::string>& argv) {
     ::_exit(127);
   }
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) {
+  auto beat = std::chrono::steady_clock::now() + ContainerOps::k_heartbeat;
+  for (;;) {
+    pid_t done = ::waitpid(pid, &status, WNOHANG);
+    if (done == pid) {
+      break;
+    }
+    if (done < 0 && errno != EINTR) {
       return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (std::chrono::steady_clock::now() >= beat) {
+      alive();
+      beat += ContainerOps::k_heartbeat;
     }
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -273,7 +283,8 @@ public:
     return out;
   }
 
-  Json dump(const std::string& id, const std::string& after, std::chrono::seconds hold) override {
+  Json dump(const std::string& id, const std::string& after, std::chrono::seconds hold,
+            const Heartbeat& alive) override {
     auto start = std::chrono::steady_clock::now();
     Container c = find_container(m_p, id);
     std::vector<Problem> problems = criu_problems(m_p);
@@ -298,7 +309,7 @@ public:
                                      c.cgroup,       "--manage-cgroups",
                                      "--timeout",    std::to_string(k_criu_timeout_s)};
     argv.emplace_back("--leave-running"); // the host ends it, if at all, once the images are safe
-    int rc = run(argv);
+    int rc = run(argv, alive);
     if (rc != 0) {
       // CRIU lets the tree go on a failure; the freezer is put back as it was.
       if (!was_frozen && is_frozen(c.cgroup)) {
@@ -378,7 +389,7 @@ public:
     return fd;
   }
 
-  Json restore(const std::string& id) override {
+  Json restore(const std::string& id, const Heartbeat& alive) override {
     auto start = std::chrono::steady_clock::now();
     std::vector<Problem> env = criu_problems(m_p);
     if (!env.empty()) {
@@ -401,7 +412,8 @@ public:
     }
     std::string pidfile = dir + "/restored.pid";
     int rc = run({criu_path(m_p), "restore", "-D", dir, "-o", "restore.log", "-v4", "--root", c.rootfs,
-                  "--manage-cgroups", "--restore-detached", "--pidfile", pidfile});
+                  "--manage-cgroups", "--restore-detached", "--pidfile", pidfile},
+                 alive);
     if (rc != 0) {
       std::string why = criu_errors(dir + "/restore.log");
       fail("criu restore of container " + id + " failed (exit " + std::to_string(rc) + "): " + why);
@@ -463,7 +475,8 @@ public:
       if (!hold.was_frozen) {
         set_frozen(hold.cgroup, false);
       }
-      std::fprintf(stderr, "kata-snapshot-helper: the host went away during the checkpoint of %s: thawed it\n",
+      std::fprintf(stderr,
+                   "kata-snapshot-helper: the host went away during the checkpoint of %s: thawed it\n",
                    id.c_str());
     }
     m_holds.clear();

@@ -309,3 +309,30 @@ TEST_CASE(
   wait_ticking(vm, "ctr-a", first + 3, off);
   require_undisturbed(vm);
 }
+
+TEST_CASE("container mode: the helper killed during a dump fails the save within seconds, and the container "
+          "runs on") {
+  GuestOptions o = container_guest({{.id = "ctr-a", .heap_mb = 64}});
+  o.kernel_args = {"ksnap.helper=kill-during-dump"};
+  GuestVm vm(o);
+  wait_ticking(vm, "ctr-a", 5);
+  std::string out = vm.dir() + "/ctr-a.ksnap";
+  long at = ctr_tick(vm, "ctr-a");
+  size_t off = vm.console().size();
+  auto start = std::chrono::steady_clock::now();
+  CommandResult r = run_cli(
+    {"save", "--qmp", vm.qmp_path(), "--container", "ctr-a", "-o", out, "--after", "quit"}, Millis(120000));
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  vm.wait_console("ksnap: helper killed during a dump", Millis(10000), off);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.error_output, Catch::Contains("went silent"));
+  CHECK(took < 60); // the heartbeat's absence, not the 10-minute bound on CRIU
+  CHECK(!fs::exists(out));
+  // CRIU finished by itself (--leave-running): the container runs on, from where it was.
+  long first = wait_ticking(vm, "ctr-a", at + 5, off);
+  CHECK(first >= at);
+  // The new helper serves the next save.
+  wait_until([&] { return run_cli({"guest", "ping", "--qmp", vm.qmp_path()}).status == 0; });
+  cli_json({"save", "--qmp", vm.qmp_path(), "--container", "ctr-a", "-o", out, "--json"});
+  require_undisturbed(vm);
+}

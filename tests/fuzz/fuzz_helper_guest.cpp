@@ -13,7 +13,9 @@ class InertContainers : public ks::agent::ContainerOps {
 public:
   using Json = ks::agent::Json;
   Json list() override { return Json::object(); }
-  Json dump(const std::string& id, const std::string&, std::chrono::seconds) override { return {{"id", id}}; }
+  Json dump(const std::string& id, const std::string&, std::chrono::seconds, const Heartbeat&) override {
+    return {{"id", id}};
+  }
   Json finish(const std::string& id, const std::string&) override { return {{"id", id}}; }
   int open_image(const std::string&, const std::string&, uint64_t& size) override {
     size = 3;
@@ -22,7 +24,7 @@ public:
   int create_image(const std::string&, const std::string&, uint64_t) override {
     return ::open("/dev/null", O_WRONLY | O_CLOEXEC);
   }
-  Json restore(const std::string& id) override { return {{"id", id}}; }
+  Json restore(const std::string& id, const Heartbeat&) override { return {{"id", id}}; }
   Json discard(const std::string& id) override { return {{"id", id}}; }
   void host_gone() override {}
 };

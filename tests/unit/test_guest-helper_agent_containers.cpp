@@ -24,7 +24,9 @@ class FakeContainers : public ContainerOps {
 public:
   explicit FakeContainers(fs::path dir) : m_dir(std::move(dir)) {}
   Json list() override { return {{"containers", Json::array()}}; }
-  Json dump(const std::string& id, const std::string&, std::chrono::seconds) override { return {{"id", id}}; }
+  Json dump(const std::string& id, const std::string&, std::chrono::seconds, const Heartbeat&) override {
+    return {{"id", id}};
+  }
   Json finish(const std::string& id, const std::string&) override { return {{"id", id}}; }
   int open_image(const std::string&, const std::string& name, uint64_t& size) override {
     size = fs::file_size(m_dir / name);
@@ -36,7 +38,7 @@ public:
     }
     return ::open((m_dir / ("in-" + name)).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   }
-  Json restore(const std::string& id) override { return {{"id", id}}; }
+  Json restore(const std::string& id, const Heartbeat&) override { return {{"id", id}}; }
   Json discard(const std::string& id) override { return {{"id", id}}; }
   void host_gone() override { ++gone; }
   int gone = 0;

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
+#include <set>
 #include <vector>
 
 namespace ks {
@@ -39,11 +40,17 @@ struct TarWriter::Impl {
   int fd = -1;
   std::string what;
   bool closed = false;
+  bool directories = false;
+  std::set<std::string> dirs_written;
 
   [[noreturn]] void fail(const std::string& action) {
     throw Error("failed to write " + what + ": " + action + ": " + why(a.get()));
   }
 };
+
+void TarWriter::write_directories(bool on) {
+  m_impl->directories = on;
+}
 
 TarWriter::TarWriter(int fd, std::string what) : m_impl(std::make_unique<Impl>()) {
   m_impl->what = std::move(what);
@@ -65,6 +72,21 @@ void TarWriter::start_writeback() {
 }
 
 void TarWriter::begin(const std::string& name, uint64_t size, const TarAttrs& attrs) {
+  for (size_t slash = name.find('/'); m_impl->directories && slash != std::string::npos;
+       slash = name.find('/', slash + 1)) {
+    std::string dir = name.substr(0, slash + 1);
+    if (m_impl->dirs_written.insert(dir).second) {
+      EntryPtr d(archive_entry_new());
+      archive_entry_set_pathname(d.get(), dir.c_str());
+      archive_entry_set_filetype(d.get(), AE_IFDIR);
+      archive_entry_set_perm(d.get(), 0700);
+      archive_entry_set_size(d.get(), 0);
+      archive_entry_set_mtime(d.get(), std::time(nullptr), 0);
+      if (archive_write_header(m_impl->a.get(), d.get()) != ARCHIVE_OK) {
+        m_impl->fail(dir);
+      }
+    }
+  }
   EntryPtr e(archive_entry_new());
   archive_entry_set_pathname(e.get(), name.c_str());
   archive_entry_set_filetype(e.get(), AE_IFREG);
@@ -126,6 +148,10 @@ TarReader::~TarReader() = default;
 bool TarReader::next(Entry& entry) {
   archive_entry* e = nullptr;
   int r = archive_read_next_header(m_impl->a.get(), &e);
+  // Directory entries are not members (TarWriter::write_directories): skipped.
+  while (r == ARCHIVE_OK && archive_entry_filetype(e) == AE_IFDIR && archive_entry_size(e) == 0) {
+    r = archive_read_next_header(m_impl->a.get(), &e);
+  }
   if (r == ARCHIVE_EOF) {
     return false;
   }

@@ -31,6 +31,11 @@ public:
   void close() override;
   void start_writeback() override;
 
+  // Also writes a directory entry (mode 0700) before the first member under each directory,
+  // as `tar -c` of a tree does: tools such as checkpointctl look for the directory itself.
+  // Readers skip directory entries (TarReader::next).
+  void write_directories(bool on);
+
 private:
   struct Impl;
   std::unique_ptr<Impl> m_impl;

@@ -76,7 +76,11 @@ public:
   }
   ArchiveWriter& start(const ArchiveWriter::ManifestText& manifest) override {
     int fd = m_file ? m_file->fd() : m_direct ? m_direct.get() : STDOUT_FILENO;
-    m_writer = std::make_unique<ArchiveWriter>(std::make_unique<TarWriter>(fd, name()), manifest);
+    auto tar = std::make_unique<TarWriter>(fd, name());
+    // A container checkpoint is also a checkpoint archive checkpointctl reads, which wants
+    // the checkpoint/ directory's own entry.
+    tar->write_directories(manifest_kind(Json::parse(manifest.text, nullptr, false)) == k_kind_container);
+    m_writer = std::make_unique<ArchiveWriter>(std::move(tar), manifest);
     return *m_writer;
   }
   void commit() override {

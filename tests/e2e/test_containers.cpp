@@ -131,6 +131,18 @@ TEST_CASE("container mode: checkpoint, stop and restore in the same VM, then int
     CHECK(members.find(std::string(want) + "\n") != std::string::npos);
   }
 
+  // ... and checkpointctl (Debian's, run by scripts/deps.sh's wrapper) reads it as a container
+  // checkpoint, straight from the .ksnap.
+  std::string checkpointctl = std::string(KSNAP_SOURCE_DIR) + "/.cache/bin/checkpointctl";
+  if (fs::exists(checkpointctl)) {
+    CommandResult shown = run_command({checkpointctl, "show", archive});
+    INFO(shown.output << shown.error_output);
+    CHECK(shown.status == 0);
+    CHECK_THAT(shown.output, Catch::Contains("ctr-a") && Catch::Contains("kata-snapshot"));
+  } else {
+    WARN("checkpointctl is not installed (" << checkpointctl << "): run `make test`; not checked");
+  }
+
   // 2. Restored in the same VM: the counter carries on from the checkpoint, heap intact.
   size_t restored_at = a.console().size();
   Json loaded = cli_json({"load", archive, "--into", "--qmp", a.qmp_path(), "--json"});

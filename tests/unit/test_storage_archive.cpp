@@ -2,6 +2,7 @@
 // a reader must refuse with exit code 3.
 #include "storage/archive_reader.hpp"
 #include "storage/archive_writer.hpp"
+#include "storage/tar.hpp"
 #include "storage/vmstate_stream.hpp"
 #include "tests/support/fake_qmp.hpp"
 #include "util/child_process.hpp"
@@ -268,4 +269,29 @@ TEST_CASE("archive: in place, only the last vmstate chunk may be short of the ch
   CHECK_THROWS_WITH(read_vmstate(r, staged.get(), {.chunk_size = 65536, .threads = 2, .sparse = true},
                                  [](ArchiveReader::Member&&) {}),
                     Catch::Contains("short of the chunk size"));
+}
+
+TEST_CASE("tar: directory entries, when asked for, precede a directory's first member and are skipped on read") {
+  TempDir dir;
+  std::string path = dir.path() + "/d.tar";
+  {
+    Fd out = open_file(path, O_WRONLY | O_CREAT | O_TRUNC);
+    TarWriter w(out.get(), path);
+    w.write_directories(true);
+    std::string data = "x";
+    auto bytes = std::as_bytes(std::span(data));
+    for (const char* name : {"config.dump", "checkpoint/a.img", "checkpoint/b.img", "index.json"}) {
+      w.add(name, bytes, {});
+    }
+    w.close();
+  }
+  CommandResult listed = run_command({"tar", "-tf", path});
+  CHECK(listed.output == "config.dump\ncheckpoint/\ncheckpoint/a.img\ncheckpoint/b.img\nindex.json\n");
+  Fd in = open_file(path, O_RDONLY);
+  TarReader r(in.get(), path);
+  std::vector<std::string> names;
+  for (ArchiveEntry e; r.next(e);) {
+    names.push_back(e.name);
+  }
+  CHECK(names == std::vector<std::string>{"config.dump", "checkpoint/a.img", "checkpoint/b.img", "index.json"});
 }

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fcntl.h>
 #include <grp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -37,11 +38,28 @@ Fd new_socket() {
 
 } // namespace
 
+namespace {
+
+// connect(2) without blocking: a listener whose backlog is full (a QEMU serving its one QMP
+// client does not accept others) would block a blocking connect for as long as it stays
+// full, past any deadline. Non-blocking, that is EAGAIN, retried until the deadline.
+int connect_nonblocking(int fd, const sockaddr_un& addr) {
+  int flags = ::fcntl(fd, F_GETFL);
+  ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+  int r = ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  int err = errno;
+  ::fcntl(fd, F_SETFL, flags);
+  errno = err;
+  return r;
+}
+
+} // namespace
+
 Fd connect_unix(const std::string& path, const Deadline& deadline) {
   sockaddr_un addr = make_address(path);
   for (;;) {
     Fd s = new_socket();
-    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    if (connect_nonblocking(s.get(), addr) == 0) {
       return s;
     }
     int err = errno;
@@ -56,7 +74,7 @@ Fd connect_unix(const std::string& path, const Deadline& deadline) {
 bool socket_in_use(const std::string& path) {
   sockaddr_un addr = make_address(path);
   Fd s = new_socket();
-  return ::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  return connect_nonblocking(s.get(), addr) == 0 || errno == EAGAIN; // EAGAIN: listening, busy
 }
 
 Fd listen_unix(const std::string& path) {

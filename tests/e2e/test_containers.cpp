@@ -2,6 +2,7 @@
 // them (own pid, mount, uts and ipc namespaces, pivot_root into a rootfs on virtio-fs, a cgroup
 // v2 group), laid out as Kata's agent lays them out; each runs ctr-counter, whose counter and
 // heap checksum the guest prints as "ksnap: ctr ID tick N heap M MiB ok".
+#include "tests/e2e/registry_server.hpp"
 #include "tests/e2e/snapshot_steps.hpp"
 
 #include <catch2/catch.hpp>
@@ -193,34 +194,48 @@ TEST_CASE("container mode: checkpoint, stop and restore in the same VM, then int
   CHECK(as_ctr.error_output.find("whole-VM snapshot") != std::string::npos);
 }
 
-TEST_CASE("container mode: a paused container checkpoints and restores, and ends up running") {
-  GuestVm vm(container_guest({{.id = "ctr-p", .heap_mb = 8, .paused = true}}));
+TEST_CASE("container mode: a paused container of a Kata sandbox, through a registry, restores running") {
+  GuestOptions o = container_guest({{.id = "ctr-p", .heap_mb = 8, .paused = true}});
+  o.sandbox_id = "pod-p"; // laid out as Kata's Go runtime does: found by --sandbox
+  GuestVm vm(o);
+  std::vector<std::string> pod = {"--sandbox", "pod-p", "--kata-root", vm.kata_root()};
   vm.wait_console("ksnap: ctr ctr-p tick", Millis(30000));
   wait_until([&] { return ctr_line(vm, "ctr-p").find(" frozen") != std::string::npos; });
-  Json p = container(cli_json({"containers", "--qmp", vm.qmp_path(), "--json"}), "ctr-p");
+  Json p = container(cli_json(with({"containers", "--json"}, pod)), "ctr-p");
   CHECK(p["state"] == "paused");
   CHECK(p["checkpointable"] == true);
   long at = ctr_tick(vm, "ctr-p");
 
-  std::string archive = vm.dir() + "/ctr-p.ksnap";
-  Json saved = cli_json(
-    {"save", "--qmp", vm.qmp_path(), "--container", "ctr-p", "-o", archive, "--after", "quit", "--json"});
+  // Straight into a registry, and back out of it.
+  TestRegistry registry(vm.dir() + "/registry");
+  std::string ref = registry.ref("pods/ctr-p:paused");
+  Json saved = cli_json(with(
+    with({"save", "--container", "ctr-p", "-o", ref, "--after", "quit", "--json"}, pod), registry.flags()));
   CHECK(saved["container_state"] == "stopped");
-  CHECK(cli_json({"inspect", archive, "--json"})["container"]["state"] == "paused");
+  CHECK(cli_json(with({"inspect", ref, "--json"}, registry.flags()))["container"]["state"] == "paused");
   vm.wait_console("ksnap: ctr ctr-p none", Millis(10000));
   size_t off = vm.console().size();
-  Json loaded = cli_json({"load", archive, "--into", "--qmp", vm.qmp_path(), "--json"});
+  Json loaded = cli_json(with(with({"load", ref, "--into", "--json"}, pod), registry.flags()));
   CHECK(loaded["state"] == "running");
   long first = wait_ticking(vm, "ctr-p", 0, off);
   CHECK(first >= at);
   CHECK(first < at + 5); // it was frozen: the counter did not move while it was paused
   wait_ticking(vm, "ctr-p", first + 5, off);
 
+  // Copied out of the registry into a file, it is a checkpoint archive checkpointctl reads.
+  std::string file = vm.dir() + "/ctr-p.ksnap";
+  cli_json(with({"copy", ref, file, "--json"}, registry.flags("src-")));
+  CHECK(tar_list(file).find("checkpoint/\n") != std::string::npos);
+  std::string checkpointctl = std::string(KSNAP_SOURCE_DIR) + "/.cache/bin/checkpointctl";
+  if (fs::exists(checkpointctl)) {
+    CHECK(run_command({checkpointctl, "show", file}).status == 0);
+  }
+
   // --after pause: checkpointed, then left frozen.
-  Json again = cli_json({"save", "--qmp", vm.qmp_path(), "--container", "ctr-p", "-o",
-                         vm.dir() + "/again.ksnap", "--after", "pause", "--json"});
+  Json again = cli_json(with(
+    {"save", "--container", "ctr-p", "-o", vm.dir() + "/again.ksnap", "--after", "pause", "--json"}, pod));
   CHECK(again["container_state"] == "paused");
-  CHECK(container(cli_json({"containers", "--qmp", vm.qmp_path(), "--json"}), "ctr-p")["state"] == "paused");
+  CHECK(container(cli_json(with({"containers", "--json"}, pod)), "ctr-p")["state"] == "paused");
   require_undisturbed(vm);
 }
 

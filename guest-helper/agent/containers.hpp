@@ -60,7 +60,19 @@ std::vector<Problem> container_problems(const GuestPaths& paths, const Container
 // A name CRIU gives an image file: letters, digits, '.', '_', '-'; no path.
 bool valid_image_name(const std::string& name);
 
-// The real container operations (guest-helper/agent/commands.hpp).
+// The real container operations (guest-helper/agent/criu.cpp).
 std::shared_ptr<ContainerOps> system_containers(GuestPaths paths = {});
+
+// Small pieces both files use. Up to MAX bytes of file PATH ("" when it cannot be read).
+std::string slurp(const std::string& path, uint64_t max = 1u << 20);
+std::string trim(std::string s); // without trailing newlines and spaces
+// Throws what the host shows: "WHAT; FIX".
+[[noreturn]] void fail(const std::string& what, const std::string& fix = {});
+bool write_text(const std::string& path, const std::string& text);
+// A cgroup v2 group's freezer: set, waiting until cgroup.events agrees; and read.
+bool set_frozen(const std::string& cgroup, bool frozen);
+bool is_frozen(const std::string& cgroup);
+// CRIU's binary, or "" when there is none.
+std::string criu_path(const GuestPaths& paths);
 
 } // namespace ks::agent

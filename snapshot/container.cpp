@@ -83,7 +83,7 @@ bool valid_image_name(const std::string& name) {
 struct Image {
   std::string name;
   uint64_t size = 0;
-  Fd file; // the downloaded bytes (an unnamed temp file)
+  uint64_t offset = 0; // where its bytes are in the one temp file of all images
   std::string sha256;
 };
 
@@ -262,11 +262,14 @@ ContainerSaveResult save_container(const ContainerSaveOptions& o) {
     throw Error("the guest helper's checkpoint of " + o.container + " carries no spec");
   }
 
-  // 2. The images to the host, each hashed on the way, into unnamed temp files.
+  // 2. The images to the host, each hashed on the way, one after the other into one unnamed
+  // temp file (a container of many processes has thousands of images: not one fd each).
   auto transfer = Clock::now();
   FaultOnce mid_transfer("container transfer"); // once the first image bytes are in
+  Fd spool = temp_file(output->temp_dir());
+  uint64_t spooled = 0;
   for (auto& img : images) {
-    img.file = temp_file(output->temp_dir());
+    img.offset = spooled;
     Sha256 hash;
     uint64_t got = 0;
     s.channel().download(
@@ -274,7 +277,7 @@ ContainerSaveResult save_container(const ContainerSaveOptions& o) {
       [&](std::string_view piece) {
         throw_if_cancelled();
         hash.update(std::span(reinterpret_cast<const std::byte*>(piece.data()), piece.size()));
-        write_all(img.file.get(), piece, "image " + img.name);
+        write_all(spool.get(), piece, "image " + img.name);
         got += piece.size();
         mid_transfer.reached();
       },
@@ -285,6 +288,7 @@ ContainerSaveResult save_container(const ContainerSaveOptions& o) {
     }
     img.sha256 = hash.hex_digest();
     r.image_bytes += img.size;
+    spooled += img.size;
   }
   r.transfer_seconds = since(transfer);
   checkpoint.discard(); // the guest's memory back
@@ -312,17 +316,30 @@ ContainerSaveResult save_container(const ContainerSaveOptions& o) {
   };
   add_text(k_config_dump_member, config_dump(o.container, spec, checkpointed).dump(2) + "\n");
   add_text(k_spec_dump_member, spec.dump(2) + "\n");
+  std::vector<std::byte> buf(size_t{1} << 20);
+  auto add_image = [&](const std::string& member, const Image& img) {
+    throw_if_cancelled();
+    w.begin_member(member, img.size, img.sha256);
+    for (uint64_t done = 0; done < img.size;) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), img.size - done));
+      ssize_t n = ::pread(spool.get(), buf.data(), want, static_cast<off_t>(img.offset + done));
+      if (n <= 0) {
+        throw_errno("reading back image " + img.name + " failed", n < 0 ? errno : EIO);
+      }
+      w.write_member(std::span(buf).first(static_cast<size_t>(n)));
+      done += static_cast<uint64_t>(n);
+    }
+  };
   const Image* stats = nullptr;
   for (const auto& img : images) {
     if (img.name == k_stats_dump_member) {
       stats = &img;
       continue;
     }
-    throw_if_cancelled();
-    w.add_member_from_fd(k_checkpoint_prefix + img.name, img.file.get(), img.size, img.sha256);
+    add_image(k_checkpoint_prefix + img.name, img);
   }
   if (stats) {
-    w.add_member_from_fd(k_stats_dump_member, stats->file.get(), stats->size, stats->sha256);
+    add_image(k_stats_dump_member, *stats);
   }
   ArchiveWriter::IndexSigner sign;
   if (sign_key) {

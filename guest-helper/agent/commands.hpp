@@ -85,6 +85,9 @@ public:
   // The host went away: a transfer in flight is dropped.
   void reset();
 
+  // An image's bytes are coming (kata-snapshot-container-receive).
+  bool receiving() const { return m_receive.has_value(); }
+
 private:
   using Handler = std::function<Json(const Json& args)>;
   struct Command {

@@ -85,10 +85,11 @@ int run_save(SaveArgs& a, const GlobalOptions& g) {
     return run_container_save(a, g);
   }
   a.o.mode = a.mode == "live" ? SaveMode::live : a.mode == "stop" ? SaveMode::stop : SaveMode::automatic;
-  a.o.layout = a.vmstate == "mapped-ram" ? VmstateLayout::mapped_ram
-               : a.vmstate == "multifd"  ? VmstateLayout::multifd
-               : a.vmstate == "stream"   ? VmstateLayout::stream
-                                         : VmstateLayout::automatic;
+  a.o.layout = a.vmstate == "mapped-ram"   ? VmstateLayout::mapped_ram
+               : a.vmstate == "shared-ram" ? VmstateLayout::shared_ram
+               : a.vmstate == "multifd"    ? VmstateLayout::multifd
+               : a.vmstate == "stream"     ? VmstateLayout::stream
+                                           : VmstateLayout::automatic;
   a.o.quiesce = a.quiesce == "required" ? QuiescePolicy::required
                 : a.quiesce == "off"    ? QuiescePolicy::off
                                         : QuiescePolicy::automatic;
@@ -176,12 +177,12 @@ void add_save(CLI::App& app, Registry& reg) {
     ->check(CLI::Range(1, 1 << 30));
   cmd
     ->add_option("--vmstate", a->vmstate,
-                 "VM state layout: auto (default: multifd where QEMU has it, else stream; mapped-ram into "
-                 "an oci: repository), multifd "
+                 "VM state layout: auto (default: multifd where QEMU has it, else stream; into a "
+                 "repository, shared-ram in stop mode where the VM allows it, else mapped-ram), multifd "
                  "(several connections, loaded in parallel), stream (one pipe; archive format 1, which "
-                 "every kata-snapshot reads) or mapped-ram (shorter pause, staged in memory)")
-
-    ->check(CLI::IsMember({"auto", "multifd", "stream", "mapped-ram"}));
+                 "every kata-snapshot reads), mapped-ram (shorter pause, staged in memory) or shared-ram "
+                 "(stop mode; RAM in shared memory-backend-file objects read in place, as in Kata)")
+    ->check(CLI::IsMember({"auto", "multifd", "stream", "mapped-ram", "shared-ram"}));
 
   cmd
     ->add_option("--after", a->after, "What the VM does after the save: resume|pause|quit")

@@ -89,6 +89,9 @@ nlohmann::json verify_archive(const std::string& archive, bool host, unsigned th
     ++other_members;
   };
   const Json& vmstate = reader.manifest()["vmstate"];
+  if (vmstate.value("layout", "") == "shared-ram") { // the device state follows the memory
+    so.header_chunk = shared_ram_bytes(vmstate) / so.chunk_size;
+  }
   StreamStats stats;
   if (reader.encrypted() && !reader.opener()) { // sealed: hashes and the index only
     while (auto m = reader.next()) {

@@ -73,6 +73,7 @@ public:
 private:
   void stream_pipe();
   void stream_mapped_ram();
+  void stream_shared_ram();
   void stream_multifd();
   // BODY feeds QEMU on a thread (and returns once it fed everything or failed) while this
   // thread watches QEMU, signals and the incoming migration until it completed.

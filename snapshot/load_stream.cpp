@@ -4,6 +4,7 @@
 #include "snapshot/load_session.hpp"
 #include "snapshot/mapped_ram.hpp"
 #include "snapshot/multifd.hpp"
+#include "snapshot/shared_ram.hpp"
 #include "storage/vmstate_channels.hpp"
 #include "util/cancel.hpp"
 #include "util/deadline.hpp"
@@ -83,6 +84,8 @@ void LoadSession::stop_staging() noexcept {
 void LoadSession::stream() {
   if (m_layout == k_layout_mapped_ram) {
     stream_mapped_ram();
+  } else if (m_layout == k_layout_shared_ram) {
+    stream_shared_ram();
   } else if (m_layout == k_layout_multifd) {
     stream_multifd();
   } else {
@@ -158,6 +161,82 @@ void LoadSession::stream_mapped_ram() {
   }
 
   m_staging.reset(); // QEMU has it all: give the memory back
+}
+
+// shared-ram: the memory chunks are written, checked, in place into the new QEMU's shared
+// memory files (emptied first) by every core, while QEMU waits on its incoming pipe with
+// x-ignore-shared on; the device state that follows them is staged, and goes down the pipe
+// only once the whole archive, index.json included, has been checked.
+void LoadSession::stream_shared_ram() {
+  const Json& vmstate = m_reader->manifest()["vmstate"];
+  const uint64_t chunk = vmstate.value("chunk_size", uint64_t{8} << 20);
+  std::vector<SharedRamBlock> blocks =
+    open_shared_ram_for_load(*m_qmp, m_qemu.pid(), vmstate.at("memory"), chunk);
+  std::vector<uint64_t> first; // each block's first chunk
+  uint64_t ram_chunks = 0;
+  for (const auto& b : blocks) {
+    first.push_back(ram_chunks);
+    ram_chunks += b.bytes / chunk;
+  }
+  if (!qemu_has_capability(*m_qmp, k_ignore_shared)) {
+    throw Error("this QEMU has no x-ignore-shared migration capability, which the snapshot's layout needs",
+                ExitCode::usage, "load it with the QEMU that saved it, or a newer one");
+  }
+  MigrationCapability cap(*m_qmp, k_ignore_shared, true);
+  Pipe pipe = make_pipe();
+  grow_pipe(pipe.write.get(), 1 << 20);
+  m_qmp->send_fd(k_fd_name, pipe.read.get());
+  pipe.read.reset();
+  m_qmp->execute("migrate-incoming", {{"uri", std::string("fd:") + k_fd_name}});
+  try {
+    feed_while_watching([&](std::atomic<uint64_t>& progress) {
+      struct Close { // end of stream for QEMU (complete, or cut short on error)
+        Fd& fd;
+        ~Close() { fd.reset(); }
+      } close{pipe.write};
+      Fd device = staging_file(m_run_dir, 64u << 20);
+      auto place = [&](uint64_t index, std::span<const std::byte> data) {
+        if (index >= ram_chunks) {
+          pwrite_sparse(device.get(), data, (index - ram_chunks) * chunk);
+          return;
+        }
+        size_t b = std::upper_bound(first.begin(), first.end(), index) - first.begin() - 1;
+        if (data.size() != chunk) {
+          throw Error(m_reader->what() + ": memory chunk " + std::to_string(index) + " is not a whole chunk",
+                      ExitCode::archive_invalid);
+        }
+        pwrite_sparse(blocks[b].fd.get(), data, (index - first[b]) * chunk);
+      };
+      unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
+      StreamOptions so{.chunk_size = chunk,
+                       .level = vmstate.value("level", 1),
+                       .threads = threads,
+                       .progress = &progress,
+                       .sparse = true,
+                       .place = place,
+                       .header_chunk = ram_chunks};
+      StreamStats stats = read_vmstate(
+        *m_reader, -1, so, [&](ArchiveReader::Member&& m) { other_member(std::move(m)); },
+        check_qemu_stream_header);
+      // Checked to the end: the device state goes to QEMU.
+      uint64_t bytes = stats.raw_bytes - ram_chunks * chunk;
+      if (::ftruncate(device.get(), static_cast<off_t>(bytes)) != 0) { // a zero tail is a hole
+        throw Error("failed to size the staged device state");
+      }
+      Bytes buf(1u << 20);
+      for (uint64_t at = 0; at < bytes;) {
+        size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), bytes - at));
+        if (::pread(device.get(), buf.data(), n, static_cast<off_t>(at)) != static_cast<ssize_t>(n)) {
+          throw Error("failed to read back the staged device state");
+        }
+        write_all(pipe.write.get(), std::span(buf.data(), n), "the migration stream to QEMU");
+        at += n;
+      }
+    });
+  } catch (...) {
+    cap.forget(); // this QEMU is being killed
+    throw;
+  }
 }
 
 void LoadSession::stream_pipe() {

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <fcntl.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -160,6 +161,21 @@ std::string SaveSession::choose_layout() {
   if (m_o.layout == VmstateLayout::stream) {
     return k_layout_stream;
   }
+  // Into a repository in stop mode, the RAM of a VM whose memory is shared files (Kata) is
+  // read in place: QEMU copies none of it, and an unchanged chunk is hashed, not compressed.
+  bool shared_ram_default =
+    m_o.layout == VmstateLayout::automatic && m_output->deduplicates() && m_o.mode == SaveMode::stop;
+  if (m_o.layout == VmstateLayout::shared_ram || shared_ram_default) {
+    try {
+      m_shared_ram = open_shared_ram(m_vm->qmp, m_vm->pid, O_RDONLY, m_chunk_size);
+      return k_layout_shared_ram;
+    } catch (const Error& e) {
+      if (!shared_ram_default) {
+        throw Error(std::string("cannot use --vmstate shared-ram: ") + e.what(), ExitCode::usage,
+                    "leave --vmstate out (auto)");
+      }
+    }
+  }
   // Into a repository, mapped-ram: each page at a fixed offset, so an unchanged part of
   // memory makes the same chunk as last time, which the repository already holds.
   bool incremental =
@@ -191,6 +207,17 @@ std::string SaveSession::choose_layout() {
 // Live where QEMU and the VM allow it (auto says once why not); stop otherwise.
 void SaveSession::choose_mode() {
   if (m_o.mode == SaveMode::stop) {
+    return;
+  }
+  if (m_layout == k_layout_shared_ram) { // memory is read while the VM is stopped
+    if (m_o.mode == SaveMode::live) {
+      throw Error("--vmstate shared-ram reads the memory while the VM is stopped: it cannot be live",
+                  ExitCode::usage, "use --mode stop, or another --vmstate");
+    }
+    if (!m_o.quiet) {
+      std::fprintf(stderr, "kata-snapshot: notice: saving in stop mode: --vmstate shared-ram reads the "
+                           "memory while the VM is stopped\n");
+    }
     return;
   }
   std::string why_not = live_unsupported_reason(m_vm->qmp, m_was_running);
@@ -299,12 +326,15 @@ Json SaveSession::build_manifest() const {
   } else if (m_layout == k_layout_multifd) {
     version = k_format_version_multifd;
     vmstate["channels"] = m_channels;
+  } else if (m_layout == k_layout_shared_ram) {
+    version = k_format_version_shared_ram;
+    vmstate["memory"] = describe_shared_ram(m_shared_ram);
   }
   if (deltas) {
     version = std::max(version, k_format_version_share_delta);
   }
   if (m_sealer) {
-    version = k_format_version_encrypted;
+    version = std::max(version, k_format_version_encrypted);
   }
   return {{"format", k_format_name},
           {"format_version", version},

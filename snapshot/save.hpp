@@ -20,7 +20,7 @@ enum class SaveMode { automatic, stop, live };
 enum class AfterSave { resume, pause, quit };
 enum class Overwrite { no, yes };
 // automatic: multifd when QEMU has it (9.0 and later), the plain stream otherwise.
-enum class VmstateLayout { automatic, stream, mapped_ram, multifd };
+enum class VmstateLayout { automatic, stream, mapped_ram, multifd, shared_ram };
 
 struct SaveOptions {
   std::string qmp_socket;

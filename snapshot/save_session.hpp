@@ -7,6 +7,7 @@
 #include "snapshot/live/precopy.hpp"
 #include "snapshot/live/share_precopy.hpp"
 #include "snapshot/mapped_ram.hpp"
+#include "snapshot/shared_ram.hpp"
 #include "snapshot/multifd.hpp"
 #include "snapshot/save.hpp"
 #include "snapshot/share_capture.hpp"
@@ -69,6 +70,7 @@ private:
   std::string temp_dir() const;
   void stream_pipe();
   void stream_mapped_ram();
+  void stream_shared_ram();
   void stream_multifd();
   using StreamBody =
     std::function<StreamStats(std::atomic<uint64_t>& progress, const std::atomic<bool>& abort)>;
@@ -97,6 +99,7 @@ private:
   std::string m_machine;
   std::string m_layout = k_layout_stream;
   unsigned m_channels = 0; // multifd
+  std::vector<SharedRamBlock> m_shared_ram; // shared-ram: the VM's memory files, read in place
   size_t m_chunk_size = 0; // --chunk-size, or less where many connections each fill one
   uint64_t m_ram = 0;
   bool m_was_running = false;

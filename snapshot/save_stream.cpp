@@ -25,6 +25,8 @@ constexpr const char* k_fd_name = "ksnap-save";
 void SaveSession::stream() {
   if (m_layout == k_layout_mapped_ram) {
     stream_mapped_ram();
+  } else if (m_layout == k_layout_shared_ram) {
+    stream_shared_ram();
   } else if (m_layout == k_layout_multifd) {
     stream_multifd();
   } else {
@@ -88,6 +90,59 @@ void SaveSession::stream_mapped_ram() {
   m_stats = write_vmstate(
     file.get(), *m_writer,
     {.chunk_size = m_chunk_size, .level = m_o.compress_level, .threads = threads, .inbox = &m_inbox});
+}
+
+// shared-ram (stop mode, the VM stopped): QEMU migrates all but the shared memory blocks
+// (x-ignore-shared) into a small staging file; then each block's file is read in place and
+// chunked, while the VM is still stopped; then the VM may run again, and the rest of the
+// state follows the memory as the last chunks.
+void SaveSession::stream_shared_ram() {
+  uint64_t shared = 0;
+  for (const auto& b : m_shared_ram) {
+    shared += b.bytes;
+  }
+  Fd device = staging_file(temp_dir(), (m_ram > shared ? m_ram - shared : 0) + (64u << 20));
+  try {
+    MigrationCapability cap(m_vm->qmp, k_ignore_shared, true);
+    QemuFdset target(m_vm->qmp, device.get(), O_WRONLY);
+    m_vm->qmp.execute("migrate", {{"uri", target.uri()}});
+    m_migrating = true;
+    wait_for_migration_end(Deadline::never());
+  } catch (...) {
+    cancel_migration();
+    throw;
+  }
+  unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
+  StreamOptions so{
+    .chunk_size = m_chunk_size, .level = m_o.compress_level, .threads = threads, .inbox = &m_inbox};
+  {
+    ProgressLine bar(m_o.progress, "saving", shared);
+    for (const auto& b : m_shared_ram) {
+      if (::lseek(b.fd.get(), 0, SEEK_SET) != 0) {
+        throw Error("failed to read memory block " + b.id + "'s file");
+      }
+      so.first_chunk = m_stats.chunks;
+      StreamStats s = write_vmstate(b.fd.get(), *m_writer, so);
+      if (s.raw_bytes != b.bytes) { // QEMU resized it under us (it cannot: the VM is stopped)
+        throw Error("memory block " + b.id + " held " + std::to_string(s.raw_bytes) + " bytes, not " +
+                    std::to_string(b.bytes));
+      }
+      m_stats.raw_bytes += s.raw_bytes;
+      m_stats.chunks += s.chunks;
+      bar.update(m_stats.raw_bytes);
+      m_mid_stream.reached();
+    }
+  }
+  if (m_o.after == AfterSave::resume) {
+    release_vm(); // the memory is read: the guest need not wait for the rest
+  }
+  if (::lseek(device.get(), 0, SEEK_SET) != 0) {
+    throw Error("failed to rewind the vmstate staging file");
+  }
+  so.first_chunk = m_stats.chunks;
+  StreamStats s = write_vmstate(device.get(), *m_writer, so);
+  m_stats.raw_bytes += s.raw_bytes;
+  m_stats.chunks += s.chunks;
 }
 
 void SaveSession::cancel_migration() noexcept {

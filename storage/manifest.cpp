@@ -4,8 +4,11 @@
 #include "util/fd.hpp"
 #include "util/strings.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <ctime>
+#include <set>
 #include <string_view>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -49,6 +52,55 @@ std::optional<unsigned> vmstate_series(const std::string& name) {
   return series;
 }
 
+namespace {
+
+// QEMU's id syntax (id_wellformed): a letter, then letters, digits, '-', '.' and '_'.
+bool qemu_id(const Json& id) {
+  if (!id.is_string()) {
+    return false;
+  }
+  const std::string& s = id.get_ref<const std::string&>();
+  if (s.empty() || s.size() > 128 || !std::isalpha(static_cast<unsigned char>(s[0]))) {
+    return false;
+  }
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
+  });
+}
+
+} // namespace
+
+uint64_t shared_ram_bytes(const Json& vmstate) {
+  auto bad = [](const std::string& why) {
+    throw Error("archive manifest is not loadable: vmstate.memory " + why, ExitCode::archive_invalid);
+  };
+  constexpr uint64_t k_max = 1ull << 44; // 16 TiB: far beyond any VM, well within off_t
+  const Json& memory = vmstate.value("memory", Json());
+  const Json& chunk = vmstate.value("chunk_size", Json());
+  if (!memory.is_array() || memory.empty() || memory.size() > 4096) {
+    bad("(the shared memory blocks) is missing or empty");
+  }
+  if (!chunk.is_number_unsigned() || chunk.get<uint64_t>() == 0 || chunk.get<uint64_t>() > (1u << 30)) {
+    bad("comes without a valid vmstate.chunk_size");
+  }
+  uint64_t chunk_size = chunk.get<uint64_t>();
+  uint64_t total = 0;
+  std::set<std::string> ids;
+  for (const auto& b : memory) {
+    if (!b.is_object() || !qemu_id(b.value("id", Json())) || !ids.insert(b["id"].get<std::string>()).second) {
+      bad("has a block without a valid, unique id");
+    }
+    const Json& bytes = b.value("bytes", Json());
+    if (!bytes.is_number_unsigned() || bytes.get<uint64_t>() == 0 ||
+        bytes.get<uint64_t>() % chunk_size != 0 || bytes.get<uint64_t>() > k_max - total) {
+      bad("block " + b["id"].get<std::string>() +
+          " has a size that is not a positive multiple of the chunk size");
+    }
+    total += bytes.get<uint64_t>();
+  }
+  return total;
+}
+
 void validate_manifest(const Json& m) {
   auto bad = [](const std::string& why) {
     throw Error("archive manifest is not loadable: " + why, ExitCode::archive_invalid);
@@ -85,8 +137,11 @@ void validate_manifest(const Json& m) {
     bad("qemu.argv is missing");
   }
   std::string layout = m["vmstate"].value("layout", "stream");
-  if (layout != "stream" && layout != "mapped-ram" && layout != "multifd") {
+  if (layout != "stream" && layout != "mapped-ram" && layout != "multifd" && layout != "shared-ram") {
     bad("unknown vmstate layout \"" + layout + "\"");
+  }
+  if (layout == "shared-ram") {
+    shared_ram_bytes(m["vmstate"]);
   }
   if (layout == "multifd") {
     const Json& channels = m["vmstate"].value("channels", Json());

@@ -17,13 +17,16 @@ inline constexpr const char* k_format_name = "kata-snapshot";
 // they can: the plain stream is still version 1. Version 5: a mapped-ram stream QEMU wrote
 // over multifd channels (manifest vmstate.channels), which it must read back the same way.
 // Version 7: a container checkpoint (manifest kind "container"; snapshot/container.hpp).
-inline constexpr int k_format_version = 7; // k_format_version_encrypted (storage/sealing.hpp) is 6
+// Version 8: the shared-ram layout (guest RAM read from its shared memory files in place,
+// manifest vmstate.memory; snapshot/shared_ram.hpp).
+inline constexpr int k_format_version = 8; // k_format_version_encrypted (storage/sealing.hpp) is 6
 inline constexpr int k_format_version_stream = 1;
 inline constexpr int k_format_version_mapped_ram = 2;
 inline constexpr int k_format_version_multifd = 3;
 inline constexpr int k_format_version_share_delta = 4;
 inline constexpr int k_format_version_mapped_ram_multifd = 5;
 inline constexpr int k_format_version_container = 7;
+inline constexpr int k_format_version_shared_ram = 8;
 
 // What a snapshot holds (manifest "kind"): a whole VM (the default, when absent) or one
 // container's CRIU checkpoint.
@@ -52,6 +55,12 @@ std::string vmstate_member_name(uint64_t n, unsigned series = 0);
 // The series of a vmstate chunk's name (0 for vmstate/NNNNNN.zst), or nullopt when NAME
 // is not a well-formed vmstate chunk name.
 std::optional<unsigned> vmstate_series(const std::string& name);
+
+// The shared-ram layout's vmstate.memory ([{"id", "bytes"}], chunks 0 to bytes / chunk_size
+// - 1 of the first block, then the next; the device state follows): checked (exit 3 when
+// malformed: ids QEMU accepts, unique, sizes positive multiples of the chunk size). Returns
+// the total bytes.
+uint64_t shared_ram_bytes(const Json& vmstate);
 
 // Throws Error(exit 3) when MANIFEST is not one this version can load: wrong format name,
 // a newer format version, or required fields missing.

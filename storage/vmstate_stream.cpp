@@ -73,15 +73,15 @@ void pwrite_all(int fd, std::span<const std::byte> data, uint64_t offset) {
       continue;
     }
     if (n <= 0) {
-      throw Error(std::string("failed to write the vmstate staging file: ") +
-                  (n < 0 ? std::strerror(errno) : "no space"));
+      throw Error(std::string("failed to write the vmstate: ") + (n < 0 ? std::strerror(errno) : "no space"));
     }
     data = data.subspan(static_cast<size_t>(n));
     offset += static_cast<uint64_t>(n);
   }
 }
 
-// Writes DATA at OFFSET of FD, leaving zero ranges of k_hole_grain as holes.
+} // namespace
+
 void pwrite_sparse(int fd, std::span<const std::byte> data, uint64_t offset) {
   size_t run = 0; // start of the data not yet written
   for (size_t at = 0; at < data.size(); at += k_hole_grain) {
@@ -93,8 +93,6 @@ void pwrite_sparse(int fd, std::span<const std::byte> data, uint64_t offset) {
   }
   pwrite_all(fd, data.subspan(run), offset + run);
 }
-
-} // namespace
 
 StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions& o) {
   BufferPool buffers(zstd_frame_bound(o.chunk_size)); // first: it outlives the workers using it
@@ -112,7 +110,7 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
   };
   auto write_next = [&] {
     Compressed c = pool.take_next();
-    c.name = vmstate_member_name(stats.chunks++);
+    c.name = vmstate_member_name(o.first_chunk + stats.chunks++);
     add_chunk(writer, std::move(c), buffers, stats.chunks);
   };
   auto deliver_posted = [&] {
@@ -183,7 +181,7 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
   // cores). With more, workers check and decompress whole chunks in parallel. The first
   // chunk is always decompressed whole, for ON_FIRST_CHUNK. Into a sparse file, the workers
   // also write each chunk in place (chunk N at N * chunk_size) and leave zeros as holes.
-  const bool in_place = o.sparse && out_fd >= 0;
+  const bool in_place = o.sparse && (out_fd >= 0 || o.place);
   const bool pieces = o.threads <= 1 && !in_place;
   OrderedPool<Ready> pool(o.threads, chunk_pool_capacity(o.threads, o.chunk_size));
 
@@ -222,7 +220,7 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
                   ExitCode::archive_invalid);
     }
     short_chunk = in_place && r.placed < o.chunk_size;
-    if (stats.chunks++ == 0 && on_first_chunk) {
+    if (stats.chunks++ == o.header_chunk && on_first_chunk) {
       on_first_chunk(r.data);
     }
     if (held) {
@@ -251,10 +249,14 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
                         " is larger than the manifest's chunk size",
                       ExitCode::archive_invalid);
         }
-        pwrite_sparse(out_fd, r.data, index * o.chunk_size);
+        if (o.place) {
+          o.place(index, r.data);
+        } else {
+          pwrite_sparse(out_fd, r.data, index * o.chunk_size);
+        }
         r.placed = r.data.size();
-        if (index > 0) {
-          buffers.put(std::move(r.data)); // only the first chunk is looked at again
+        if (index != o.header_chunk) {
+          buffers.put(std::move(r.data)); // only the header's chunk is looked at again
         }
       }
     } else {
@@ -282,7 +284,7 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
     }
     auto m = std::make_shared<ArchiveReader::Member>(std::move(*member));
     uint64_t index = submitted++;
-    bool whole = !pieces || index == 0;
+    bool whole = !pieces || index == o.header_chunk;
     if (pieces) {
       emit(prepare(m, index, whole)); // one thread for all: QEMU has the other core to itself
     } else {
@@ -296,10 +298,12 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
   if (held) {
     write_ready(*held);
   }
-  if (stats.chunks == 0) {
-    throw Error(reader.what() + " holds no vmstate chunks", ExitCode::archive_invalid);
+  if (stats.chunks <= o.header_chunk) {
+    throw Error(reader.what() +
+                  (stats.chunks == 0 ? " holds no vmstate chunks" : " ends before its device state"),
+                ExitCode::archive_invalid);
   }
-  if (in_place && ::ftruncate(out_fd, static_cast<off_t>(stats.raw_bytes)) != 0) {
+  if (in_place && !o.place && ::ftruncate(out_fd, static_cast<off_t>(stats.raw_bytes)) != 0) {
     throw Error(std::string("failed to size the vmstate staging file: ") + std::strerror(errno));
   }
   return stats;

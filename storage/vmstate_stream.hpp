@@ -28,6 +28,11 @@ struct StreamOptions {
   bool sparse = false;
   const std::atomic<bool>* abort = nullptr; // read_vmstate stops (throws) when it turns true
   MemberInbox* inbox = nullptr;             // writers: members posted while they run
+  uint64_t first_chunk = 0; // write_vmstate: the number of the first chunk (a later part of one series)
+  // read_vmstate in place (sparse): chunk INDEX goes where PLACE puts it, instead of at
+  // INDEX * chunk_size of the output file, which is then neither given nor sized.
+  std::function<void(uint64_t index, std::span<const std::byte> data)> place;
+  uint64_t header_chunk = 0; // read_vmstate: the chunk that on_first_chunk sees
 };
 
 struct StreamStats {
@@ -47,7 +52,8 @@ using OtherMember = std::function<void(ArchiveReader::Member&&)>;
 // worker, then written to OUT_FD in order (OUT_FD < 0: decompress and check only). The last
 // chunk is held back until index.json has been checked, so a consumer such as QEMU never
 // sees a complete stream from an incomplete or inconsistent archive.
-// ON_FIRST_CHUNK sees the first decompressed bytes (to check the QEMU stream header).
+// ON_FIRST_CHUNK sees the decompressed bytes of chunk header_chunk (the first one by
+// default), to check the QEMU stream header; the archive must reach that chunk.
 StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions& options,
                          const OtherMember& other,
                          const std::function<void(std::span<const std::byte>)>& on_first_chunk = {});
@@ -55,6 +61,10 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
 // Default worker count when QEMU runs alongside: every core but one, which QEMU's migration
 // thread needs (measured: on 2 cores one worker beats two). At least one.
 unsigned default_stream_threads();
+
+// Writes all of DATA at OFFSET of FD; zero ranges of 64 KiB and more are left as they are
+// (holes in a new file).
+void pwrite_sparse(int fd, std::span<const std::byte> data, uint64_t offset);
 
 // Throws (exit 3) unless DATA starts with QEMU's migration stream header (QEVM, version 3).
 void check_qemu_stream_header(std::span<const std::byte> data);

@@ -1,0 +1,67 @@
+// The shared-ram layout on real guests: a Kata-shaped VM's memory (a memory-backend-file with
+// share=on) read in place while the VM is stopped, and written back into the new QEMU's file.
+#include "tests/e2e/snapshot_steps.hpp"
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+
+using namespace ks;
+using namespace ks::test;
+namespace fs = std::filesystem;
+
+TEST_CASE("shared-ram: a Kata guest saved twice into a repository in stop mode, then loaded; open files "
+          "carry on") {
+  GuestVm vm(vfs_guest());
+  std::string repo = "oci:" + vm.dir() + "/repo";
+  save_vfs(vm, repo + ":one", {"--mode", "stop"});
+  nlohmann::json manifest = cli_json({"inspect", repo + ":one", "--json"});
+  CHECK(manifest["format_version"] == 8);
+  CHECK(manifest["vmstate"]["layout"] == "shared-ram");
+  REQUIRE(manifest["vmstate"]["memory"].size() == 1);
+  CHECK(manifest["vmstate"]["memory"][0]["id"] == "dimm1");
+  CHECK(manifest["vmstate"]["memory"][0]["bytes"] == 256ull << 20);
+
+  vm.qmp().execute("cont");
+  // Live mode cannot read memory in place: refused before anything is paused.
+  CommandResult live = run_cli({"save", "--qmp", vm.qmp_path(), "-o", vm.dir() + "/live.ksnap", "--mode",
+                                "live", "--vmstate", "shared-ram"});
+  CHECK(live.status == 2);
+  CHECK_THAT(live.error_output, Catch::Contains("cannot be live"));
+  CHECK_FALSE(fs::exists(vm.dir() + "/live.ksnap"));
+
+  Mark before = mark(vm);
+  vm.wait_console("ksnap: appended", Millis(30000), before.offset);
+  VfsMark m = save_vfs(vm, repo + ":two", {"--mode", "stop"});
+  nlohmann::json list = cli_json({"list", repo, "--json"})["snapshots"];
+  REQUIRE(list.size() == 2);
+  INFO("the second snapshot holds " << list[1]["unique_size"] << " bytes of its own, the first "
+                                    << list[0]["size"]);
+  CHECK(list[1]["unique_size"].get<uint64_t>() < list[0]["size"].get<uint64_t>() / 3);
+  CHECK(cli_json({"check", repo, "--read-data", "--json"})["ok"] == true);
+
+  // A .ksnap of it (copy is lossless) verifies, and is what is loaded.
+  std::string archive = vm.dir() + "/two.ksnap";
+  cli_json({"copy", repo + ":two", archive, "--json"});
+  CHECK(run_cli({"verify", archive}).status == 0);
+  vm.kill();
+  fs::remove_all(vm.share_dir());
+  fs::create_directories(vm.share_dir());
+  RestoredVm restored = load_ok(archive, vm.dir() + "/run", {"--virtiofsd", test_env().virtiofsd});
+  require_vfs_continues(vm, m, vm.share_dir());
+}
+
+TEST_CASE("shared-ram: a VM whose memory is private to QEMU is refused with the reason, and keeps running") {
+  GuestVm vm({});
+  vm.wait_console("ksnap: tick 2");
+  std::string out = vm.dir() + "/vm.ksnap";
+  CommandResult r =
+    run_cli({"save", "--qmp", vm.qmp_path(), "-o", out, "--mode", "stop", "--vmstate", "shared-ram"});
+  CHECK(r.status == 2);
+  CHECK_THAT(r.error_output, Catch::Contains("no memory-backend-file with share=on"));
+  CHECK_FALSE(fs::exists(out));
+  CHECK(vm.qmp().execute("query-status")["running"] == true);
+  // Into a repository, auto falls back to mapped-ram for such a VM.
+  std::string repo = "oci:" + vm.dir() + "/repo:a";
+  save_paused(vm.qmp_path(), repo, {"--mode", "stop"});
+  CHECK(cli_json({"inspect", repo, "--json"})["vmstate"]["layout"] == "mapped-ram");
+}

@@ -23,7 +23,7 @@ namespace {
 
 // The capabilities a save may set.
 const std::vector<std::string> k_watched_capabilities = {"multifd", "mapped-ram", "pause-before-switchover",
-                                                         "auto-converge"};
+                                                         "auto-converge", "x-ignore-shared"};
 
 void say(const std::string& line) {
   std::fprintf(stderr, "kata-snapshot: watchdog: %s\n", line.c_str());

@@ -9,8 +9,11 @@
 
 #include <cerrno>
 #include <cstring>
+#include <linux/magic.h>
 #include <optional>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <thread>
 #include <unistd.h>
 
@@ -80,6 +83,67 @@ void pwrite_all(int fd, std::span<const std::byte> data, uint64_t offset) {
   }
 }
 
+// A regular file on tmpfs (a memfd, /dev/shm) mapped read-only; empty for anything else.
+class ShmemMapping {
+public:
+  ShmemMapping(int fd, uint64_t size) {
+    struct statfs sfs {};
+    if (fd < 0 || size == 0 || ::fstatfs(fd, &sfs) != 0 || sfs.f_type != TMPFS_MAGIC) {
+      return;
+    }
+    void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    if (p != MAP_FAILED) {
+      m_data = static_cast<const std::byte*>(p);
+      m_size = size;
+    }
+  }
+  ~ShmemMapping() {
+    if (m_data) {
+      ::munmap(const_cast<std::byte*>(m_data), m_size);
+    }
+  }
+  ShmemMapping(const ShmemMapping&) = delete;
+  ShmemMapping& operator=(const ShmemMapping&) = delete;
+  explicit operator bool() const { return m_data != nullptr; }
+  std::span<const std::byte> bytes() const { return {m_data, m_size}; }
+  // Done with DATA (page-aligned): its pages leave this process's resident set (they stay
+  // in the file), so that what a save holds stays bounded by the chunks in flight.
+  static void release(std::span<const std::byte> data) {
+    ::madvise(const_cast<std::byte*>(data.data()), data.size(), MADV_DONTNEED);
+  }
+
+private:
+  const std::byte* m_data = nullptr;
+  size_t m_size = 0;
+};
+
+// compress_chunk for a chunk read from a mapping, on a worker. Into a repository, the
+// mapping itself is hashed first: a chunk the repository holds costs no copy. Any other is
+// copied out and then hashed and compressed from the copy, so that its raw hash and its
+// frame are of the same bytes whatever the mapping does.
+Compressed compress_mapped_chunk(std::span<const std::byte> data, int level, BufferPool& buffers,
+                                 const ArchiveWriter& writer) {
+  struct Release {
+    std::span<const std::byte> data;
+    ~Release() { ShmemMapping::release(data); }
+  } release{data};
+  if (writer.wants_raw_hashes()) {
+    std::string raw = sha256_hex(data);
+    const Sealer* sealer = writer.sealer();
+    if (auto stored = writer.find_raw(sealer ? sealer->raw_tag(raw) : raw)) {
+      Compressed c{buffers.get(0), stored->sha256, {}, raw, stored, std::nullopt};
+      if (sealer) {
+        seal_chunk(c, *sealer);
+      }
+      return c;
+    }
+  }
+  auto chunk = std::make_shared<Bytes>(buffers.get(data.size()));
+  chunk->resize(data.size());
+  std::memcpy(chunk->data(), data.data(), data.size());
+  return compress_chunk(chunk, level, buffers, {}, writer);
+}
+
 } // namespace
 
 void pwrite_sparse(int fd, std::span<const std::byte> data, uint64_t offset) {
@@ -95,12 +159,16 @@ void pwrite_sparse(int fd, std::span<const std::byte> data, uint64_t offset) {
 }
 
 StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions& o) {
-  BufferPool buffers(zstd_frame_bound(o.chunk_size)); // first: it outlives the workers using it
-  OrderedPool<Compressed> pool(o.threads, chunk_pool_capacity(o.threads, o.chunk_size));
-  StreamStats stats;
   struct stat st {};
   off_t offset = ::lseek(in_fd, 0, SEEK_CUR);
   const bool file = offset >= 0 && ::fstat(in_fd, &st) == 0 && S_ISREG(st.st_mode);
+  // A file in memory (a memfd, tmpfs: a guest's shared RAM, a staging file) is mapped, and the
+  // workers read their chunks from the mapping, in parallel, instead of this thread copying
+  // every byte first. Not a file on disk: there a read error would be a SIGBUS.
+  ShmemMapping mapping(file ? in_fd : -1, file ? static_cast<uint64_t>(st.st_size) : 0); // outlives the pool
+  BufferPool buffers(zstd_frame_bound(o.chunk_size)); // first: it outlives the workers using it
+  OrderedPool<Compressed> pool(o.threads, chunk_pool_capacity(o.threads, o.chunk_size));
+  StreamStats stats;
   std::shared_ptr<const Compressed> zero; // a whole chunk of zeros, made on first use
   auto count = [&](size_t bytes) {
     stats.raw_bytes += bytes;
@@ -142,6 +210,21 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
         c.frame.assign(z->frame.begin(), z->frame.end());
         return c;
       });
+      continue;
+    }
+    if (left > 0 && mapping) {
+      size_t n = std::min(left, o.chunk_size);
+      std::span<const std::byte> data = mapping.bytes().subspan(static_cast<size_t>(offset), n);
+      offset += static_cast<off_t>(n);
+      seek_forward(in_fd, n, "the migration stream");
+      count(n);
+      deliver_posted();
+      if (pool.full()) {
+        write_next();
+      }
+      int level = o.level;
+      pool.submit(
+        [data, level, &buffers, &writer] { return compress_mapped_chunk(data, level, buffers, writer); });
       continue;
     }
     auto chunk = std::make_shared<Bytes>(buffers.get(o.chunk_size));

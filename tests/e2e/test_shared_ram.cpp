@@ -65,3 +65,38 @@ TEST_CASE("shared-ram: a VM whose memory is private to QEMU is refused with the 
   save_paused(vm.qmp_path(), repo, {"--mode", "stop"});
   CHECK(cli_json({"inspect", repo, "--json"})["vmstate"]["layout"] == "mapped-ram");
 }
+
+TEST_CASE("shared-ram: a save that fails, is stopped or is killed while reading memory puts QEMU back") {
+  GuestVm vm({.profile = Profile::kata});
+  vm.wait_console("ksnap: tick 2");
+  MigrationSettings before;
+  {
+    qmp::Client qmp = vm.qmp();
+    before = MigrationSettings::of(qmp);
+  }
+  std::string repo = "oci:" + vm.dir() + "/repo";
+  const std::string watchdog = std::string("watchdog\0--fd\0003\0--qmp\0", 22) + vm.qmp_path();
+  for (const std::string step : {"mid-stream", "stream"}) {
+    for (const std::string action : {"error", "sigterm", "sigkill"}) {
+      INFO("KSNAP_FAULT=" << step << ":" << action);
+      CommandResult r = run_command({"env", "KSNAP_FAULT=" + step + ":" + action, test_env().cli, "save",
+                                     "--qmp", vm.qmp_path(), "-o", repo + ":t", "--mode", "stop"},
+                                    Millis(120000));
+      INFO(r.error_output);
+      CHECK(r.status != 0);
+      wait_until([&] { return processes_with(watchdog).empty(); }); // a killed save's watchdog ends
+      {
+        qmp::Client qmp = vm.qmp();
+        CHECK(qmp.execute("query-status")["status"] == "running");
+        CHECK(MigrationSettings::of(qmp) == before); // x-ignore-shared off again
+      }
+      check_thawed(vm);
+      CHECK(run_cli({"inspect", repo + ":t"}).status == 7); // nothing published
+    }
+  }
+  save_paused(vm.qmp_path(), repo + ":ok", {"--mode", "stop"}); // what the killed saves left is harmless
+  vm.qmp().execute("cont");
+  CHECK(cli_json({"check", repo, "--read-data", "--json"})["ok"] == true);
+  long t = vm.last_tick();
+  vm.wait_console("ksnap: tick " + std::to_string(t + 2) + "\n"); // the guest still counts
+}

@@ -11,6 +11,7 @@
 #include "util/sha256.hpp"
 
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <fcntl.h>
 #include <filesystem>
 #include <random>
@@ -271,7 +272,8 @@ TEST_CASE("archive: in place, only the last vmstate chunk may be short of the ch
                     Catch::Contains("short of the chunk size"));
 }
 
-TEST_CASE("tar: directory entries, when asked for, precede a directory's first member and are skipped on read") {
+TEST_CASE(
+  "tar: directory entries, when asked for, precede a directory's first member and are skipped on read") {
   TempDir dir;
   std::string path = dir.path() + "/d.tar";
   {
@@ -293,5 +295,117 @@ TEST_CASE("tar: directory entries, when asked for, precede a directory's first m
   for (ArchiveEntry e; r.next(e);) {
     names.push_back(e.name);
   }
-  CHECK(names == std::vector<std::string>{"config.dump", "checkpoint/a.img", "checkpoint/b.img", "index.json"});
+  CHECK(names ==
+        std::vector<std::string>{"config.dump", "checkpoint/a.img", "checkpoint/b.img", "index.json"});
+}
+
+TEST_CASE("archive: shared-ram: memory blocks then the device state, each chunk placed by its number") {
+  TempDir dir;
+  const size_t chunk = 65536;
+  Bytes ram0 = fake_stream(2 * chunk), ram1(3 * chunk), device = fake_stream(chunk + 100);
+  std::memset(ram0.data(), 0x11, 8); // not a QEVM header: only the device state has one
+  for (size_t i = 0; i < ram1.size(); ++i) {
+    ram1[i] = i < chunk ? std::byte{0} : std::byte(i * 7 % 251); // a chunk of zeros first
+  }
+  Json manifest = test_manifest();
+  manifest["vmstate"] = {
+    {"chunk_size", chunk},
+    {"layout", "shared-ram"},
+    {"memory", {{{"id", "dimm0"}, {"bytes", ram0.size()}}, {{"id", "dimm1"}, {"bytes", ram1.size()}}}}};
+  CHECK(shared_ram_bytes(manifest["vmstate"]) == ram0.size() + ram1.size());
+  auto write = [&](bool with_device) {
+    std::string path = dir / (with_device ? "shared.ksnap" : "cut.ksnap");
+    Fd out = open_file(path, O_WRONLY | O_CREAT | O_TRUNC);
+    ArchiveWriter w(out.get(), path, manifest);
+    uint64_t chunks = 0;
+    for (const Bytes* part : {&ram0, &ram1, &device}) {
+      if (part == &device && !with_device) {
+        break;
+      }
+      Fd f(::memfd_create("part", MFD_CLOEXEC));
+      write_all(f.get(), *part, "part");
+      REQUIRE(::lseek(f.get(), 0, SEEK_SET) == 0);
+      chunks +=
+        write_vmstate(f.get(), w, {.chunk_size = chunk, .level = 1, .threads = 2, .first_chunk = chunks})
+          .chunks;
+    }
+    w.finish();
+    return path;
+  };
+  std::string path = write(true);
+  for (unsigned threads : {1u, 3u}) {
+    Fd in = open_file(path, O_RDONLY);
+    ArchiveReader r(in.get(), path);
+    std::vector<Fd> files;
+    for (int i = 0; i < 3; ++i) {
+      files.emplace_back(::memfd_create("placed", MFD_CLOEXEC));
+    }
+    std::vector<uint64_t> first = {0, 2, 5};
+    auto place = [&](uint64_t index, std::span<const std::byte> data) {
+      size_t b = index >= 5 ? 2 : index >= 2 ? 1 : 0;
+      pwrite_sparse(files[b].get(), data, (index - first[b]) * chunk);
+    };
+    StreamStats s = read_vmstate(
+      r, -1,
+      {.chunk_size = chunk,
+       .level = 1,
+       .threads = threads,
+       .sparse = true,
+       .place = place,
+       .header_chunk = 5},
+      [](ArchiveReader::Member&&) {}, check_qemu_stream_header);
+    CHECK(s.chunks == 7);
+    size_t i = 0;
+    for (const Bytes* part : {&ram0, &ram1, &device}) {
+      REQUIRE(::ftruncate(files[i].get(), static_cast<off_t>(part->size())) == 0);
+      Bytes back(part->size());
+      REQUIRE(::pread(files[i++].get(), back.data(), back.size(), 0) == static_cast<ssize_t>(back.size()));
+      CHECK(back == *part);
+    }
+  }
+  // Memory without the device state after it: refused once the archive ends.
+  std::string cut = write(false);
+  Fd in = open_file(cut, O_RDONLY);
+  ArchiveReader r(in.get(), cut);
+  Fd sink(::memfd_create("placed", MFD_CLOEXEC));
+  auto place = [&](uint64_t index, std::span<const std::byte> data) {
+    pwrite_sparse(sink.get(), data, index * chunk);
+  };
+  CHECK_THROWS_WITH(read_vmstate(
+                      r, -1,
+                      {.chunk_size = chunk, .threads = 2, .sparse = true, .place = place, .header_chunk = 5},
+                      [](ArchiveReader::Member&&) {}, check_qemu_stream_header),
+                    Catch::Contains("ends before its device state"));
+}
+
+TEST_CASE("manifest: a shared-ram vmstate.memory is checked before anything is loaded") {
+  auto vmstate = [](Json memory) {
+    return Json{{"layout", "shared-ram"}, {"chunk_size", 1u << 20}, {"memory", std::move(memory)}};
+  };
+  auto refused = [&](Json memory, const std::string& fragment) {
+    Json m = test_manifest();
+    m["vmstate"] = vmstate(std::move(memory));
+    try {
+      validate_manifest(m);
+      FAIL("accepted: " << m["vmstate"].dump());
+    } catch (const Error& e) {
+      CHECK(e.code() == ExitCode::archive_invalid);
+      CHECK_THAT(e.what(), Catch::Contains(fragment));
+    }
+  };
+  CHECK(shared_ram_bytes(vmstate(Json::array({{{"id", "dimm1"}, {"bytes", 4u << 20}}}))) == 4u << 20);
+  refused(Json(), "missing");
+  refused(Json::array(), "missing");
+  refused(Json::array({{{"id", "1dimm"}, {"bytes", 1u << 20}}}), "valid, unique id");
+  refused(Json::array({{{"id", "a/../b"}, {"bytes", 1u << 20}}}), "valid, unique id");
+  refused(Json::array({{{"id", "a"}, {"bytes", 1u << 20}}, {{"id", "a"}, {"bytes", 1u << 20}}}), "unique");
+  refused(Json::array({{{"id", "a"}, {"bytes", 1000}}}), "multiple of the chunk size");
+  refused(Json::array({{{"id", "a"}, {"bytes", 0}}}), "multiple of the chunk size");
+  refused(Json::array({{{"id", "a"}, {"bytes", -1}}}), "multiple of the chunk size");
+  refused(Json::array({{{"id", "a"}, {"bytes", 1ull << 44}}, {{"id", "b"}, {"bytes", 1u << 20}}}),
+          "multiple of the chunk size"); // over 16 TiB in all
+  Json m = test_manifest();
+  m["vmstate"] = vmstate(Json::array({{{"id", "a"}, {"bytes", 1u << 20}}}));
+  m["vmstate"]["chunk_size"] = 0;
+  CHECK_THROWS_WITH(validate_manifest(m), Catch::Contains("chunk_size"));
 }

@@ -54,27 +54,41 @@ inline size_t chunk_pool_capacity(unsigned threads, size_t chunk_size, size_t he
   return std::max<size_t>(2, std::min(by_threads, by_memory));
 }
 
+// The chunk whose raw bytes have SHA-256 RAW when the repository behind WRITER holds it
+// (none otherwise): nothing to compress or write, its layer points at the stored blob.
+inline std::optional<CompressedChunk> stored_chunk(const std::string& raw, BufferPool& buffers,
+                                                   const ArchiveWriter& writer) {
+  const Sealer* sealer = writer.sealer();
+  std::optional<StoredMember> stored = writer.find_raw(sealer ? sealer->raw_tag(raw) : raw);
+  if (!stored) {
+    return std::nullopt;
+  }
+  CompressedChunk c{buffers.get(0), stored->sha256, {}, raw, stored, std::nullopt};
+  if (sealer) {
+    seal_chunk(c, *sealer);
+  }
+  return c;
+}
+
 // A worker's job: compresses and hashes CHUNK, whose buffer goes back to BUFFERS, and seals
 // it in an encrypted snapshot. Into a repository, CHUNK's own SHA-256 first: a chunk the
 // repository holds (an unchanged part of the guest's memory) is neither compressed nor
 // written again. SHA-256, because the guest chooses these bytes: no crafted collision may
-// stand in for another chunk.
+// stand in for another chunk. RAW_SHA256, when given, is CHUNK's, already computed.
 inline CompressedChunk compress_chunk(const std::shared_ptr<Bytes>& chunk, int level, BufferPool& buffers,
-                                      std::string name, const ArchiveWriter& writer) {
-  CompressedChunk c{buffers.get(0), {}, std::move(name), {}, std::nullopt, std::nullopt};
-  const Sealer* sealer = writer.sealer();
+                                      std::string name, const ArchiveWriter& writer,
+                                      std::string raw_sha256 = {}) {
+  std::string raw;
   if (writer.wants_raw_hashes()) {
-    c.raw_sha256 = sha256_hex(*chunk);
-    c.stored = writer.find_raw(sealer ? sealer->raw_tag(c.raw_sha256) : c.raw_sha256);
-    if (c.stored) {
-      c.sha256 = c.stored->sha256;
+    raw = raw_sha256.empty() ? sha256_hex(*chunk) : std::move(raw_sha256);
+    if (auto c = stored_chunk(raw, buffers, writer)) {
       buffers.put(std::move(*chunk));
-      if (sealer) {
-        seal_chunk(c, *sealer);
-      }
-      return c;
+      c->name = std::move(name);
+      return std::move(*c);
     }
   }
+  const Sealer* sealer = writer.sealer();
+  CompressedChunk c{buffers.get(0), {}, std::move(name), std::move(raw), std::nullopt, std::nullopt};
   zstd_compress(*chunk, level, c.frame);
   buffers.put(std::move(*chunk));
   if (sealer) {

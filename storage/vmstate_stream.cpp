@@ -117,31 +117,60 @@ private:
   size_t m_size = 0;
 };
 
-// compress_chunk for a chunk read from a mapping, on a worker. Into a repository, the
-// mapping itself is hashed first: a chunk the repository holds costs no copy. Any other is
-// copied out and then hashed and compressed from the copy, so that its raw hash and its
-// frame are of the same bytes whatever the mapping does.
+// A copy of C (a frame of zeros made once per stream) in a buffer of BUFFERS.
+Compressed copy_of(const Compressed& c, BufferPool& buffers) {
+  Compressed out{buffers.get(0), c.sha256, {}, c.raw_sha256, std::nullopt, c.key};
+  out.frame.assign(c.frame.begin(), c.frame.end());
+  return out;
+}
+
+// How often the repository held the mapped chunks so far (shared by a save's workers).
+struct ReuseCount {
+  std::atomic<uint64_t> hits{0};
+  std::atomic<uint64_t> misses{0};
+};
+
+// compress_chunk for a chunk read from a mapping, on a worker. What is compressed is a copy,
+// and its raw hash (looked up in a repository) is of that copy, so that hash and frame are of
+// the same bytes whatever happens to the mapping; each piece is hashed right after it was
+// copied, while it is in the cache. Into a repository that has held most chunks so far (a
+// repeated save), the mapping is hashed without a copy first: a chunk found costs one hash
+// pass and nothing else, and one not found is copied and hashed again.
+// ZERO is the frame of a whole chunk of zeros (ZERO_SIZE bytes): an all-zero chunk of that
+// size gets it without a hash.
 Compressed compress_mapped_chunk(std::span<const std::byte> data, int level, BufferPool& buffers,
-                                 const ArchiveWriter& writer) {
+                                 const ArchiveWriter& writer, ReuseCount& reuse, const Compressed& zero,
+                                 size_t zero_size) {
   struct Release {
     std::span<const std::byte> data;
     ~Release() { ShmemMapping::release(data); }
   } release{data};
-  if (writer.wants_raw_hashes()) {
-    std::string raw = sha256_hex(data);
-    const Sealer* sealer = writer.sealer();
-    if (auto stored = writer.find_raw(sealer ? sealer->raw_tag(raw) : raw)) {
-      Compressed c{buffers.get(0), stored->sha256, {}, raw, stored, std::nullopt};
-      if (sealer) {
-        seal_chunk(c, *sealer);
-      }
-      return c;
+  if (data.size() == zero_size && all_zero(data)) {
+    return copy_of(zero, buffers);
+  }
+  const bool dedup = writer.wants_raw_hashes();
+  if (dedup && reuse.hits >= reuse.misses) {
+    if (auto c = stored_chunk(sha256_hex(data), buffers, writer)) {
+      ++reuse.hits;
+      return std::move(*c);
     }
   }
+  constexpr size_t k_piece = 64u << 10;
   auto chunk = std::make_shared<Bytes>(buffers.get(data.size()));
-  chunk->resize(data.size());
-  std::memcpy(chunk->data(), data.data(), data.size());
-  return compress_chunk(chunk, level, buffers, {}, writer);
+  std::optional<Sha256> sha;
+  if (dedup) {
+    sha.emplace();
+  }
+  for (size_t at = 0; at < data.size(); at += k_piece) {
+    size_t n = std::min(k_piece, data.size() - at);
+    std::memcpy(chunk->data() + at, data.data() + at, n);
+    if (sha) {
+      sha->update(std::span<const std::byte>(chunk->data() + at, n));
+    }
+  }
+  Compressed c = compress_chunk(chunk, level, buffers, {}, writer, sha ? sha->hex_digest() : std::string());
+  ++(c.stored ? reuse.hits : reuse.misses);
+  return c;
 }
 
 } // namespace
@@ -166,10 +195,12 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
   // workers read their chunks from the mapping, in parallel, instead of this thread copying
   // every byte first. Not a file on disk: there a read error would be a SIGBUS.
   ShmemMapping mapping(file ? in_fd : -1, file ? static_cast<uint64_t>(st.st_size) : 0); // outlives the pool
+  ReuseCount reuse;
   BufferPool buffers(zstd_frame_bound(o.chunk_size)); // first: it outlives the workers using it
   OrderedPool<Compressed> pool(o.threads, chunk_pool_capacity(o.threads, o.chunk_size));
   StreamStats stats;
-  std::shared_ptr<const Compressed> zero; // a whole chunk of zeros, made on first use
+  std::shared_ptr<const Compressed> zero;        // a whole chunk of zeros, made on first use
+  std::shared_ptr<const Compressed> mapped_zero; // the same for mapped chunks (always whole)
   auto count = [&](size_t bytes) {
     stats.raw_bytes += bytes;
     if (o.progress) {
@@ -205,11 +236,7 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
       if (pool.full()) {
         write_next();
       }
-      pool.submit([&buffers, z = zero] {
-        Compressed c{buffers.get(0), z->sha256, {}, z->raw_sha256, std::nullopt, z->key};
-        c.frame.assign(z->frame.begin(), z->frame.end());
-        return c;
-      });
+      pool.submit([&buffers, z = zero] { return copy_of(*z, buffers); });
       continue;
     }
     if (left > 0 && mapping) {
@@ -223,8 +250,12 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
         write_next();
       }
       int level = o.level;
-      pool.submit(
-        [data, level, &buffers, &writer] { return compress_mapped_chunk(data, level, buffers, writer); });
+      if (!mapped_zero) {
+        mapped_zero = std::make_shared<const Compressed>(zero_frame(o.chunk_size, o.level, writer.sealer()));
+      }
+      pool.submit([data, level, &buffers, &writer, &reuse, z = mapped_zero, size = o.chunk_size] {
+        return compress_mapped_chunk(data, level, buffers, writer, reuse, *z, size);
+      });
       continue;
     }
     auto chunk = std::make_shared<Bytes>(buffers.get(o.chunk_size));

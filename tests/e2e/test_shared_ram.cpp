@@ -1,5 +1,6 @@
 // The shared-ram layout on real guests: a Kata-shaped VM's memory (a memory-backend-file with
 // share=on) read in place while the VM is stopped, and written back into the new QEMU's file.
+#include "tests/e2e/registry_server.hpp"
 #include "tests/e2e/snapshot_steps.hpp"
 
 #include <catch2/catch.hpp>
@@ -100,4 +101,20 @@ TEST_CASE("shared-ram: a save that fails, is stopped or is killed while reading 
   CHECK(cli_json({"check", repo, "--read-data", "--json"})["ok"] == true); // what they left is only garbage
   long t = vm.last_tick();
   vm.wait_console("ksnap: tick " + std::to_string(t + 2) + "\n"); // the guest still counts
+}
+
+TEST_CASE("shared-ram: a Kata guest saved straight to a registry in stop mode loads from it, its memory "
+          "going from the registry into the new QEMU's memory file") {
+  GuestVm vm(vfs_guest());
+  TestRegistry registry(vm.dir() + "/registry");
+  const std::string ref = registry.ref("backups/sandbox:stop");
+  VfsMark m = save_vfs(vm, ref, with({"--mode", "stop"}, registry.flags()));
+  nlohmann::json manifest = cli_json(with({"inspect", ref, "--json"}, registry.flags()));
+  CHECK(manifest["vmstate"]["layout"] == "shared-ram");
+  vm.kill();
+  fs::remove_all(vm.share_dir());
+  fs::create_directories(vm.share_dir());
+  RestoredVm restored =
+    load_ok(ref, vm.dir() + "/run", with({"--virtiofsd", test_env().virtiofsd}, registry.flags()));
+  require_vfs_continues(vm, m, vm.share_dir());
 }

@@ -221,6 +221,16 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
       });
     }
   };
+  // The next N bytes of the file become one chunk's job, which does not need them read here.
+  auto take = [&](size_t n) {
+    offset += static_cast<off_t>(n);
+    seek_forward(in_fd, n, "the migration stream");
+    count(n);
+    deliver_posted();
+    if (pool.full()) {
+      write_next();
+    }
+  };
   for (;;) {
     throw_if_cancelled();
     size_t left = file && offset < st.st_size ? static_cast<size_t>(st.st_size - offset) : 0;
@@ -229,26 +239,14 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
       if (!zero || n < o.chunk_size) {
         zero = std::make_shared<const Compressed>(zero_frame(n, o.level, writer.sealer()));
       }
-      offset += static_cast<off_t>(n);
-      seek_forward(in_fd, n, "the migration stream");
-      count(n);
-      deliver_posted();
-      if (pool.full()) {
-        write_next();
-      }
+      take(n);
       pool.submit([&buffers, z = zero] { return copy_of(*z, buffers); });
       continue;
     }
     if (left > 0 && mapping) {
       size_t n = std::min(left, o.chunk_size);
       std::span<const std::byte> data = mapping.bytes().subspan(static_cast<size_t>(offset), n);
-      offset += static_cast<off_t>(n);
-      seek_forward(in_fd, n, "the migration stream");
-      count(n);
-      deliver_posted();
-      if (pool.full()) {
-        write_next();
-      }
+      take(n);
       int level = o.level;
       if (!mapped_zero) {
         mapped_zero = std::make_shared<const Compressed>(zero_frame(o.chunk_size, o.level, writer.sealer()));

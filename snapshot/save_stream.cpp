@@ -113,10 +113,29 @@ void SaveSession::stream_shared_ram() {
     throw;
   }
   unsigned threads = m_o.threads ? m_o.threads : std::max(1u, std::thread::hardware_concurrency());
-  StreamOptions so{
-    .chunk_size = m_chunk_size, .level = m_o.compress_level, .threads = threads, .inbox = &m_inbox};
+  std::atomic<uint64_t> block_progress{0}; // of the block being read
+  std::atomic<uint64_t> blocks_read{0};    // the blocks before it
+  StreamOptions so{.chunk_size = m_chunk_size,
+                   .level = m_o.compress_level,
+                   .threads = threads,
+                   .progress = &block_progress,
+                   .inbox = &m_inbox};
   {
     ProgressLine bar(m_o.progress, "saving", shared);
+    DoneFlag read;
+    std::thread ticker([&] { // the memory is read on this thread: the bar moves on its own
+      while (!read.wait_for(std::chrono::milliseconds(100))) {
+        bar.update(blocks_read.load() + block_progress.load());
+      }
+    });
+    struct Join {
+      DoneFlag& read;
+      std::thread& ticker;
+      ~Join() {
+        read.set();
+        ticker.join();
+      }
+    } join{read, ticker};
     for (const auto& b : m_shared_ram) {
       if (::lseek(b.fd.get(), 0, SEEK_SET) != 0) {
         throw Error("failed to read memory block " + b.id + "'s file");
@@ -129,7 +148,8 @@ void SaveSession::stream_shared_ram() {
       }
       m_stats.raw_bytes += s.raw_bytes;
       m_stats.chunks += s.chunks;
-      bar.update(m_stats.raw_bytes);
+      blocks_read = m_stats.raw_bytes;
+      block_progress = 0;
       m_mid_stream.reached();
     }
   }
@@ -140,6 +160,7 @@ void SaveSession::stream_shared_ram() {
     throw Error("failed to rewind the vmstate staging file");
   }
   so.first_chunk = m_stats.chunks;
+  so.progress = nullptr;
   StreamStats s = write_vmstate(device.get(), *m_writer, so);
   m_stats.raw_bytes += s.raw_bytes;
   m_stats.chunks += s.chunks;

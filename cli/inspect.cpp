@@ -46,6 +46,10 @@ std::string describe(const nlohmann::json& m) {
 
        std::to_string(vmstate.value("level", 1)) + ", chunks of " +
        human_size(vmstate.value("chunk_size", uint64_t{8} << 20)) + "\n";
+  for (const auto& block : vmstate.value("memory", nlohmann::json::array())) { // shared-ram
+    s += "          memory block " + block.value("id", "") + ": " + human_size(block.value("bytes", 0ull)) +
+         ", read in place\n";
+  }
 
   s += "mode:     " + m.value("mode", "") + ", quiesce " + m["quiesce"].value("method", "none") + "\n";
   const nlohmann::json none = nlohmann::json::array();

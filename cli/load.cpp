@@ -91,9 +91,10 @@ void add_load(CLI::App& app, Registry& reg) {
                   "Network namespace (name or path) to re-create taps in and run QEMU in");
   cmd->add_option("--qemu", a->o.qemu, "QEMU binary (default: the recorded one, or qemu-system-x86_64)");
   cmd->add_option("--virtiofsd", a->o.virtiofsd, "virtiofsd binary (default: the recorded one)");
-  cmd->add_option("--threads", a->o.threads,
-                  "Decompression workers (default: every core but one; every core for mapped-ram; "
-                  "multifd archives use one per channel)");
+  cmd->add_option(
+    "--threads", a->o.threads,
+    "Decompression workers (default: every core but one; every core for mapped-ram and shared-ram; "
+    "multifd archives use one per channel)");
 
   cmd->add_flag("--force", a->o.force, "Restore shares into non-empty directories");
   add_output_flags(*cmd, reg.global);

@@ -193,9 +193,10 @@ void add_save(CLI::App& app, Registry& reg) {
   cmd->add_option("--share", a->shares, "TAG=full|none: capture of a virtio-fs share (default full)");
   cmd->add_option("--compress-level", a->o.compress_level, "zstd level (default 1)")
     ->check(CLI::Range(-7, 19));
-  cmd->add_option("--threads", a->o.threads,
-                  "Compression workers (default: every core but one; every core for mapped-ram); "
-                  "with multifd also the channel count (default: every core, 2 to 8)");
+  cmd->add_option(
+    "--threads", a->o.threads,
+    "Compression workers (default: every core but one; every core for mapped-ram and shared-ram); "
+    "with multifd also the channel count (default: every core, 2 to 8)");
 
   cmd
     ->add_option("--chunk-size", a->chunk_mib,

@@ -21,6 +21,8 @@ TEST_CASE("shared-ram: a Kata guest saved twice into a repository in stop mode, 
   REQUIRE(manifest["vmstate"]["memory"].size() == 1);
   CHECK(manifest["vmstate"]["memory"][0]["id"] == "dimm1");
   CHECK(manifest["vmstate"]["memory"][0]["bytes"] == 256ull << 20);
+  CHECK_THAT(run_cli({"inspect", repo + ":one"}).output, Catch::Contains("vmstate:  shared-ram layout") &&
+                                                           Catch::Contains("memory block dimm1: 256.0 MiB"));
 
   vm.qmp().execute("cont");
   // Live mode cannot read memory in place: refused before anything is paused.

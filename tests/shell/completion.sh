@@ -27,7 +27,7 @@ expect() { # WANT WORDS...
 expect "save" sa
 expect "check check-kernel" che
 expect "--vmstate" save --vm
-expect "auto mapped-ram multifd stream" save --vmstate ""
+expect "auto mapped-ram multifd shared-ram stream" save --vmstate ""
 expect "mapped-ram multifd" save --vmstate m
 expect "auto live stop" save --mode ""
 expect "--decrypt-key" load --decr

@@ -18,6 +18,9 @@ std::string seconds(Millis t) {
 // Raw transfers move in pieces of this size.
 constexpr size_t k_raw_piece = size_t{256} * 1024;
 
+// How long a sync waits for its reply before it is sent again.
+constexpr Millis k_sync_retry(2000);
+
 int64_t fresh_sync_id() {
   static std::mt19937_64 rng{std::random_device{}()};
   return static_cast<int64_t>(rng() >> 2);
@@ -132,19 +135,30 @@ std::string Channel::command_request(const std::string& command, const Json& arg
 }
 
 void Channel::resync(Millis timeout) {
-  int64_t id = fresh_sync_id();
-  send_raw(sync_request(id));
-  await_sync(id, timeout);
+  Deadline deadline(timeout);
+  for (;;) {
+    // A sync the helper never saw (a request lost as the port opens, seen now and then under
+    // load) is sent again with a fresh id; only the newest id counts, and the helper answers
+    // in order, so an older sync's late reply comes before it and is skipped.
+    int64_t id = fresh_sync_id();
+    send_raw(sync_request(id));
+    if (await_sync(id, std::min(k_sync_retry, Millis(deadline.poll_timeout())))) {
+      return;
+    }
+    if (deadline.expired()) {
+      throw GuestError("the guest helper did not answer on " + m_path + " within " + seconds(timeout),
+                       ExitCode::failed,
+                       "is kata-snapshot-helper (or qemu-guest-agent) running in the guest?");
+    }
+  }
 }
 
-void Channel::await_sync(int64_t id, Millis timeout) {
+bool Channel::await_sync(int64_t id, Millis timeout) {
   Deadline deadline(timeout);
   for (;;) {
     auto got = read_line(deadline, "guest-sync-delimited");
     if (!got) {
-      throw GuestError("the guest helper did not answer on " + m_path + " within " + seconds(timeout),
-                       ExitCode::failed,
-                       "is kata-snapshot-helper (or qemu-guest-agent) running in the guest?");
+      return false;
     }
     std::string line = std::move(*got);
     auto ff = line.rfind('\xff');
@@ -153,7 +167,7 @@ void Channel::await_sync(int64_t id, Millis timeout) {
     }
     Json reply = Json::parse(line, nullptr, false);
     if (!reply.is_discarded() && reply.is_object() && reply.value("return", Json()) == id) {
-      return;
+      return true;
     }
     // Garbage or a stale reply from an earlier session: keep reading.
   }
@@ -166,11 +180,18 @@ Json Channel::execute(const std::string& command, const Json& arguments, Millis 
 
 Json Channel::connect_and_execute(const std::string& socket_path, const std::string& command,
                                   const Json& arguments, Millis timeout) {
-  Channel c(connect_unix(socket_path, Deadline(timeout)), socket_path);
+  Deadline deadline(timeout);
+  Channel c(connect_unix(socket_path, deadline), socket_path);
   int64_t id = fresh_sync_id();
   c.send_raw(sync_request(id) + command_request(command, arguments));
-  c.await_sync(id, timeout);
-  return c.await_reply(command, timeout);
+  if (!c.await_sync(id, std::min(k_sync_retry, Millis(deadline.poll_timeout())))) {
+    // Not answered at once: synchronise the slow way, then ask again (the commands sent this
+    // way may run twice: a clock refresh, a thaw). A late reply to the first one comes before
+    // the new sync's and is skipped with it.
+    c.resync(Millis(deadline.poll_timeout()));
+    c.send_raw(command_request(command, arguments));
+  }
+  return c.await_reply(command, Millis(deadline.poll_timeout()));
 }
 
 Json Channel::await_reply(const std::string& command, Millis timeout, Millis idle) {

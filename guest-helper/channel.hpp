@@ -58,6 +58,7 @@ public:
               Millis timeout = k_default_timeout);
 
   // 0xFF + guest-sync-delimited with a fresh id; discards everything up to the matching reply.
+  // Sent again, with a new id, every 2 s without a reply until TIMEOUT.
   void resync(Millis timeout = k_default_timeout);
 
   // connect() then execute() in one exchange: the request follows the sync on the wire, so a
@@ -70,7 +71,8 @@ private:
   void send_raw(std::string_view bytes);
   static std::string sync_request(int64_t id);
   static std::string command_request(const std::string& command, const Json& arguments);
-  void await_sync(int64_t id, Millis timeout);
+  // True once the reply to sync ID came (anything before it skipped); false after TIMEOUT.
+  bool await_sync(int64_t id, Millis timeout);
   Json await_reply(const std::string& command, Millis timeout, Millis idle = Millis(0));
 
   // Next line, or nullopt when DEADLINE passes first.

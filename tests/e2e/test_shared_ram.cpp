@@ -10,8 +10,9 @@ using namespace ks;
 using namespace ks::test;
 namespace fs = std::filesystem;
 
-TEST_CASE("shared-ram: a Kata guest saved twice into a repository in stop mode, then loaded; open files "
-          "carry on") {
+TEST_CASE(
+  "shared-ram: a Kata guest saved twice into a repository in stop mode, then loaded, and its open files "
+  "carry on") {
   GuestVm vm(vfs_guest());
   std::string repo = "oci:" + vm.dir() + "/repo";
   save_vfs(vm, repo + ":one", {"--mode", "stop"});

@@ -40,8 +40,10 @@ if [ "$(arg helper)" = kill-during-dump ]; then
 fi
 if [ "$(arg helper)" = restart-when-frozen ]; then
   helper=$!
+  # The state file is written just before the reply: give the reply a second to go out (a
+  # kill before it leaves the host waiting 30 s for an answer that never comes).
   (while [ ! -f /run/kata-snapshot-helper.state ]; do sleep 0.2; done
-   kill -9 "$helper"; /bin/kata-snapshot-helper 2>/dev/console &
+   sleep 1; kill -9 "$helper"; /bin/kata-snapshot-helper 2>/dev/console &
    echo "ksnap: helper restarted") &
 fi
 

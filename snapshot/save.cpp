@@ -5,6 +5,7 @@
 // the same should this process be killed. The streaming itself is in save_stream.cpp.
 #include "snapshot/save_session.hpp"
 #include "snapshot/step_timer.hpp"
+#include "snapshot/vhost_inflight.hpp"
 #include "storage/store/oci_layout.hpp"
 #include "storage/vmstate_channels.hpp"
 #include "util/cancel.hpp"
@@ -259,6 +260,18 @@ void SaveSession::pause() {
     m_paused = true;
     m_stopped_at = std::chrono::steady_clock::now();
   }
+  if (!m_live) {
+    // virtiofsd may still answer requests it took before the stop: wait for those answers,
+    // so that the memory QEMU sends next holds them (snapshot/vhost_inflight.hpp).
+    if (auto held = vhost_fs_in_flight(m_vm->qmp); !held.empty()) {
+      auto since = std::chrono::steady_clock::now();
+      wait_vhost_fs_answers(m_vm->qmp, held, k_vhost_answer_timeout);
+      if (m_o.verbose) {
+        std::fprintf(stderr, "kata-snapshot: virtiofsd held %s at the stop: its answers came in %.0f ms\n",
+                     describe_in_flight(held).c_str(), 1000 * seconds_since(since));
+      }
+    }
+  }
   Json params = m_vm->qmp.execute("query-migrate-parameters");
   m_old_bandwidth = params.value("max-bandwidth", 134217728ull);
   m_vm->qmp.execute("migrate-set-parameters", {{"max-bandwidth", k_unlimited_bandwidth}});
@@ -409,6 +422,15 @@ SaveResult SaveSession::finish() {
   return r;
 }
 
+// Once the VM runs again: requests its guest queued just before the stop reach virtiofsd.
+void SaveSession::kick_shares() noexcept {
+  for (const auto& share : m_shares) {
+    if (share.virtiofsd_pid > 0) {
+      kick_virtiofsd(share.virtiofsd_pid, k_virtiofsd_queues);
+    }
+  }
+}
+
 // The VM this save paused runs again and is thawed; with --after pause it ends paused.
 void SaveSession::release_vm() {
   if (!m_paused) {
@@ -419,6 +441,7 @@ void SaveSession::release_vm() {
   bool stay_paused = m_o.after == AfterSave::pause;
   if (!stay_paused || m_quiescer.frozen()) {
     m_vm->qmp.execute("cont");
+    kick_shares();
     if (!stay_paused) {
       m_paused_seconds = seconds_since(m_stopped_at);
     }
@@ -462,6 +485,7 @@ void SaveSession::rollback() noexcept {
     // resumes it itself; one that completed leaves it stopped).
     if (m_paused || (m_live && !m_vm->qmp.execute("query-status").value("running", true))) {
       m_vm->qmp.execute("cont");
+      kick_shares();
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kata-snapshot: warning: failed to resume the VM: %s\n", e.what());
@@ -469,7 +493,9 @@ void SaveSession::rollback() noexcept {
   m_quiescer.thaw(); // after cont: the helper answers only while the vCPUs run
 }
 
-SaveResult save(const SaveOptions& options) {
+namespace {
+
+SaveResult save_once(const SaveOptions& options) {
   SaveSession s(options);
   StepLog log(options.verbose);
   s.discover(); // QMP, QEMU pid and argv, version, machine, RAM, shares, devices; take the lock
@@ -489,6 +515,31 @@ SaveResult save(const SaveOptions& options) {
   SaveResult r = s.finish(); // restore parameters, then resume (and thaw) / pause / quit
   log.done("resume");
   return r;
+}
+
+} // namespace
+
+// A live save whose switchover caught virtiofsd with requests in hand is taken again: each
+// attempt is a whole save (the last one cancelled and put everything back), and such a
+// moment is rare, so a later switchover almost always finds none.
+SaveResult save(const SaveOptions& options) {
+  constexpr int k_attempts = 3;
+  for (int attempt = 1;; ++attempt) {
+    try {
+      return save_once(options);
+    } catch (const InFlightAtSwitchover& e) {
+      if (attempt == k_attempts) {
+        throw Error(
+          std::string(e.what()) + ", at each of " + std::to_string(k_attempts) + " switchovers",
+          ExitCode::failed,
+          "save again, or with --mode stop (it waits for virtiofsd's answers before it reads memory)");
+      }
+      if (!options.quiet) {
+        std::fprintf(stderr, "kata-snapshot: notice: %s; taking the live snapshot again (attempt %d of %d)\n",
+                     e.what(), attempt + 1, k_attempts);
+      }
+    }
+  }
 }
 
 } // namespace ks

@@ -7,10 +7,10 @@
 #include "snapshot/live/precopy.hpp"
 #include "snapshot/live/share_precopy.hpp"
 #include "snapshot/mapped_ram.hpp"
-#include "snapshot/shared_ram.hpp"
 #include "snapshot/multifd.hpp"
 #include "snapshot/save.hpp"
 #include "snapshot/share_capture.hpp"
+#include "snapshot/shared_ram.hpp"
 #include "snapshot/vm.hpp"
 #include "snapshot/vm_lock.hpp"
 #include "snapshot/watchdog.hpp"
@@ -79,6 +79,7 @@ private:
   void release_vm();
   void wait_for_migration_end(const Deadline& deadline, ProgressLine* bar = nullptr);
   void rollback() noexcept;
+  void kick_shares() noexcept;
   void restore_vm() noexcept;
 
   const SaveOptions& m_o;
@@ -98,9 +99,9 @@ private:
   Json m_devices = Json::array();
   std::string m_machine;
   std::string m_layout = k_layout_stream;
-  unsigned m_channels = 0; // multifd
+  unsigned m_channels = 0;                  // multifd
   std::vector<SharedRamBlock> m_shared_ram; // shared-ram: the VM's memory files, read in place
-  size_t m_chunk_size = 0; // --chunk-size, or less where many connections each fill one
+  size_t m_chunk_size = 0;                  // --chunk-size, or less where many connections each fill one
   uint64_t m_ram = 0;
   bool m_was_running = false;
   bool m_paused = false;

@@ -2,6 +2,7 @@
 // (multifd) or a staging file (mapped-ram), watched until it ends; in live mode the watch
 // also takes the final switchover (the snapshot instant).
 #include "snapshot/save_session.hpp"
+#include "snapshot/vhost_inflight.hpp"
 #include "storage/vmstate_channels.hpp"
 #include "storage/vmstate_stream.hpp"
 #include "util/cancel.hpp"
@@ -328,6 +329,12 @@ void SaveSession::watch(const Json& mig) {
 void SaveSession::switchover() {
   m_paused = true;
   m_stopped_at = std::chrono::steady_clock::now();
+  // Answers virtiofsd gives after the stop miss QEMU's last dirty-log sync, so they may not
+  // reach the snapshot (snapshot/vhost_inflight.hpp): give this attempt up once they are in.
+  if (auto held = vhost_fs_in_flight(m_vm->qmp); !held.empty()) {
+    wait_vhost_fs_answers(m_vm->qmp, held, k_vhost_answer_timeout); // before the VM runs again
+    throw InFlightAtSwitchover("virtiofsd held " + describe_in_flight(held) + " when the VM stopped");
+  }
   for (auto& p : m_share_precopy) {
     auto delta = std::make_shared<ShareDelta>(p.delta());
     std::string tag = p.share().tag;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -17,17 +18,36 @@ namespace ks {
 
 namespace {
 
-enum class Action { error, sigterm, sigkill, sigstop, hang };
+enum class Action { error, sigterm, sigkill, sigstop, hang, once };
 
 struct Fault {
   std::string step;
   Action action = Action::error;
 };
 
-// Every step a fault can name: save's, load's, and the middle of either's stream.
-constexpr std::array<std::string_view, 14> k_steps = {
-  "discover", "preflight", "guard",  "quiesce",    "pause+capture", "stream",        "commit",
-  "resume",   "manifest",  "shares", "start qemu", "host check",    "guest refresh", "mid-stream"};
+// Every step a fault can name: save's, load's, the middle of either's stream, container
+// mode's, and the conditions fault_pretends stands in for.
+constexpr std::array<std::string_view, 21> k_steps = {"discover",
+                                                      "preflight",
+                                                      "guard",
+                                                      "quiesce",
+                                                      "pause+capture",
+                                                      "stream",
+                                                      "commit",
+                                                      "resume",
+                                                      "manifest",
+                                                      "shares",
+                                                      "start qemu",
+                                                      "host check",
+                                                      "guest refresh",
+                                                      "mid-stream",
+                                                      "container dump",
+                                                      "container commit",
+                                                      "container transfer",
+                                                      "container upload",
+                                                      "container upload done",
+                                                      "vhost in flight",
+                                                      "vhost hung"};
 
 std::optional<Fault> parse(const char* setting) {
   if (setting == nullptr || *setting == '\0') {
@@ -39,7 +59,7 @@ std::optional<Fault> parse(const char* setting) {
   std::string action = colon == std::string::npos ? "error" : s.substr(colon + 1);
   f.step = colon == std::string::npos ? s : s.substr(0, colon);
   const std::string hint =
-    "KSNAP_FAULT=STEP[:error|sigterm|sigkill|sigstop|hang], STEP one of the names -v prints";
+    "KSNAP_FAULT=STEP[:error|sigterm|sigkill|sigstop|hang|once], STEP one of the names -v prints";
   if (std::find(k_steps.begin(), k_steps.end(), f.step) == k_steps.end()) {
     throw Error("KSNAP_FAULT names no step: \"" + f.step + "\"", ExitCode::usage, hint);
   }
@@ -53,6 +73,8 @@ std::optional<Fault> parse(const char* setting) {
     f.action = Action::sigstop;
   } else if (action == "hang") {
     f.action = Action::hang;
+  } else if (action == "once") {
+    f.action = Action::once;
   } else {
     throw Error("KSNAP_FAULT has an unknown action: \"" + action + "\"", ExitCode::usage, hint);
   }
@@ -87,12 +109,23 @@ void fault_point(std::string_view step) {
   case Action::sigstop:
     ::kill(::getpid(), SIGSTOP);
     return;
+  case Action::once:
+    return; // a condition to pretend (fault_pretends), not a step to fail
   case Action::hang:
     while (!cancel_requested()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     throw_if_cancelled();
   }
+}
+
+bool fault_pretends(std::string_view condition) {
+  static std::atomic<bool> pretended{false};
+  const std::optional<Fault>& fault = configured();
+  if (!fault || fault->step != condition) {
+    return false;
+  }
+  return fault->action == Action::error || (fault->action == Action::once && !pretended.exchange(true));
 }
 
 } // namespace ks

@@ -7,6 +7,10 @@
 //   sigkill  send ourselves SIGKILL: nothing of ours runs after it;
 //   sigstop  stop there until SIGCONT (a test changes the world meanwhile, fills a disk);
 //   hang     stop there until a signal arrives (then end as interrupted).
+// A few conditions that real components produce only rarely can be pretended instead
+// (fault_pretends): "vhost in flight" (virtiofsd held a request when its device stopped, and
+// answered it just after) and "vhost hung" (it never answers), every time with error, the
+// first time only with once.
 // Unset, a fault point is one load of a flag.
 #pragma once
 
@@ -20,6 +24,9 @@ void check_fault_setting();
 
 // Where step STEP is done: fires the configured fault if it names STEP.
 void fault_point(std::string_view step);
+
+// Whether KSNAP_FAULT pretends CONDITION now (see above).
+bool fault_pretends(std::string_view condition);
 
 // A fault point passed many times that fires on the first pass only ("mid-stream").
 class FaultOnce {

@@ -2,7 +2,6 @@
 // -S -incoming defer -> feed the checked, decompressed stream -> cont -> refresh the guest.
 // Until the end, LoadSession owns the new QEMU: any failure kills it and nothing is left.
 #include "snapshot/load_session.hpp"
-#include "snapshot/vhost_inflight.hpp"
 
 #include "qmp/qmp_client.hpp"
 #include "snapshot/argv_rewrite.hpp"
@@ -303,9 +302,6 @@ void LoadSession::qemu_failed(const std::string& doing) {
 void LoadSession::resume() {
   if (!m_o.paused) {
     m_qmp->execute("cont");
-    for (pid_t pid : m_shares.pids()) { // requests queued at the save's stop (vhost_inflight.hpp)
-      kick_virtiofsd(pid, k_virtiofsd_queues);
-    }
   }
 }
 

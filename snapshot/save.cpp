@@ -422,15 +422,6 @@ SaveResult SaveSession::finish() {
   return r;
 }
 
-// Once the VM runs again: requests its guest queued just before the stop reach virtiofsd.
-void SaveSession::kick_shares() noexcept {
-  for (const auto& share : m_shares) {
-    if (share.virtiofsd_pid > 0) {
-      kick_virtiofsd(share.virtiofsd_pid, k_virtiofsd_queues);
-    }
-  }
-}
-
 // The VM this save paused runs again and is thawed; with --after pause it ends paused.
 void SaveSession::release_vm() {
   if (!m_paused) {
@@ -441,7 +432,6 @@ void SaveSession::release_vm() {
   bool stay_paused = m_o.after == AfterSave::pause;
   if (!stay_paused || m_quiescer.frozen()) {
     m_vm->qmp.execute("cont");
-    kick_shares();
     if (!stay_paused) {
       m_paused_seconds = seconds_since(m_stopped_at);
     }
@@ -485,7 +475,6 @@ void SaveSession::rollback() noexcept {
     // resumes it itself; one that completed leaves it stopped).
     if (m_paused || (m_live && !m_vm->qmp.execute("query-status").value("running", true))) {
       m_vm->qmp.execute("cont");
-      kick_shares();
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kata-snapshot: warning: failed to resume the VM: %s\n", e.what());

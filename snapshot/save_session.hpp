@@ -79,7 +79,6 @@ private:
   void release_vm();
   void wait_for_migration_end(const Deadline& deadline, ProgressLine* bar = nullptr);
   void rollback() noexcept;
-  void kick_shares() noexcept;
   void restore_vm() noexcept;
 
   const SaveOptions& m_o;

@@ -3,17 +3,7 @@
 #include "util/error.hpp"
 #include "util/fault.hpp"
 
-#include "util/fd.hpp"
-#include "util/strings.hpp"
-
-#include <cstdio>
-#include <cstdlib>
-#include <filesystem>
-#include <map>
-#include <sstream>
-#include <sys/syscall.h>
 #include <thread>
-#include <unistd.h>
 
 namespace ks {
 
@@ -104,71 +94,6 @@ void wait_vhost_fs_answers(qmp::Client& qmp, const std::vector<VhostQueueInFligh
       }
       std::this_thread::sleep_for(Millis(2));
     }
-  }
-}
-
-namespace {
-
-// virtiofsd's registered kick eventfds: tfd -> queue, from the epoll sets in /proc/PID/fdinfo.
-std::map<int, int> kick_fds(pid_t pid, int queues) {
-  std::map<int, int> found;
-  std::string fds = "/proc/" + std::to_string(pid) + "/fd/";
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(fds, ec)) {
-    std::error_code link_ec;
-    if (std::filesystem::read_symlink(e.path(), link_ec).string() != "anon_inode:[eventpoll]") {
-      continue;
-    }
-    std::istringstream info(
-      read_file("/proc/" + std::to_string(pid) + "/fdinfo/" + e.path().filename().string()));
-    std::string key;
-    while (info >> key) {
-      if (key != "tfd:") {
-        continue;
-      }
-      int tfd = -1;
-      std::string events_key, events, data_key, data;
-      info >> tfd >> events_key >> events >> data_key >> data;
-      unsigned long long queue = std::strtoull(data.c_str(), nullptr, 16); // fdinfo prints it in hex
-      std::error_code t_ec;
-      if (data_key == "data:" && queue < static_cast<unsigned>(queues) &&
-          std::filesystem::read_symlink(fds + std::to_string(tfd), t_ec).string() == "anon_inode:[eventfd]") {
-        found[tfd] = static_cast<int>(queue);
-      }
-    }
-  }
-  return found;
-}
-
-} // namespace
-
-int kick_virtiofsd(pid_t virtiofsd, int queues) {
-  try {
-    std::map<int, int> kicks;
-    Deadline deadline(Millis(2000));
-    while ((kicks = kick_fds(virtiofsd, queues)).size() < static_cast<size_t>(queues) &&
-           !deadline.expired()) {
-      std::this_thread::sleep_for(Millis(5));
-    }
-    Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, virtiofsd, 0)));
-    if (!pidfd) {
-      throw_errno("pidfd_open of virtiofsd (pid " + std::to_string(virtiofsd) + ")");
-    }
-    int kicked = 0;
-    for (const auto& [tfd, queue] : kicks) {
-      Fd kick(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), tfd, 0)));
-      uint64_t one = 1;
-      if (!kick || ::write(kick.get(), &one, sizeof one) != sizeof one) {
-        throw_errno("cannot notify virtiofsd's queue " + std::to_string(queue));
-      }
-      ++kicked;
-    }
-    return kicked;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr,
-                 "kata-snapshot: warning: %s: requests the guest queued just before the stop may wait\n",
-                 e.what());
-    return 0;
   }
 }
 

@@ -53,19 +53,6 @@ std::vector<VhostQueueInFlight> vhost_fs_in_flight(qmp::Client& qmp);
 // TIMEOUT, naming the device and how many are left.
 void wait_vhost_fs_answers(qmp::Client& qmp, const std::vector<VhostQueueInFlight>& queues, Millis timeout);
 
-// A notification the guest sent just before the VM stopped can be lost across the stop and
-// start of the device (under load, seen on the e2e tests' starved virtiofsd): virtiofsd never
-// looks at the requests, and with VIRTIO_RING_F_EVENT_IDX the guest does not notify again
-// until it has; the guest's file system waits forever. So once the VM runs again, each of
-// VIRTIOFSD's QUEUES queue notifiers (its kick eventfds, found in its epoll set, where each is
-// registered with its queue's index) gets one write, through a copy taken with
-// pidfd_getfd(2): virtiofsd looks at its rings, and a look at an empty ring costs nothing.
-// Waits up to 2 s for virtiofsd to listen on them. Returns the queues kicked; never throws.
-int kick_virtiofsd(pid_t virtiofsd, int queues);
-// virtiofsd's queues: the high-priority one and one request queue (its exit event is
-// registered with data 2, so it is never written).
-inline constexpr int k_virtiofsd_queues = 2;
-
 // "N FUSE request(s) in flight on DEVICE" for messages.
 std::string describe_in_flight(const std::vector<VhostQueueInFlight>& queues);
 

@@ -2,6 +2,7 @@
 // -S -incoming defer -> feed the checked, decompressed stream -> cont -> refresh the guest.
 // Until the end, LoadSession owns the new QEMU: any failure kills it and nothing is left.
 #include "snapshot/load_session.hpp"
+#include "snapshot/vhost_inflight.hpp"
 
 #include "qmp/qmp_client.hpp"
 #include "snapshot/argv_rewrite.hpp"
@@ -302,6 +303,7 @@ void LoadSession::qemu_failed(const std::string& doing) {
 void LoadSession::resume() {
   if (!m_o.paused) {
     m_qmp->execute("cont");
+    notify_virtiofsd(*m_qmp, m_shares.pids()); // requests queued at the save's stop
   }
 }
 

@@ -246,6 +246,9 @@ void SaveSession::guard() {
     }
   }
   plan.helper_socket = helper_socket_path(m_vm->argv).value_or("");
+  for (const auto& share : m_shares) {
+    plan.virtiofsd.push_back(share.virtiofsd_pid);
+  }
   m_watchdog.emplace(plan);
 }
 
@@ -263,7 +266,8 @@ void SaveSession::pause() {
   if (!m_live) {
     // virtiofsd may still answer requests it took before the stop: wait for those answers,
     // so that the memory QEMU sends next holds them (snapshot/vhost_inflight.hpp).
-    if (auto held = vhost_fs_in_flight(m_vm->qmp); !held.empty()) {
+    auto queues = vhost_fs_queues_at_stop(m_vm->qmp);
+    if (auto held = in_flight(queues); !held.empty()) {
       auto since = std::chrono::steady_clock::now();
       wait_vhost_fs_answers(m_vm->qmp, held, k_vhost_answer_timeout);
       if (m_o.verbose) {
@@ -271,6 +275,7 @@ void SaveSession::pause() {
                      describe_in_flight(held).c_str(), 1000 * seconds_since(since));
       }
     }
+    note_untaken(queues);
   }
   Json params = m_vm->qmp.execute("query-migrate-parameters");
   m_old_bandwidth = params.value("max-bandwidth", 134217728ull);
@@ -422,6 +427,29 @@ SaveResult SaveSession::finish() {
   return r;
 }
 
+// Once the VM runs again: requests its guest queued just before the stop reach virtiofsd
+// (snapshot/vhost_inflight.hpp).
+void SaveSession::notify_shares() noexcept {
+  std::vector<pid_t> pids;
+  for (const auto& share : m_shares) {
+    pids.push_back(share.virtiofsd_pid);
+  }
+  if (int n = notify_virtiofsd(m_vm->qmp, pids); n > 0 && m_o.verbose) {
+    std::fprintf(stderr, "kata-snapshot: notified virtiofsd on %d queue(s) after the VM resumed\n", n);
+  }
+}
+
+// -v: requests the guest queued at the stop that virtiofsd had not taken yet.
+void SaveSession::note_untaken(const std::vector<VhostQueueInFlight>& queues) const {
+  if (unsigned n = untaken(queues); n > 0 && m_o.verbose) {
+    std::fprintf(
+      stderr,
+      "kata-snapshot: the guest had queued %u FUSE request(s) virtiofsd had not taken at the stop: "
+      "virtiofsd is notified once the VM runs\n",
+      n);
+  }
+}
+
 // The VM this save paused runs again and is thawed; with --after pause it ends paused.
 void SaveSession::release_vm() {
   if (!m_paused) {
@@ -432,6 +460,7 @@ void SaveSession::release_vm() {
   bool stay_paused = m_o.after == AfterSave::pause;
   if (!stay_paused || m_quiescer.frozen()) {
     m_vm->qmp.execute("cont");
+    notify_shares();
     if (!stay_paused) {
       m_paused_seconds = seconds_since(m_stopped_at);
     }
@@ -475,6 +504,9 @@ void SaveSession::rollback() noexcept {
     // resumes it itself; one that completed leaves it stopped).
     if (m_paused || (m_live && !m_vm->qmp.execute("query-status").value("running", true))) {
       m_vm->qmp.execute("cont");
+    }
+    if (m_paused || m_live) { // a cancelled live save: QEMU stopped and started the devices itself
+      notify_shares();
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kata-snapshot: warning: failed to resume the VM: %s\n", e.what());

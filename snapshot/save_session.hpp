@@ -11,6 +11,7 @@
 #include "snapshot/save.hpp"
 #include "snapshot/share_capture.hpp"
 #include "snapshot/shared_ram.hpp"
+#include "snapshot/vhost_inflight.hpp"
 #include "snapshot/vm.hpp"
 #include "snapshot/vm_lock.hpp"
 #include "snapshot/watchdog.hpp"
@@ -79,6 +80,8 @@ private:
   void release_vm();
   void wait_for_migration_end(const Deadline& deadline, ProgressLine* bar = nullptr);
   void rollback() noexcept;
+  void notify_shares() noexcept;
+  void note_untaken(const std::vector<VhostQueueInFlight>& queues) const;
   void restore_vm() noexcept;
 
   const SaveOptions& m_o;

@@ -223,6 +223,14 @@ void ShareRestore::start_daemons(const std::string& run_dir, const std::function
   }
 }
 
+std::vector<pid_t> ShareRestore::pids() const {
+  std::vector<pid_t> pids;
+  for (const auto& d : m_daemons) {
+    pids.push_back(d->pid());
+  }
+  return pids;
+}
+
 std::vector<int> ShareRestore::release_daemons() {
   std::vector<int> pids;
   for (auto& d : m_daemons) {

@@ -34,6 +34,8 @@ public:
   // chardev id -> the new virtiofsd socket, for the argv rewrite.
   const std::map<std::string, std::string>& chardev_paths() const { return m_sockets; }
 
+  // The daemons' pids.
+  std::vector<pid_t> pids() const;
   // Hands the daemons over to the restored VM; returns their pids.
   std::vector<int> release_daemons();
 

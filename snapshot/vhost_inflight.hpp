@@ -42,16 +42,45 @@ struct VhostQueueInFlight {
   uint64_t used_ring = 0;     // the used ring's guest-physical address
   uint16_t taken = 0;         // last-avail-idx: requests the back-end took, at the stop
   uint16_t answered_then = 0; // used-idx: those answered in guest memory, at the stop
+  uint16_t queued = 0;        // the avail index in guest memory: requests the guest queued
+  uint16_t size = 0;          // the ring's size
   uint16_t unanswered() const { return static_cast<uint16_t>(taken - answered_then); }
+  uint16_t untaken() const { return static_cast<uint16_t>(queued - taken); }
 };
 
-// With the VM stopped: the virtio-fs queues whose back-end held unanswered requests when the
-// device stopped. Empty when there are none, or when this QEMU cannot tell (no x-query-virtio).
-std::vector<VhostQueueInFlight> vhost_fs_in_flight(qmp::Client& qmp);
+// With the VM stopped: every set-up queue of the virtio-fs devices that are stopped. Empty
+// when this QEMU cannot tell (no x-query-virtio).
+std::vector<VhostQueueInFlight> vhost_fs_queues_at_stop(qmp::Client& qmp);
+// Those of QUEUES whose back-end held unanswered requests when the device stopped.
+std::vector<VhostQueueInFlight> in_flight(const std::vector<VhostQueueInFlight>& queues);
+// Requests the guest had queued on QUEUES that virtiofsd had not taken: they wait for
+// notify_virtiofsd() once the VM runs again.
+unsigned untaken(const std::vector<VhostQueueInFlight>& queues);
 
 // Waits until every request of QUEUES is answered in guest memory; throws (exit 1) after
 // TIMEOUT, naming the device and how many are left.
 void wait_vhost_fs_answers(qmp::Client& qmp, const std::vector<VhostQueueInFlight>& queues, Millis timeout);
+
+// The guest's last notification before a stop is lost when virtiofsd had not read it yet:
+// stopping the device (GET_VRING_BASE) makes virtiofsd stop listening on the queue's kick
+// eventfd, then QEMU drains that eventfd and runs vhost-user-fs's handler for it, which does
+// nothing (hw/virtio/vhost-user-fs.c, "virtio's cleanup path can call this"), and closes it.
+// At the start QEMU hands virtiofsd a new, empty eventfd. Nothing tells virtiofsd about the
+// requests queued since its last look, and with VIRTIO_RING_F_EVENT_IDX the guest does not
+// notify again until the device has seen them: its file system waits forever. (QEMU's own
+// dataplane devices notify themselves after such a start; vhost devices do not.) Seen with a
+// starved virtiofsd, and on demand with its queue thread held (tests/e2e).
+//
+// So once the VM runs again, each started virtio-fs device's virtiofsd (VIRTIOFSD) is
+// notified on every queue: one write to each kick eventfd it listens on (found in its epoll
+// set, where each is registered with its queue's index), through a copy taken with
+// pidfd_getfd(2). A look at an empty ring costs virtiofsd nothing. Waits up to 2 s for
+// virtiofsd to listen on the new eventfds. Returns the queues notified; never throws (a
+// failure is a warning).
+int notify_virtiofsd(qmp::Client& qmp, const std::vector<pid_t>& virtiofsd) noexcept;
+// virtiofsd's queues: the high-priority one and one request queue. Its epoll set also holds
+// its exit event, registered with data 2 (the number of queues), which is never written.
+inline constexpr int k_virtiofsd_queues = 2;
 
 // "N FUSE request(s) in flight on DEVICE" for messages.
 std::string describe_in_flight(const std::vector<VhostQueueInFlight>& queues);

@@ -3,6 +3,7 @@
 #include "guest-helper/channel.hpp"
 #include "qmp/qmp_client.hpp"
 #include "snapshot/mapped_ram.hpp"
+#include "snapshot/vhost_inflight.hpp"
 #include "snapshot/vm_lock.hpp"
 #include "util/child_process.hpp"
 #include "util/deadline.hpp"
@@ -124,6 +125,9 @@ void recover(const WatchdogPlan& plan) {
     qmp.execute("cont");
     say("resumed the VM");
   }
+  if (plan.was_running) { // also after QEMU's own resume of a cancelled live save
+    notify_virtiofsd(qmp, plan.virtiofsd);
+  }
   if (!plan.helper_socket.empty()) {
     try {
       guest::Channel::connect_and_execute(plan.helper_socket, "guest-fsfreeze-thaw", nlohmann::json::object(),
@@ -149,7 +153,7 @@ nlohmann::json WatchdogPlan::to_json() const {
           {"was_running", was_running}, {"capabilities", capabilities},
           {"parameters", parameters},   {"helper_socket", helper_socket},
           {"remove", remove},           {"stop", stop},
-          {"run_dir", run_dir}};
+          {"run_dir", run_dir},         {"virtiofsd", virtiofsd}};
 }
 
 WatchdogPlan WatchdogPlan::from_json(const nlohmann::json& j) {
@@ -163,6 +167,7 @@ WatchdogPlan WatchdogPlan::from_json(const nlohmann::json& j) {
   p.remove = j.at("remove").get<std::vector<std::string>>();
   p.stop = j.value("stop", decltype(p.stop){});
   p.run_dir = j.value("run_dir", "");
+  p.virtiofsd = j.value("virtiofsd", decltype(p.virtiofsd){});
   return p;
 }
 

@@ -32,6 +32,7 @@ struct WatchdogPlan {
   nlohmann::json capabilities = nlohmann::json::array(); // query-migrate-capabilities, before
   nlohmann::json parameters = nlohmann::json::object();  // the parameters a save sets, before
   std::string helper_socket;                             // "" without a helper port
+  std::vector<pid_t> virtiofsd;                          // a save's VM's virtiofsd daemons
   std::vector<std::string> remove;                       // files a dead save leaves behind
   std::vector<std::pair<pid_t, std::string>> stop;       // a load's processes: pid, start ticks
   std::string run_dir;                                   // a load's run directory

@@ -107,6 +107,7 @@ public:
   std::string share_dir() const { return m_share_dir; }
   std::vector<std::string> argv() const { return m_argv; }
   pid_t qemu_pid() const { return m_qemu.pid(); }
+  pid_t virtiofsd_pid() const { return m_virtiofsd.pid(); }
 
   // Waits until the console shows a line containing NEEDLE after byte OFFSET; returns it.
   std::string wait_console(const std::string& needle, Millis timeout = Millis(60000),

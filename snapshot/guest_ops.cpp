@@ -1,6 +1,8 @@
 #include "snapshot/guest_ops.hpp"
 
 #include "snapshot/guest_refresh.hpp"
+#include "snapshot/share_capture.hpp"
+#include "snapshot/vhost_inflight.hpp"
 
 #include <cstdio>
 #include <cstdlib>
@@ -127,7 +129,11 @@ nlohmann::json guest_thaw(const GuestTarget& target) {
 
 nlohmann::json guest_refresh(const GuestTarget& target) {
   GuestSession s(target);
-  return s.channel().execute("kata-snapshot-post-restore", post_restore_arguments());
+  nlohmann::json r = s.channel().execute("kata-snapshot-post-restore", post_restore_arguments());
+  // A VM loaded with --paused and resumed by its owner: requests queued at the save's stop
+  // reach virtiofsd (snapshot/vhost_inflight.hpp).
+  notify_virtiofsd(s.vm().qmp, s.vm().pid, virtiofsd_pids(s.vm().argv, s.vm().pid));
+  return r;
 }
 
 nlohmann::json guest_status(const GuestTarget& target) {

@@ -26,6 +26,7 @@ public:
 
   guest::Channel& channel() { return *m_channel; }
   const Vm& vm() const { return m_vm; }
+  Vm& vm() { return m_vm; }
   bool hot_added() const { return m_hot_added; }
 
 private:

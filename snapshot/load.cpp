@@ -302,8 +302,14 @@ void LoadSession::qemu_failed(const std::string& doing) {
 
 void LoadSession::resume() {
   if (!m_o.paused) {
+    // The snapshot's rings may hold requests and answers the guest was not told about
+    // (snapshot/vhost_inflight.hpp): virtiofsd and the guest are told once the VM runs.
+    std::vector<Virtiofsd> daemons;
+    for (pid_t pid : m_shares.pids()) {
+      record_stopped(daemons.emplace_back(Virtiofsd{.pid = pid}), m_qemu.pid());
+    }
     m_qmp->execute("cont");
-    notify_virtiofsd(*m_qmp, m_shares.pids()); // requests queued at the save's stop
+    notify_virtiofsd(*m_qmp, m_qemu.pid(), daemons);
   }
 }
 

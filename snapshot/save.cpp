@@ -248,6 +248,7 @@ void SaveSession::guard() {
   plan.helper_socket = helper_socket_path(m_vm->argv).value_or("");
   for (const auto& share : m_shares) {
     plan.virtiofsd.push_back(share.virtiofsd_pid);
+    m_virtiofsd.push_back({.pid = share.virtiofsd_pid});
   }
   m_watchdog.emplace(plan);
 }
@@ -266,6 +267,7 @@ void SaveSession::pause() {
   if (!m_live) {
     // virtiofsd may still answer requests it took before the stop: wait for those answers,
     // so that the memory QEMU sends next holds them (snapshot/vhost_inflight.hpp).
+    record_shares_stopped();
     auto queues = vhost_fs_queues_at_stop(m_vm->qmp);
     if (auto held = in_flight(queues); !held.empty()) {
       auto since = std::chrono::steady_clock::now();
@@ -430,12 +432,20 @@ SaveResult SaveSession::finish() {
 // Once the VM runs again: requests its guest queued just before the stop reach virtiofsd
 // (snapshot/vhost_inflight.hpp).
 void SaveSession::notify_shares() noexcept {
-  std::vector<pid_t> pids;
-  for (const auto& share : m_shares) {
-    pids.push_back(share.virtiofsd_pid);
+  Notified n = notify_virtiofsd(m_vm->qmp, m_vm->pid, m_virtiofsd);
+  if (n.kicks > 0 && m_o.verbose) {
+    std::fprintf(
+      stderr,
+      "kata-snapshot: notified virtiofsd on %d queue(s) and interrupted the guest on %d after the VM "
+      "resumed\n",
+      n.kicks, n.interrupts);
   }
-  if (int n = notify_virtiofsd(m_vm->qmp, pids); n > 0 && m_o.verbose) {
-    std::fprintf(stderr, "kata-snapshot: notified virtiofsd on %d queue(s) after the VM resumed\n", n);
+}
+
+// The devices are stopped: what virtiofsd holds now tells its notifiers apart later.
+void SaveSession::record_shares_stopped() noexcept {
+  for (auto& d : m_virtiofsd) {
+    record_stopped(d, m_vm->pid);
   }
 }
 

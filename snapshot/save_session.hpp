@@ -81,6 +81,7 @@ private:
   void wait_for_migration_end(const Deadline& deadline, ProgressLine* bar = nullptr);
   void rollback() noexcept;
   void notify_shares() noexcept;
+  void record_shares_stopped() noexcept;
   void note_untaken(const std::vector<VhostQueueInFlight>& queues) const;
   void restore_vm() noexcept;
 
@@ -97,6 +98,7 @@ private:
   Json m_version;
   std::string m_qemu_version;
   std::vector<ShareInfo> m_shares;
+  std::vector<Virtiofsd> m_virtiofsd; // their daemons, as notified after a resume (vhost_inflight.hpp)
   NetworkInfo m_network;
   Json m_devices = Json::array();
   std::string m_machine;

@@ -331,6 +331,7 @@ void SaveSession::switchover() {
   m_stopped_at = std::chrono::steady_clock::now();
   // Answers virtiofsd gives after the stop miss QEMU's last dirty-log sync, so they may not
   // reach the snapshot (snapshot/vhost_inflight.hpp): give this attempt up once they are in.
+  record_shares_stopped();
   auto queues = vhost_fs_queues_at_stop(m_vm->qmp);
   note_untaken(queues);
   if (auto held = in_flight(queues); !held.empty()) {

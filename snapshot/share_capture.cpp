@@ -144,6 +144,20 @@ std::vector<std::string> virtiofsd_command(const nlohmann::json& share, const st
   return {binary};
 }
 
+std::vector<pid_t> virtiofsd_pids(const QemuArgv& argv, pid_t qemu_pid) {
+  std::vector<pid_t> pids;
+  for (const auto& dev : argv.all("device")) {
+    if (dev.driver() != "vhost-user-fs-pci") {
+      continue;
+    }
+    auto socket = argv.chardev_socket_path(dev.get("chardev").value_or(""));
+    if (pid_t pid = socket ? socket_owner(socket_inodes(*socket, qemu_pid), qemu_pid) : -1; pid > 0) {
+      pids.push_back(pid);
+    }
+  }
+  return pids;
+}
+
 std::vector<ShareInfo> discover_shares(const QemuArgv& argv, pid_t qemu_pid,
                                        const std::map<std::string, std::string>& policy) {
   std::vector<ShareInfo> out;

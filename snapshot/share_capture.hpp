@@ -40,6 +40,9 @@ struct ShareInfo {
 std::vector<ShareInfo> discover_shares(const QemuArgv& argv, pid_t qemu_pid,
                                        const std::map<std::string, std::string>& policy);
 
+// The virtiofsd processes serving the VM's vhost-user-fs-pci devices (those found).
+std::vector<pid_t> virtiofsd_pids(const QemuArgv& argv, pid_t qemu_pid);
+
 // Refuses (before anything is paused) when QEMU or a virtiofsd cannot migrate virtio-fs.
 void preflight_shares(const std::vector<ShareInfo>& shares, const std::string& qemu_version);
 

@@ -5,9 +5,11 @@
 #include "util/fd.hpp"
 #include "util/strings.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <linux/kcmp.h>
 #include <map>
 #include <sstream>
 #include <sys/syscall.h>
@@ -184,53 +186,158 @@ std::map<int, int> kick_fds(pid_t pid, int queues) {
   return {};
 }
 
-int kick_virtiofsd(pid_t virtiofsd, int queues) {
-  std::map<int, int> kicks;
-  Deadline deadline(Millis(2000));
-  while ((kicks = kick_fds(virtiofsd, queues)).size() < static_cast<size_t>(queues) && !deadline.expired()) {
-    std::this_thread::sleep_for(Millis(5)); // QEMU does not wait for virtiofsd to take SET_VRING_KICK
-  }
-  Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, virtiofsd, 0)));
-  if (!pidfd) {
-    throw_errno("pidfd_open of virtiofsd (pid " + std::to_string(virtiofsd) + ")");
-  }
-  int kicked = 0;
-  for (const auto& [tfd, queue] : kicks) {
-    Fd kick(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), tfd, 0)));
-    uint64_t one = 1;
-    if (!kick || ::write(kick.get(), &one, sizeof one) != sizeof one) {
-      throw_errno("cannot notify virtiofsd (pid " + std::to_string(virtiofsd) + ") on queue " +
-                  std::to_string(queue));
+// The eventfds of PID.
+std::vector<int> eventfds(pid_t pid) {
+  std::vector<int> found;
+  std::string fds = "/proc/" + std::to_string(pid) + "/fd/";
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(fds, ec)) {
+    std::error_code link_ec;
+    if (std::filesystem::read_symlink(e.path(), link_ec).string() == "anon_inode:[eventfd]") {
+      found.push_back(std::stoi(e.path().filename().string()));
     }
-    ++kicked;
   }
-  return kicked;
+  return found;
+}
+
+bool same_file(pid_t a, int a_fd, pid_t b, int b_fd) {
+  return ::syscall(SYS_kcmp, a, b, KCMP_FILE, a_fd, b_fd) == 0;
+}
+
+// Those of VIRTIOFSD's eventfds that QEMU holds too (kick, call and error notifiers).
+std::vector<int> shared_with_qemu(pid_t virtiofsd, pid_t qemu) {
+  std::vector<int> theirs = eventfds(qemu), shared;
+  for (int fd : eventfds(virtiofsd)) {
+    if (std::any_of(theirs.begin(), theirs.end(), [&](int q) { return same_file(virtiofsd, fd, qemu, q); })) {
+      shared.push_back(fd);
+    }
+  }
+  return shared;
+}
+
+Fd pidfd_of(pid_t pid) {
+  Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd) {
+    throw_errno("pidfd_open of virtiofsd (pid " + std::to_string(pid) + ")");
+  }
+  return pidfd;
+}
+
+Fd copy_fd(const Fd& pidfd, int fd) {
+  Fd copy(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0)));
+  if (!copy) {
+    throw_errno("cannot take a copy of virtiofsd's eventfd " + std::to_string(fd));
+  }
+  return copy;
+}
+
+void signal_fd(const Fd& pidfd, int fd, const std::string& what) {
+  Fd copy = copy_fd(pidfd, fd);
+  uint64_t one = 1;
+  if (::write(copy.get(), &one, sizeof one) != sizeof one) {
+    throw_errno("cannot " + what);
+  }
+}
+
+// The call eventfds QEMU gave VIRTIOFSD at the start: shared with QEMU, neither a kick nor
+// one of ERRORS.
+std::vector<int> call_fds(const Virtiofsd& virtiofsd, pid_t qemu, const std::map<int, int>& kicks) {
+  std::vector<int> calls;
+  for (int fd : shared_with_qemu(virtiofsd.pid, qemu)) {
+    bool error = std::any_of(virtiofsd.error_notifiers.begin(), virtiofsd.error_notifiers.end(),
+                             [&](const Fd& e) { return same_file(::getpid(), e.get(), virtiofsd.pid, fd); });
+    if (!kicks.contains(fd) && !error) {
+      calls.push_back(fd);
+    }
+  }
+  return calls;
+}
+
+Notified notify_one(const Virtiofsd& virtiofsd, pid_t qemu, int queues) {
+  Notified n;
+  std::map<int, int> kicks;
+  std::vector<int> calls;
+  Deadline deadline(Millis(2000));
+  for (;;) { // QEMU does not wait for virtiofsd to take SET_VRING_KICK and SET_VRING_CALL
+    kicks = kick_fds(virtiofsd.pid, queues);
+    if (virtiofsd.seen_stopped) {
+      calls = call_fds(virtiofsd, qemu, kicks);
+    }
+    bool all = kicks.size() >= static_cast<size_t>(queues) &&
+               (!virtiofsd.seen_stopped || calls.size() >= static_cast<size_t>(queues));
+    if (all || deadline.expired()) {
+      break;
+    }
+    std::this_thread::sleep_for(Millis(5));
+  }
+  Fd pidfd = pidfd_of(virtiofsd.pid);
+  for (const auto& [fd, queue] : kicks) {
+    signal_fd(pidfd, fd,
+              "notify virtiofsd (pid " + std::to_string(virtiofsd.pid) + ") on queue " +
+                std::to_string(queue));
+    ++n.kicks;
+  }
+  if (calls.size() <= static_cast<size_t>(queues)) { // more would not be call eventfds
+    for (int fd : calls) {
+      signal_fd(pidfd, fd, "interrupt the guest for virtiofsd (pid " + std::to_string(virtiofsd.pid) + ")");
+      ++n.interrupts;
+    }
+  }
+  return n;
+}
+
+bool any_virtio_fs_started(qmp::Client& qmp) {
+  bool started = false;
+  for (const auto& [path, status] : virtio_fs_devices(qmp)) {
+    started = started || status.value("vhost-started", false);
+  }
+  return started;
 }
 
 } // namespace
 
-int notify_virtiofsd(qmp::Client& qmp, const std::vector<pid_t>& virtiofsd) noexcept {
-  int kicked = 0;
+void record_stopped(Virtiofsd& virtiofsd, pid_t qemu) noexcept {
   try {
-    bool started = false;
-    for (const auto& [path, status] : virtio_fs_devices(qmp)) {
-      started = started || status.value("vhost-started", false);
+    Fd pidfd = pidfd_of(virtiofsd.pid);
+    std::vector<Fd> errors;
+    for (int fd : shared_with_qemu(virtiofsd.pid, qemu)) {
+      errors.push_back(copy_fd(pidfd, fd));
     }
-    if (!started) {
-      return 0; // no driver uses a virtio-fs device: nothing can wait
+    virtiofsd.error_notifiers = std::move(errors);
+    virtiofsd.seen_stopped = true;
+  } catch (const std::exception&) {
+    virtiofsd.seen_stopped = false; // then only kicks: never a write to an error notifier
+  }
+}
+
+Notified notify_virtiofsd(qmp::Client& qmp, pid_t qemu, const std::vector<Virtiofsd>& daemons) noexcept {
+  Notified total;
+  try {
+    if (!any_virtio_fs_started(qmp)) {
+      return total; // no driver uses a virtio-fs device: nothing can wait
     }
-    for (pid_t pid : virtiofsd) {
-      if (pid > 0) {
-        kicked += kick_virtiofsd(pid, k_virtiofsd_queues);
+    for (const auto& d : daemons) {
+      if (d.pid > 0) {
+        Notified n = notify_one(d, qemu, k_virtiofsd_queues);
+        total.kicks += n.kicks;
+        total.interrupts += n.interrupts;
       }
     }
   } catch (const std::exception& e) {
-    std::fprintf(stderr,
-                 "kata-snapshot: warning: %s: file requests the guest queued just before the stop may wait "
-                 "for its next one\n",
-                 e.what());
+    std::fprintf(
+      stderr,
+      "kata-snapshot: warning: %s: file requests of the guest around the stop may wait for its next one\n",
+      e.what());
   }
-  return kicked;
+  return total;
+}
+
+Notified notify_virtiofsd(qmp::Client& qmp, pid_t qemu, const std::vector<pid_t>& daemons) noexcept {
+  std::vector<Virtiofsd> unseen;
+  for (pid_t pid : daemons) {
+    unseen.push_back({.pid = pid});
+  }
+  return notify_virtiofsd(qmp, qemu, unseen);
 }
 
 std::string describe_in_flight(const std::vector<VhostQueueInFlight>& queues) {

@@ -18,6 +18,7 @@
 #include "qmp/qmp_client.hpp"
 #include "util/deadline.hpp"
 #include "util/error.hpp"
+#include "util/fd.hpp"
 
 #include <cstdint>
 #include <string>
@@ -61,23 +62,51 @@ unsigned untaken(const std::vector<VhostQueueInFlight>& queues);
 // TIMEOUT, naming the device and how many are left.
 void wait_vhost_fs_answers(qmp::Client& qmp, const std::vector<VhostQueueInFlight>& queues, Millis timeout);
 
-// The guest's last notification before a stop is lost when virtiofsd had not read it yet:
-// stopping the device (GET_VRING_BASE) makes virtiofsd stop listening on the queue's kick
-// eventfd, then QEMU drains that eventfd and runs vhost-user-fs's handler for it, which does
-// nothing (hw/virtio/vhost-user-fs.c, "virtio's cleanup path can call this"), and closes it.
-// At the start QEMU hands virtiofsd a new, empty eventfd. Nothing tells virtiofsd about the
-// requests queued since its last look, and with VIRTIO_RING_F_EVENT_IDX the guest does not
-// notify again until the device has seen them: its file system waits forever. (QEMU's own
-// dataplane devices notify themselves after such a start; vhost devices do not.) Seen with a
-// starved virtiofsd, and on demand with its queue thread held (tests/e2e).
+// Two things a stop and start of a vhost-user-fs device lose, which kata-snapshot gives back
+// once the VM runs again (notify_virtiofsd()):
 //
-// So once the VM runs again, each started virtio-fs device's virtiofsd (VIRTIOFSD) is
-// notified on every queue: one write to each kick eventfd it listens on (found in its epoll
-// set, where each is registered with its queue's index), through a copy taken with
-// pidfd_getfd(2). A look at an empty ring costs virtiofsd nothing. Waits up to 2 s for
-// virtiofsd to listen on the new eventfds. Returns the queues notified; never throws (a
-// failure is a warning).
-int notify_virtiofsd(qmp::Client& qmp, const std::vector<pid_t>& virtiofsd) noexcept;
+// - The guest's last notification (kick). Stopping the device (GET_VRING_BASE) makes virtiofsd
+//   stop listening on the queue's kick eventfd; then QEMU drains that eventfd into
+//   vhost-user-fs's handler, which does nothing (hw/virtio/vhost-user-fs.c, "virtio's cleanup
+//   path can call this"), and closes it. The start hands virtiofsd a new, empty one. Requests
+//   the guest queued since virtiofsd's last look are never looked at, and with
+//   VIRTIO_RING_F_EVENT_IDX the guest does not notify again until the device has seen them.
+// - The interrupt (call) for answers virtiofsd gives after the stop (those above): virtiofsd
+//   drops its call eventfd at GET_VRING_BASE, so they land in the used ring with no
+//   interrupt, and with EVENT_IDX the guest is not interrupted again on that queue until it
+//   has seen them.
+// Either way the guest's file system waits forever: the source after the save, or the
+// restored guest, whose snapshot holds the same rings. (QEMU's own dataplane devices notify
+// themselves after such a start; vhost devices do not.) Each is made on demand by holding one
+// of virtiofsd's threads with ptrace (tests/e2e/test_vhost_inflight.cpp).
+//
+// So once the VM runs again, for every virtiofsd of a started virtio-fs device:
+// - one write to each kick eventfd it listens on (those in the epoll set that also holds its
+//   exit event, each registered with its queue's index): it looks at its rings;
+// - one write to each call eventfd QEMU gave it at the start: the guest is interrupted and
+//   looks at its used rings. These are the eventfds it shares with QEMU (kcmp(2)) that are
+//   neither kicks nor its vring error notifiers, which QEMU set once, at the connection; those
+//   are known from a look while the device was stopped (record_stopped()), when virtiofsd
+//   holds no call eventfd. Without such a look, no interrupt is given.
+// Writes go through copies taken with pidfd_getfd(2). An extra look or interrupt costs
+// nothing (an empty ring; a spurious virtio interrupt is ignored). Waits up to 2 s for
+// virtiofsd to take the new eventfds (QEMU does not wait for it).
+struct Virtiofsd {
+  pid_t pid = -1;
+  bool seen_stopped = false;
+  std::vector<Fd> error_notifiers; // copies, while seen_stopped
+};
+// With its device stopped: records VIRTIOFSD's error notifiers (those it shares with QEMU).
+void record_stopped(Virtiofsd& virtiofsd, pid_t qemu) noexcept;
+
+struct Notified {
+  int kicks = 0;
+  int interrupts = 0;
+};
+// Never throws (a failure is a warning).
+Notified notify_virtiofsd(qmp::Client& qmp, pid_t qemu, const std::vector<Virtiofsd>& daemons) noexcept;
+// The same for daemons never seen stopped: kicks only.
+Notified notify_virtiofsd(qmp::Client& qmp, pid_t qemu, const std::vector<pid_t>& daemons) noexcept;
 // virtiofsd's queues: the high-priority one and one request queue. Its epoll set also holds
 // its exit event, registered with data 2 (the number of queues), which is never written.
 inline constexpr int k_virtiofsd_queues = 2;

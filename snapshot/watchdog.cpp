@@ -122,11 +122,15 @@ void recover(const WatchdogPlan& plan) {
   qmp::Client qmp = retry<qmp::Client>([&] { return qmp::Client::connect(plan.qmp_socket, Millis(2000)); });
   put_back_migration(qmp, plan);
   if (plan.was_running && !qmp.execute("query-status").value("running", true)) {
+    std::vector<Virtiofsd> daemons; // stopped now: their notifiers can be told apart
+    for (pid_t pid : plan.virtiofsd) {
+      record_stopped(daemons.emplace_back(Virtiofsd{.pid = pid}), plan.qemu_pid);
+    }
     qmp.execute("cont");
     say("resumed the VM");
-  }
-  if (plan.was_running) { // also after QEMU's own resume of a cancelled live save
-    notify_virtiofsd(qmp, plan.virtiofsd);
+    notify_virtiofsd(qmp, plan.qemu_pid, daemons);
+  } else if (plan.was_running) { // QEMU's own resume of a cancelled live save
+    notify_virtiofsd(qmp, plan.qemu_pid, plan.virtiofsd);
   }
   if (!plan.helper_socket.empty()) {
     try {

@@ -55,15 +55,16 @@ private:
   std::vector<ChildProcess> m_loops;
 };
 
-// virtiofsd's queue thread (the one in epoll_wait on the epoll set that holds its kick
-// eventfds, registered with their queue's index, and its exit event, with data 2) stopped
-// with ptrace: it neither reads the guest's notifications nor takes requests, while
-// virtiofsd's vhost-user thread still answers QEMU. Released when this goes.
-class HeldQueueThread {
+// A thread of virtiofsd stopped with ptrace, while its other threads (the vhost-user one
+// answers QEMU) go on. Released when this goes.
+class HeldThread {
 public:
-  explicit HeldQueueThread(pid_t virtiofsd) : m_pid(virtiofsd) {
+  // The queue thread: in epoll_wait on the epoll set that holds the kick eventfds (registered
+  // with their queue's index) and the exit event (data 2). Held, it neither reads the guest's
+  // notifications nor takes requests.
+  static HeldThread queue_thread(pid_t virtiofsd) {
     const std::string proc = "/proc/" + std::to_string(virtiofsd);
-    int epoll = -1;
+    int epoll = -1, request_kick = -1;
     for (const auto& e : fs::directory_iterator(proc + "/fd")) {
       std::error_code ec;
       if (fs::read_symlink(e.path(), ec).string() != "anon_inode:[eventpoll]") {
@@ -71,44 +72,41 @@ public:
       }
       std::istringstream info(read_file(proc + "/fdinfo/" + e.path().filename().string()));
       std::string key, events_key, events, data_key, data;
-      int tfd = -1, request_kick = -1;
+      int tfd = -1, kick = -1;
       bool exit_event = false;
       while (info >> key) {
         if (key == "tfd:" && info >> tfd >> events_key >> events >> data_key >> data) {
-          request_kick = data == "1" ? tfd : request_kick;
+          kick = data == "1" ? tfd : kick;
           exit_event = exit_event || data == "2";
         }
       }
-      if (exit_event && request_kick >= 0) {
+      if (exit_event && kick >= 0) {
         epoll = std::stoi(e.path().filename().string());
-        m_kick = request_kick;
+        request_kick = kick;
       }
     }
     REQUIRE(epoll >= 0);
-    Deadline deadline(Millis(10000));
-    while (m_tid <= 0 && !deadline.expired()) { // it may be busy with a request for a moment
-      for (const auto& t : fs::directory_iterator(proc + "/task")) {
-        std::istringstream call(read_file(t.path() / "syscall"));
-        long nr = -1;
-        std::string arg0;
-        call >> nr >> arg0; // epoll_wait (232) or epoll_pwait (281), on that epoll set
-        if ((nr == 232 || nr == 281) && std::stoul(arg0, nullptr, 16) == static_cast<unsigned long>(epoll)) {
-          m_tid = std::stoi(t.path().filename().string());
-        }
-      }
-      std::this_thread::sleep_for(Millis(1));
-    }
-    REQUIRE(m_tid > 0);
-    REQUIRE(::ptrace(PTRACE_SEIZE, m_tid, nullptr, nullptr) == 0);
-    REQUIRE(::ptrace(PTRACE_INTERRUPT, m_tid, nullptr, nullptr) == 0);
-    int status = 0;
-    REQUIRE(::waitpid(m_tid, &status, __WALL) == m_tid);
+    // epoll_wait (232) or epoll_pwait (281) on that set
+    HeldThread held(virtiofsd, [&](pid_t, long nr, unsigned long arg0) {
+      return (nr == 232 || nr == 281) && arg0 == static_cast<unsigned long>(epoll);
+    });
+    held.m_kick = request_kick;
+    return held;
   }
-  ~HeldQueueThread() { release(); }
-  HeldQueueThread(const HeldQueueThread&) = delete;
-  HeldQueueThread& operator=(const HeldQueueThread&) = delete;
+  // The thread pool's worker (--thread-pool-size=1): waiting on a futex, and not the main
+  // thread. Held, requests the queue thread took wait for their answers.
+  static HeldThread pool_worker(pid_t virtiofsd) {
+    return HeldThread(virtiofsd,
+                      [&](pid_t tid, long nr, unsigned long) { return nr == 202 && tid != virtiofsd; });
+  }
 
-  // The guest notified the request queue, and nothing read it.
+  ~HeldThread() { release(); }
+  HeldThread(HeldThread&& o) noexcept : m_pid(o.m_pid), m_tid(std::exchange(o.m_tid, -1)), m_kick(o.m_kick) {}
+  HeldThread(const HeldThread&) = delete;
+  HeldThread& operator=(const HeldThread&) = delete;
+  HeldThread& operator=(HeldThread&&) = delete;
+
+  // (queue thread) The guest notified the request queue, and nothing read it.
   bool notified() const {
     std::string info = read_file("/proc/" + std::to_string(m_pid) + "/fdinfo/" + std::to_string(m_kick));
     auto at = info.find("eventfd-count:");
@@ -122,6 +120,32 @@ public:
   }
 
 private:
+  // Holds the thread of VIRTIOFSD that WANTED picks by its system call (/proc/TID/syscall).
+  HeldThread(pid_t virtiofsd, const std::function<bool(pid_t, long, unsigned long)>& wanted)
+    : m_pid(virtiofsd) {
+    pid_t tid = -1;
+    Deadline deadline(Millis(10000));
+    while (tid <= 0 && !deadline.expired()) { // it may be busy with a request for a moment
+      for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(virtiofsd) + "/task")) {
+        std::istringstream call(read_file(t.path() / "syscall"));
+        long nr = -1;
+        std::string arg0 = "0";
+        call >> nr >> arg0;
+        pid_t candidate = std::stoi(t.path().filename().string());
+        if (nr >= 0 && wanted(candidate, nr, std::stoul(arg0, nullptr, 16))) {
+          tid = candidate;
+        }
+      }
+      std::this_thread::sleep_for(Millis(1));
+    }
+    REQUIRE(tid > 0);
+    REQUIRE(::ptrace(PTRACE_SEIZE, tid, nullptr, nullptr) == 0);
+    REQUIRE(::ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) == 0);
+    int status = 0;
+    REQUIRE(::waitpid(tid, &status, __WALL) == tid);
+    m_tid = tid;
+  }
+
   pid_t m_pid;
   pid_t m_tid = -1;
   int m_kick = -1;
@@ -277,7 +301,7 @@ TEST_CASE("a notification virtiofsd had not read when the VM stopped is given ag
   vm.wait_console("ksnap: sum ok 1\n", Millis(120000));
   const std::string archive = vm.dir() + "/x.ksnap";
   {
-    HeldQueueThread held(vm.virtiofsd_pid());
+    HeldThread held = HeldThread::queue_thread(vm.virtiofsd_pid());
     Deadline deadline(Millis(30000));
     while (!held.notified()) { // the workload's next file request
       REQUIRE_FALSE(deadline.expired());
@@ -288,11 +312,40 @@ TEST_CASE("a notification virtiofsd had not read when the VM stopped is given ag
       run_cli({"save", "--qmp", vm.qmp_path(), "-o", archive, "--mode", "stop", "--quiesce", "off", "-v"});
     INFO(r.error_output);
     REQUIRE(r.status == 0);
-    CHECK_THAT(r.error_output, Catch::Contains("FUSE request(s) virtiofsd had not taken at the stop") &&
-                                 Catch::Contains("notified virtiofsd on 2 queue(s)"));
+    CHECK_THAT(r.error_output,
+               Catch::Contains("FUSE request(s) virtiofsd had not taken at the stop") &&
+                 Catch::Contains("notified virtiofsd on 2 queue(s) and interrupted the guest on 2"));
   }
   size_t offset = vm.console().size();
   require_share_workloads_continue(vm, offset);
   CHECK(run_cli({"verify", archive}).status == 0);
   require_load_continues(vm, archive, vm.dir() + "/run"); // the snapshot holds them too
+}
+
+TEST_CASE("answers virtiofsd gave after the VM stopped reach the guest once it runs: the source and the "
+          "restored guest carry on") {
+  GuestVm vm(share_guest());
+  vm.wait_console("ksnap: sum ok 1\n", Millis(120000));
+  const std::string archive = vm.dir() + "/x.ksnap";
+  const std::string log = vm.dir() + "/save.log";
+  std::optional<int> status;
+  {
+    HeldThread held = HeldThread::pool_worker(vm.virtiofsd_pid());
+    std::this_thread::sleep_for(Millis(1000)); // the workload's next requests are taken, not answered
+    ChildProcess save = ChildProcess::spawn({.argv = {test_env().cli, "save", "--qmp", vm.qmp_path(), "-o",
+                                                      archive, "--mode", "stop", "--quiesce", "off", "-v"},
+                                             .stderr_path = log});
+    std::this_thread::sleep_for(Millis(2000)); // stopped, and waiting for the answers
+    held.release();
+    status = save.wait(Deadline(Millis(60000)));
+  }
+  CommandResult r{status.value_or(-1), "", read_file(log)};
+  INFO(r.error_output);
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.error_output, Catch::Contains("at the stop: its answers came in") &&
+                               Catch::Contains("and interrupted the guest on 2 after the VM resumed"));
+  size_t offset = vm.console().size();
+  require_share_workloads_continue(vm, offset);
+  CHECK(run_cli({"verify", archive}).status == 0);
+  require_load_continues(vm, archive, vm.dir() + "/run");
 }

@@ -552,13 +552,24 @@ SaveResult save_once(const SaveOptions& options) {
 
 // A live save whose switchover caught virtiofsd with requests in hand is taken again: each
 // attempt is a whole save (the last one cancelled and put everything back), and such a
-// moment is rare, so a later switchover almost always finds none.
+// moment is rare, so a later switchover almost always finds none. After 3, --mode live fails
+// and --mode auto saves in stop mode.
 SaveResult save(const SaveOptions& options) {
   constexpr int k_attempts = 3;
   for (int attempt = 1;; ++attempt) {
     try {
       return save_once(options);
     } catch (const InFlightAtSwitchover& e) {
+      if (attempt == k_attempts && options.mode == SaveMode::automatic) {
+        // auto means live where it is safe: a stop-mode save waits for the answers instead.
+        if (!options.quiet) {
+          std::fprintf(stderr, "kata-snapshot: notice: %s, at each of %d switchovers; saving in stop mode\n",
+                       e.what(), k_attempts);
+        }
+        SaveOptions stop = options;
+        stop.mode = SaveMode::stop;
+        return save_once(stop);
+      }
       if (attempt == k_attempts) {
         throw Error(
           std::string(e.what()) + ", at each of " + std::to_string(k_attempts) + " switchovers",

@@ -49,6 +49,9 @@ constexpr std::array<std::string_view, 21> k_steps = {"discover",
                                                       "vhost in flight",
                                                       "vhost hung"};
 
+// The conditions fault_pretends stands in for (the rest are steps fault_point fails).
+constexpr std::array<std::string_view, 2> k_conditions = {"vhost in flight", "vhost hung"};
+
 std::optional<Fault> parse(const char* setting) {
   if (setting == nullptr || *setting == '\0') {
     return std::nullopt;
@@ -77,6 +80,16 @@ std::optional<Fault> parse(const char* setting) {
     f.action = Action::once;
   } else {
     throw Error("KSNAP_FAULT has an unknown action: \"" + action + "\"", ExitCode::usage, hint);
+  }
+  // A condition is pretended always (error) or the first time (once); a step fails.
+  bool condition = std::find(k_conditions.begin(), k_conditions.end(), f.step) != k_conditions.end();
+  bool pretending = f.action == Action::error || f.action == Action::once;
+  if (condition ? !pretending : f.action == Action::once) {
+    throw Error("KSNAP_FAULT: \"" + action + "\" does not apply to " + (condition ? "condition" : "step") +
+                  " \"" + f.step + "\"",
+                ExitCode::usage,
+                condition ? "a condition takes :error (always) or :once (the first time)"
+                          : "a step takes :error, :sigterm, :sigkill, :sigstop or :hang");
   }
   return f;
 }
@@ -110,7 +123,7 @@ void fault_point(std::string_view step) {
     ::kill(::getpid(), SIGSTOP);
     return;
   case Action::once:
-    return; // a condition to pretend (fault_pretends), not a step to fail
+    return; // refused for steps by parse()
   case Action::hang:
     while (!cancel_requested()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -6,7 +6,10 @@
 
 #include <catch2/catch.hpp>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <random>
 #include <regex>
 #include <sys/wait.h>
 #include <thread>
@@ -137,6 +140,22 @@ long last_number(const std::string& text, const std::string& prefix) {
     n = std::stol((*it)[1]);
   }
   return n;
+}
+
+GuestOptions live_share_guest(size_t mib, uint64_t seed, const std::vector<std::string>& virtiofsd) {
+  std::string big(mib << 20, '\0');
+  std::mt19937_64 rng(seed);
+  for (size_t i = 0; i < big.size(); i += 8) {
+    uint64_t v = rng();
+    std::memcpy(big.data() + i, &v, 8);
+  }
+  TempDir tmp;
+  { std::ofstream(tmp / "big.bin", std::ios::binary) << big; }
+  std::string md5 = run_command({"md5sum", tmp / "big.bin"}).output.substr(0, 32);
+  return {.profile = Profile::kata,
+          .workload = "live",
+          .share_files = {{"big.bin", big}, {"big.md5", md5}},
+          .virtiofsd_cmd = virtiofsd};
 }
 
 GuestOptions vfs_guest() {

@@ -73,6 +73,10 @@ std::string numbers(int n); // "1\n2\n...N\n"
 // The last N of a "PREFIX N" line in TEXT, or -1.
 long last_number(const std::string& text, const std::string& prefix);
 GuestOptions vfs_guest();
+// A Kata-like guest running the "live" workload (a journal, a checksummed file, a rewritten
+// file, all in the share): its share holds big.bin, MIB MiB of random bytes from SEED, and
+// big.md5; VIRTIOFSD runs its virtiofsd, if given.
+GuestOptions live_share_guest(size_t mib, uint64_t seed, const std::vector<std::string>& virtiofsd = {});
 // Saves VM paused (with ARGS); returns where each open-file workload stood.
 struct VfsMark {
   Mark base;

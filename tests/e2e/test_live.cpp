@@ -99,17 +99,7 @@ TEST_CASE("a live save: the guest keeps counting, and a load continues from the 
 TEST_CASE("a live save of a virtio-fs guest: journal, share and checksums agree after the load") {
   std::string layout = GENERATE(as<std::string>{}, "multifd", "stream", "mapped-ram");
   INFO("--vmstate " << layout);
-  std::string big(16u << 20, '\0');
-  std::mt19937_64 rng(42);
-  for (size_t i = 0; i < big.size(); i += 8) {
-    uint64_t v = rng();
-    std::memcpy(big.data() + i, &v, 8);
-  }
-  TempDir tmp;
-  { std::ofstream(tmp / "big.bin", std::ios::binary) << big; }
-  std::string md5 = run_command({"md5sum", tmp / "big.bin"}).output.substr(0, 32);
-  GuestVm vm(
-    {.profile = Profile::kata, .workload = "live", .share_files = {{"big.bin", big}, {"big.md5", md5}}});
+  GuestVm vm(live_share_guest(16, 42));
   vm.wait_console("ksnap: sum ok 1\n", Millis(120000));
   vm.wait_console("ksnap: rewrite 5\n");
   std::string archive = vm.dir() + "/live.ksnap";

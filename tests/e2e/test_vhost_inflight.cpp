@@ -5,14 +5,14 @@
 // memory; live saves take the switchover again. A real virtiofsd gives these cases only by
 // chance, so the test in CI pretends them with KSNAP_FAULT.
 //
-// The reproduction, hidden from CI ("[.][starved]": run it with e2e_tests "[starved]"):
-// virtiofsd under SCHED_IDLE next to two busy loops, so that its worker often holds a request
-// at the stop. 6 stop-mode and 6 live saves, then both loaded. It still ends with a stalled
-// guest in about one run of three: a second stall, not yet explained (docs/live-mode.md).
+// The stress case ("[starved]"): virtiofsd under SCHED_IDLE next to two busy loops, so that
+// its worker often holds a request at the stop. 6 stop-mode and 6 live saves (a live one may
+// give up after 3 caught switchovers), then the newest of each loaded.
 //
-// The guest's notification lost across a stop (snapshot/vhost_inflight.hpp) is made on
-// demand: virtiofsd's queue thread is held with ptrace while the guest queues a request, so
-// the notification is still unread when the save stops the VM, and QEMU drains it.
+// A stop and start of the device also lose the guest's last kick and the interrupts for
+// answers given after the stop (snapshot/vhost_inflight.hpp); kata-snapshot gives both back
+// once the VM runs. Each case is made on demand by holding one of virtiofsd's threads with
+// ptrace: its queue thread while the guest kicks, or its pool worker across the stop.
 #include "tests/e2e/snapshot_steps.hpp"
 
 #include <catch2/catch.hpp>
@@ -159,24 +159,6 @@ size_t occurrences(const std::string& text, const std::string& what) {
   return n;
 }
 
-// The "live" workload (a journal, a checksummed file, a rewritten file, all in the share),
-// served by VIRTIOFSD.
-GuestOptions share_guest(const std::vector<std::string>& virtiofsd = {}) {
-  std::string big(8u << 20, '\0');
-  std::mt19937_64 rng(7);
-  for (size_t i = 0; i < big.size(); i += 8) {
-    uint64_t v = rng();
-    std::memcpy(big.data() + i, &v, 8);
-  }
-  TempDir tmp;
-  { std::ofstream(tmp / "big.bin", std::ios::binary) << big; }
-  std::string md5 = run_command({"md5sum", tmp / "big.bin"}).output.substr(0, 32);
-  return {.profile = Profile::kata,
-          .workload = "live",
-          .share_files = {{"big.bin", big}, {"big.md5", md5}},
-          .virtiofsd_cmd = virtiofsd};
-}
-
 // The guest's workloads go on from console offset OFFSET: a whole checksum, a rewrite, five
 // journal lines; no I/O error, no bad checksum, and the journal in the share is unbroken.
 void require_share_workloads_continue(const GuestVm& vm, size_t offset) {
@@ -212,40 +194,51 @@ void require_load_continues(GuestVm& vm, const std::string& archive, const std::
 
 TEST_CASE("virtiofsd answering after its device stopped: stop saves wait for it, live saves take the "
           "switchover again, and the guests carry on",
-          "[.][starved]") {
-  GuestVm vm(share_guest({"chrt", "-i", "0", test_env().virtiofsd}));
+          "[starved]") {
+  GuestVm vm(live_share_guest(8, 7, {"chrt", "-i", "0", test_env().virtiofsd}));
   vm.wait_console("ksnap: sum ok 1\n", Millis(120000));
   const std::string stop_archive = vm.dir() + "/stop.ksnap", live_archive = vm.dir() + "/live.ksnap";
-  size_t waited = 0, retaken = 0;
+  size_t waited = 0, retaken = 0, given_up = 0;
   size_t offset = 0;
   {
     BusyLoops busy;
     for (int i = 0; i < 6; ++i) {
       for (const std::string mode : {"stop", "live"}) {
         const std::string& archive = mode == "stop" ? stop_archive : live_archive;
-        fs::remove(archive);
+        std::string taken = vm.dir() + "/" + mode + "-taken.ksnap";
         CommandResult r = run_cli({"save", "--qmp", vm.qmp_path(), "-o", archive, "--mode", mode, "-v"});
         INFO(mode << " save " << i << ": " << r.error_output);
-        REQUIRE(r.status == 0);
         waited += occurrences(r.error_output, "its answers came in");
         retaken += occurrences(r.error_output, "taking the live snapshot again");
+        if (mode == "live" && r.status == 1) { // so starved that each of 3 switchovers caught one
+          REQUIRE_THAT(r.error_output, Catch::Contains("at each of 3 switchovers"));
+          REQUIRE_FALSE(fs::exists(archive));
+          ++given_up;
+          continue;
+        }
+        REQUIRE(r.status == 0);
+        fs::rename(archive, taken); // the newest good one of each mode is loaded below
       }
     }
     offset = vm.console().size();
   }
   // How often the starved worker was caught holding a request (a stop in ten, here).
   WARN("requests held by virtiofsd at the stop: " << waited << " of 6 stop-mode saves waited for answers, "
-                                                  << retaken << " live switchovers were taken again");
+                                                  << retaken << " live switchovers were taken again, "
+                                                  << given_up << " live saves gave up after 3");
   require_share_workloads_continue(vm, offset); // the source guest, and its rings, are fine
-  CHECK(run_cli({"verify", stop_archive}).status == 0);
-  CHECK(run_cli({"verify", live_archive}).status == 0);
-  require_load_continues(vm, stop_archive, vm.dir() + "/run-stop");
-  require_load_continues(vm, live_archive, vm.dir() + "/run-live");
+  for (const std::string mode : {"stop", "live"}) {
+    std::string taken = vm.dir() + "/" + mode + "-taken.ksnap";
+    if (fs::exists(taken)) {
+      CHECK(run_cli({"verify", taken}).status == 0);
+      require_load_continues(vm, taken, vm.dir() + "/run-" + mode);
+    }
+  }
 }
 
 TEST_CASE("an answer virtiofsd never gives fails a save in 10 s, and every switchover caught fails a live "
-          "save after 3, both leaving the VM as it was") {
-  GuestVm vm(share_guest());
+          "save after 3 (auto saves in stop mode), both leaving the VM as it was") {
+  GuestVm vm(live_share_guest(8, 7));
   vm.wait_console("ksnap: sum ok 1\n", Millis(120000));
   auto settings = [&] { // a client only between saves: QEMU serves one per socket
     qmp::Client qmp = vm.qmp();
@@ -285,6 +278,16 @@ TEST_CASE("an answer virtiofsd never gives fails a save in 10 s, and every switc
     as_it_was();
   }
   {
+    CommandResult r = save("auto", "vhost in flight");
+    INFO(r.error_output);
+    CHECK(r.status == 0);
+    CHECK(occurrences(r.error_output, "taking the live snapshot again") == 2);
+    CHECK_THAT(r.error_output, Catch::Contains("at each of 3 switchovers; saving in stop mode"));
+    CHECK_THAT(run_cli({"inspect", archive}).output, Catch::Contains("mode:     stop"));
+    fs::remove(archive);
+    CHECK(settings().first == before);
+  }
+  {
     CommandResult r = save("live", "vhost in flight:once");
     INFO(r.error_output);
     CHECK(r.status == 0);
@@ -297,7 +300,7 @@ TEST_CASE("an answer virtiofsd never gives fails a save in 10 s, and every switc
 
 TEST_CASE("a notification virtiofsd had not read when the VM stopped is given again once it runs: the "
           "source and the restored guest carry on") {
-  GuestVm vm(share_guest());
+  GuestVm vm(live_share_guest(8, 7));
   vm.wait_console("ksnap: sum ok 1\n", Millis(120000));
   const std::string archive = vm.dir() + "/x.ksnap";
   {
@@ -324,7 +327,7 @@ TEST_CASE("a notification virtiofsd had not read when the VM stopped is given ag
 
 TEST_CASE("answers virtiofsd gave after the VM stopped reach the guest once it runs: the source and the "
           "restored guest carry on") {
-  GuestVm vm(share_guest());
+  GuestVm vm(live_share_guest(8, 7));
   vm.wait_console("ksnap: sum ok 1\n", Millis(120000));
   const std::string archive = vm.dir() + "/x.ksnap";
   const std::string log = vm.dir() + "/save.log";
@@ -348,4 +351,16 @@ TEST_CASE("answers virtiofsd gave after the VM stopped reach the guest once it r
   require_share_workloads_continue(vm, offset);
   CHECK(run_cli({"verify", archive}).status == 0);
   require_load_continues(vm, archive, vm.dir() + "/run");
+}
+
+TEST_CASE("KSNAP_FAULT refuses an action that does not apply: once on a step, a signal on a condition") {
+  for (const std::string fault : {"discover:once", "vhost hung:sigkill", "vhost in flight:hang"}) {
+    CommandResult r = run_command({"env", "KSNAP_FAULT=" + fault, test_env().cli, "version"});
+    INFO(fault << ": " << r.error_output);
+    CHECK(r.status == 2);
+    CHECK_THAT(r.error_output, Catch::Contains("does not apply to") && Catch::Contains("hint:"));
+  }
+  for (const std::string fault : {"discover:sigterm", "vhost hung:once", "vhost in flight"}) {
+    CHECK(run_command({"env", "KSNAP_FAULT=" + fault, test_env().cli, "version"}).status == 0);
+  }
 }

@@ -334,6 +334,7 @@ Notified notify_virtiofsd(qmp::Client& qmp, pid_t qemu, const std::vector<Virtio
 
 Notified notify_virtiofsd(qmp::Client& qmp, pid_t qemu, const std::vector<pid_t>& daemons) noexcept {
   std::vector<Virtiofsd> unseen;
+  unseen.reserve(daemons.size());
   for (pid_t pid : daemons) {
     unseen.push_back({.pid = pid});
   }

@@ -331,10 +331,10 @@ void SaveSession::switchover() {
   m_stopped_at = std::chrono::steady_clock::now();
   // Answers virtiofsd gives after the stop miss QEMU's last dirty-log sync, so they may not
   // reach the snapshot (snapshot/vhost_inflight.hpp): give this attempt up once they are in.
-  record_shares_stopped();
   auto queues = vhost_fs_queues_at_stop(m_vm->qmp);
   note_untaken(queues);
   if (auto held = in_flight(queues); !held.empty()) {
+    record_shares_stopped();
     wait_vhost_fs_answers(m_vm->qmp, held, k_vhost_answer_timeout); // before the VM runs again
     throw InFlightAtSwitchover("virtiofsd held " + describe_in_flight(held) + " when the VM stopped");
   }
@@ -350,6 +350,7 @@ void SaveSession::switchover() {
   }
   m_share_downtime = seconds_since(m_stopped_at);
   m_precopy->switchover();
+  record_shares_stopped(); // while QEMU sends the rest: the VM runs only once it has
 }
 
 } // namespace ks

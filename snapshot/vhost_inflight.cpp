@@ -22,11 +22,10 @@ namespace {
 
 constexpr const char* k_virtio_fs = "virtio-user-fs"; // vhost-user-fs's virtio device name
 
-// The used index in guest memory now: 2 bytes at the used ring's guest-physical address + 2,
-// read with HMP's xp. (x-query-virtio-queue-element would read it too, but it also parses the
-// descriptor chain at the next free slot, and garbage there marks the device broken.)
 // A ring's index (the used ring's or the avail ring's) in guest memory now: 2 bytes at the
-// ring's guest-physical address + 2, read with HMP's xp.
+// ring's guest-physical address + 2, read with HMP's xp. (x-query-virtio-queue-element would
+// read it too, but it also parses the descriptor chain at the next free slot, and garbage
+// there marks the device broken.)
 uint16_t ring_index(qmp::Client& qmp, const std::string& device, uint64_t ring) {
   std::string line =
     qmp.execute("human-monitor-command", {{"command-line", "xp /1hx " + std::to_string(ring + 2)}})
@@ -312,6 +311,9 @@ void record_stopped(Virtiofsd& virtiofsd, pid_t qemu) noexcept {
 
 Notified notify_virtiofsd(qmp::Client& qmp, pid_t qemu, const std::vector<Virtiofsd>& daemons) noexcept {
   Notified total;
+  if (daemons.empty()) {
+    return total; // a VM without virtio-fs: not even a question to QEMU
+  }
   try {
     if (!any_virtio_fs_started(qmp)) {
       return total; // no driver uses a virtio-fs device: nothing can wait

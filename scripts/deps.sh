@@ -16,7 +16,7 @@ sudo_cmd=()
 build_pkgs=(cmake g++ make pkg-config libcli11-dev nlohmann-json3-dev libarchive-dev
             libzstd-dev libssl-dev catch2 zstd cpio busybox-static kmod iproute2 e2fsprogs pv skopeo
             clang libclang-rt-dev openssl go-md2man dpkg-dev man-db lintian file
-            libcurl4-openssl-dev docker-registry apache2-utils)
+            libcurl4-openssl-dev docker-registry apache2-utils librust-blake3-dev)
 qemu_pkgs=(qemu-system-x86 qemu-utils)
 
 apt_updated=0

@@ -162,7 +162,7 @@ bool ArchiveReader::finish_if_index(const ArchiveEntry& e) {
 ArchiveReader::Member ArchiveReader::read_member(const ArchiveEntry& e) {
   std::string sha = attr(e, k_sha256_attr);
   Member m{
-    e.name, sha, attr(e, k_raw_sha256_attr), read_data(e), m_seen.size() + 1, attr(e, k_member_key_attr)};
+    e.name, sha, attr(e, k_raw_hash_attr), read_data(e), m_seen.size() + 1, attr(e, k_member_key_attr)};
   m_seen.push_back({{"name", m.name}, {"size", m.data.size()}, {"sha256", sha}});
   return m;
 }

@@ -50,7 +50,7 @@ public:
   struct Member {
     std::string name;
     std::string sha256;     // from the pax header
-    std::string raw_sha256; // a repository's chunks: the uncompressed bytes' SHA-256, unchecked
+    std::string raw_hash; // a repository's chunks: the uncompressed bytes' BLAKE3, unchecked
     Bytes data;
     uint64_t position = 0;  // in the archive; manifest.json is 0
     std::string sealed_key; // an encrypted snapshot's: k_member_key_attr

@@ -39,10 +39,10 @@ ArchiveWriter::ArchiveWriter(std::unique_ptr<EntrySink> sink, const ManifestText
 }
 
 TarAttrs ArchiveWriter::attrs(const std::string& name, const std::string& sha256,
-                              const std::string& raw_sha256, const MemberKey* key) const {
+                              const std::string& raw_hash, const MemberKey* key) const {
   TarAttrs a{{k_sha256_attr, sha256}};
-  if (!raw_sha256.empty() && m_sink->wants_raw_hashes()) {
-    a[k_raw_sha256_attr] = raw_sha256;
+  if (!raw_hash.empty() && m_sink->wants_raw_hashes()) {
+    a[k_raw_hash_attr] = raw_hash;
   }
   if (m_sealer) {
     KS_ASSERT(key != nullptr);
@@ -57,32 +57,32 @@ void ArchiveWriter::record(const std::string& name, uint64_t size, const std::st
 }
 
 void ArchiveWriter::add_member(const std::string& name, std::span<const std::byte> data,
-                               const std::string& sha256, const std::string& raw_sha256,
+                               const std::string& sha256, const std::string& raw_hash,
                                const MemberKey* key) {
   KS_ASSERT(m_open_left == 0);
   if (m_sealer && key == nullptr) { // a small member (a share's removed list): sealed here
     Bytes sealed(data.begin(), data.end());
     MemberKey k = m_sealer->seal(sealed, "");
-    add_member(name, sealed, sha256_hex(sealed), raw_sha256, &k);
+    add_member(name, sealed, sha256_hex(sealed), raw_hash, &k);
     return;
   }
-  m_sink->add(name, data, attrs(name, sha256, raw_sha256, key));
+  m_sink->add(name, data, attrs(name, sha256, raw_hash, key));
   record(name, data.size(), sha256);
 }
 
 void ArchiveWriter::add_stored(const std::string& name, const StoredMember& stored,
-                               const std::string& raw_sha256, const MemberKey* key) {
+                               const std::string& raw_hash, const MemberKey* key) {
   KS_ASSERT(m_open_left == 0);
-  m_sink->add_stored(name, stored, attrs(name, stored.sha256, raw_sha256, key));
+  m_sink->add_stored(name, stored, attrs(name, stored.sha256, raw_hash, key));
   record(name, stored.size, stored.sha256);
   m_stored += stored.size;
 }
 
 void ArchiveWriter::begin_member(const std::string& name, uint64_t size, const std::string& sha256,
-                                 const std::string& raw_sha256, const TarAttrs& carried) {
+                                 const std::string& raw_hash, const TarAttrs& carried) {
   KS_ASSERT(m_open_left == 0 && !m_sealer);
   TarAttrs a = carried;
-  a.merge(attrs(name, sha256, raw_sha256, nullptr));
+  a.merge(attrs(name, sha256, raw_hash, nullptr));
   m_sink->begin(name, size, a);
   record(name, size, sha256);
   m_open_left = size;

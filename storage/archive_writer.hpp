@@ -29,18 +29,18 @@ public:
   };
   ArchiveWriter(std::unique_ptr<EntrySink> sink, const ManifestText& manifest);
 
-  // Adds a finished member (its SHA-256 goes in the pax header and in the index). RAW_SHA256,
+  // Adds a finished member (its SHA-256 goes in the pax header and in the index). RAW_HASH,
   // the hash of a chunk's uncompressed bytes, is kept where the sink wants it. An encrypted
   // snapshot's member comes sealed, with its KEY (Sealer::seal), or is sealed here.
   void add_member(const std::string& name, std::span<const std::byte> data, const std::string& sha256,
-                  const std::string& raw_sha256 = {}, const MemberKey* key = nullptr);
+                  const std::string& raw_hash = {}, const MemberKey* key = nullptr);
   // Adds a member of SIZE bytes read from FD (a large one, such as a share capture). An
   // encrypted snapshot's is sealed in place first: FD must be a writable regular file.
   void add_member_from_fd(const std::string& name, int fd, uint64_t size, const std::string& sha256);
   // Adds a member of SIZE bytes in pieces: begin_member(), write_member()*. A copy's member,
   // whose header attributes CARRIED (k_member_key_attr) travel with it.
   void begin_member(const std::string& name, uint64_t size, const std::string& sha256,
-                    const std::string& raw_sha256 = {}, const TarAttrs& carried = {});
+                    const std::string& raw_hash = {}, const TarAttrs& carried = {});
   void write_member(std::span<const std::byte> data);
   // Writes index.json and completes the archive. Without this the archive is incomplete.
   // SIGN, if given, returns the signature of index.json's exact bytes (util/signature.hpp),
@@ -53,13 +53,13 @@ public:
   // An encrypted snapshot's sealer, or nullptr.
   const Sealer* sealer() const { return m_sealer.get(); }
 
-  // Whether chunks' raw hashes are wanted, and a stored chunk with raw hash RAW_SHA256,
+  // Whether chunks' raw hashes are wanted, and a stored chunk with raw hash RAW_HASH,
   // which add_stored() then records without compressing or writing it again.
   bool wants_raw_hashes() const { return m_sink->wants_raw_hashes(); }
-  std::optional<StoredMember> find_raw(const std::string& raw_sha256) const {
-    return m_sink->find_raw(raw_sha256);
+  std::optional<StoredMember> find_raw(const std::string& raw_hash) const {
+    return m_sink->find_raw(raw_hash);
   }
-  void add_stored(const std::string& name, const StoredMember& stored, const std::string& raw_sha256,
+  void add_stored(const std::string& name, const StoredMember& stored, const std::string& raw_hash,
                   const MemberKey* key = nullptr);
 
   uint64_t bytes_written() const { return m_bytes; } // members' bytes, stored ones included
@@ -72,7 +72,7 @@ public:
 private:
   void record(const std::string& name, uint64_t size, const std::string& sha256);
   // A member's header attributes; sealed with KEY in an encrypted snapshot.
-  TarAttrs attrs(const std::string& name, const std::string& sha256, const std::string& raw_sha256,
+  TarAttrs attrs(const std::string& name, const std::string& sha256, const std::string& raw_hash,
                  const MemberKey* key) const;
 
   std::unique_ptr<EntrySink> m_sink;

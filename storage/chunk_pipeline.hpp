@@ -6,6 +6,7 @@
 #include "storage/archive_writer.hpp"
 #include "storage/buffer_pool.hpp"
 #include "storage/zstd_codec.hpp"
+#include "util/blake3.hpp"
 #include "util/sha256.hpp"
 
 #include <algorithm>
@@ -20,17 +21,17 @@ struct CompressedChunk {
   Bytes frame;
   std::string sha256;
   std::string name;                   // the archive member it becomes
-  std::string raw_sha256;             // of the uncompressed bytes, when the writer wants it
+  std::string raw_hash;               // BLAKE3 of the uncompressed bytes, when the writer wants it
   std::optional<StoredMember> stored; // already in the repository: FRAME is empty
   std::optional<MemberKey> key;       // an encrypted snapshot's: FRAME (or STORED) is sealed with it
 };
 
 // An encrypted snapshot's chunk C: FRAME sealed in place, or, when the repository holds it,
-// the key it was sealed with; RAW_SHA256 becomes the tag the repository finds it by.
+// the key it was sealed with; RAW_HASH becomes the tag the repository finds it by.
 inline void seal_chunk(CompressedChunk& c, const Sealer& sealer) {
-  c.key = c.stored ? sealer.chunk_key(c.raw_sha256) : sealer.seal(c.frame, c.raw_sha256);
-  if (!c.raw_sha256.empty()) {
-    c.raw_sha256 = sealer.raw_tag(c.raw_sha256);
+  c.key = c.stored ? sealer.chunk_key(c.raw_hash) : sealer.seal(c.frame, c.raw_hash);
+  if (!c.raw_hash.empty()) {
+    c.raw_hash = sealer.raw_tag(c.raw_hash);
   }
   if (!c.stored) {
     c.sha256 = sha256_hex(c.frame);
@@ -54,7 +55,7 @@ inline size_t chunk_pool_capacity(unsigned threads, size_t chunk_size, size_t he
   return std::max<size_t>(2, std::min(by_threads, by_memory));
 }
 
-// The chunk whose raw bytes have SHA-256 RAW when the repository behind WRITER holds it
+// The chunk whose raw bytes have BLAKE3 hash RAW when the repository behind WRITER holds it
 // (none otherwise): nothing to compress or write, its layer points at the stored blob.
 inline std::optional<CompressedChunk> stored_chunk(const std::string& raw, BufferPool& buffers,
                                                    const ArchiveWriter& writer) {
@@ -71,16 +72,17 @@ inline std::optional<CompressedChunk> stored_chunk(const std::string& raw, Buffe
 }
 
 // A worker's job: compresses and hashes CHUNK, whose buffer goes back to BUFFERS, and seals
-// it in an encrypted snapshot. Into a repository, CHUNK's own SHA-256 first: a chunk the
+// it in an encrypted snapshot. Into a repository, CHUNK's own BLAKE3 first: a chunk the
 // repository holds (an unchanged part of the guest's memory) is neither compressed nor
-// written again. SHA-256, because the guest chooses these bytes: no crafted collision may
-// stand in for another chunk. RAW_SHA256, when given, is CHUNK's, already computed.
+// written again. A cryptographic hash as strong as SHA-256 (and faster), because the guest
+// chooses these bytes: no crafted collision may
+// stand in for another chunk. RAW_HASH, when given, is CHUNK's, already computed.
 inline CompressedChunk compress_chunk(const std::shared_ptr<Bytes>& chunk, int level, BufferPool& buffers,
                                       std::string name, const ArchiveWriter& writer,
-                                      std::string raw_sha256 = {}) {
+                                      std::string raw_hash = {}) {
   std::string raw;
   if (writer.wants_raw_hashes()) {
-    raw = raw_sha256.empty() ? sha256_hex(*chunk) : std::move(raw_sha256);
+    raw = raw_hash.empty() ? blake3_hex(*chunk) : std::move(raw_hash);
     if (auto c = stored_chunk(raw, buffers, writer)) {
       buffers.put(std::move(*chunk));
       c->name = std::move(name);
@@ -102,11 +104,11 @@ inline CompressedChunk compress_chunk(const std::shared_ptr<Bytes>& chunk, int l
 // Writes C into the archive and gives its buffer back.
 inline void add_chunk(ArchiveWriter& writer, CompressedChunk&& c, BufferPool& buffers, uint64_t written) {
   if (c.stored) {
-    writer.add_stored(c.name, *c.stored, c.raw_sha256, c.key ? &*c.key : nullptr);
+    writer.add_stored(c.name, *c.stored, c.raw_hash, c.key ? &*c.key : nullptr);
     buffers.put(std::move(c.frame));
     return;
   }
-  writer.add_member(c.name, c.frame, c.sha256, c.raw_sha256, c.key ? &*c.key : nullptr);
+  writer.add_member(c.name, c.frame, c.sha256, c.raw_hash, c.key ? &*c.key : nullptr);
   buffers.put(std::move(c.frame));
   if (written % 4 == 0) {
     writer.start_writeback(); // let the kernel write behind us: a steady stream, no burst at fsync

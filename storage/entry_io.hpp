@@ -14,7 +14,7 @@ namespace ks {
 
 using TarAttrs = std::map<std::string, std::string>; // pax extended attributes (xattrs)
 
-// One member's header: name, size and attributes (k_sha256_attr, k_raw_sha256_attr).
+// One member's header: name, size and attributes (k_sha256_attr, k_raw_hash_attr).
 struct ArchiveEntry {
   std::string name;
   uint64_t size = 0;
@@ -49,7 +49,7 @@ public:
   // Content-addressed sinks: the stored member whose uncompressed bytes have SHA-256 RAW
   // (then add_stored() records it without writing), and whether raw hashes are wanted.
   virtual bool wants_raw_hashes() const { return false; }
-  virtual std::optional<StoredMember> find_raw(const std::string& /*raw_sha256*/) const {
+  virtual std::optional<StoredMember> find_raw(const std::string& /*raw_hash*/) const {
     return std::nullopt;
   }
   virtual void add_stored(const std::string& /*name*/, const StoredMember& /*stored*/,

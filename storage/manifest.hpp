@@ -38,9 +38,10 @@ inline constexpr const char* k_manifest_member = "manifest.json";
 inline constexpr const char* k_index_member = "index.json";
 inline constexpr const char* k_vmstate_prefix = "vmstate/";
 inline constexpr const char* k_sha256_attr = "user.ksnap.sha256";
-// A vmstate chunk's uncompressed SHA-256: kept by repositories (a layer annotation), which
-// look it up to reuse a stored chunk instead of compressing it again. Never in a .ksnap tar.
-inline constexpr const char* k_raw_sha256_attr = "user.ksnap.raw_sha256";
+// A vmstate chunk's uncompressed BLAKE3 (util/blake3.hpp): kept by repositories (a layer
+// annotation), which look it up to reuse a stored chunk instead of compressing it again.
+// Never in a .ksnap tar.
+inline constexpr const char* k_raw_hash_attr = "user.ksnap.raw_blake3";
 // index.json's header: its Ed25519 signature, "ed25519 KEY_ID BASE64" (util/signature.hpp).
 inline constexpr const char* k_signature_attr = "user.ksnap.signature";
 // An encrypted snapshot's (storage/sealing.hpp): a member's sealed key, and the HMAC of

@@ -229,23 +229,23 @@ std::shared_ptr<const Sealer> Sealer::create(const EncryptionOptions& o, bool de
   return s;
 }
 
-MemberKey Sealer::chunk_key(const std::string& raw_sha256) const {
-  return {hkdf(m_dedup, "", "kata-snapshot chunk key v1\n" + raw_sha256), true};
+MemberKey Sealer::chunk_key(const std::string& raw_hash) const {
+  return {hkdf(m_dedup, "", "kata-snapshot chunk key v2\n" + raw_hash), true};
 }
 
-std::string Sealer::raw_tag(const std::string& raw_sha256) const {
-  return "keyed:" + hex(hmac(m_dedup, "kata-snapshot chunk tag v1\n" + raw_sha256));
+std::string Sealer::raw_tag(const std::string& raw_hash) const {
+  return "keyed:" + hex(hmac(m_dedup, "kata-snapshot chunk tag v2\n" + raw_hash));
 }
 
-MemberKey Sealer::seal(Bytes& frame, const std::string& raw_sha256) const {
+MemberKey Sealer::seal(Bytes& frame, const std::string& raw_hash) const {
   MemberKey key{};
   Nonce12 nonce{};
   size_t n = frame.size();
-  if (raw_sha256.empty()) {
+  if (raw_hash.empty()) {
     key.key = random_array<32>();
     nonce = random_array<12>();
   } else { // the same chunk, compressed the same, seals to the same bytes: a repository keeps one
-    key = chunk_key(raw_sha256);
+    key = chunk_key(raw_hash);
     Key32 mac = hmac(m_dedup, std::string_view(reinterpret_cast<const char*>(frame.data()), n));
     std::copy_n(mac.begin(), nonce.size(), nonce.begin());
   }

@@ -12,7 +12,7 @@
 // - manifest.json and index.json stay readable (inspect and verify work without a key) and
 //   carry an HMAC under a file-key-derived key in their headers (`user.ksnap.mac`).
 // - Into a repository, a vmstate chunk's member key derives from a dedup key and the chunk's
-//   uncompressed SHA-256, and its lookup tag is a keyed hash of it, so unchanged chunks are
+//   uncompressed BLAKE3, and its lookup tag is a keyed hash of it, so unchanged chunks are
 //   reused across snapshots encrypted to the same recipients (the leak this implies is in
 //   docs/security.md).
 #pragma once
@@ -76,13 +76,13 @@ public:
   const SnapshotKeys& keys() const { return m_keys; }
 
   // Seals FRAME in place (it grows by k_sealed_overhead) and returns its member key. With
-  // RAW_SHA256 (a repository's chunk: the uncompressed bytes' hash) the key and nonce are
+  // RAW_HASH (a repository's chunk: the uncompressed bytes' hash) the key and nonce are
   // derived, so the same chunk seals to the same bytes; otherwise both are random.
-  MemberKey seal(Bytes& frame, const std::string& raw_sha256) const;
-  // A repository chunk: the key seal() uses for RAW_SHA256, and the tag stored to find it
+  MemberKey seal(Bytes& frame, const std::string& raw_hash) const;
+  // A repository chunk: the key seal() uses for RAW_HASH, and the tag stored to find it
   // again ("keyed:" and hex), which says nothing about the bytes without the dedup key.
-  MemberKey chunk_key(const std::string& raw_sha256) const;
-  std::string raw_tag(const std::string& raw_sha256) const;
+  MemberKey chunk_key(const std::string& raw_hash) const;
+  std::string raw_tag(const std::string& raw_hash) const;
   // Seals the SIZE bytes of regular file FD in place; returns the key, sets SIZE and SHA256
   // to the sealed member's.
   MemberKey seal_file(int fd, uint64_t& size, std::string& sha256, const std::string& what) const;

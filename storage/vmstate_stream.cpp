@@ -2,6 +2,7 @@
 
 #include "storage/chunk_pipeline.hpp"
 #include "storage/ordered_pool.hpp"
+#include "util/blake3.hpp"
 #include "util/cancel.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
@@ -11,7 +12,6 @@
 #include <cstring>
 #include <linux/magic.h>
 #include <optional>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <thread>
@@ -41,7 +41,7 @@ Compressed zero_frame(size_t size, int level, const Sealer* sealer = nullptr) {
   Compressed z;
   zstd_compress(zeros, level, z.frame);
   z.sha256 = sha256_hex(z.frame);
-  z.raw_sha256 = sha256_hex(zeros);
+  z.raw_hash = blake3_hex(zeros);
   if (sealer) {
     seal_chunk(z, *sealer);
   }
@@ -83,94 +83,53 @@ void pwrite_all(int fd, std::span<const std::byte> data, uint64_t offset) {
   }
 }
 
-// A regular file on tmpfs (a memfd, /dev/shm) mapped read-only; empty for anything else.
-class ShmemMapping {
-public:
-  ShmemMapping(int fd, uint64_t size) {
-    struct statfs sfs {};
-    if (fd < 0 || size == 0 || ::fstatfs(fd, &sfs) != 0 || sfs.f_type != TMPFS_MAGIC) {
-      return;
-    }
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
-    if (p != MAP_FAILED) {
-      m_data = static_cast<const std::byte*>(p);
-      m_size = size;
-    }
-  }
-  ~ShmemMapping() {
-    if (m_data) {
-      ::munmap(const_cast<std::byte*>(m_data), m_size);
-    }
-  }
-  ShmemMapping(const ShmemMapping&) = delete;
-  ShmemMapping& operator=(const ShmemMapping&) = delete;
-  explicit operator bool() const { return m_data != nullptr; }
-  std::span<const std::byte> bytes() const { return {m_data, m_size}; }
-  // Done with DATA (page-aligned): its pages leave this process's resident set (they stay
-  // in the file), so that what a save holds stays bounded by the chunks in flight.
-  static void release(std::span<const std::byte> data) {
-    ::madvise(const_cast<std::byte*>(data.data()), data.size(), MADV_DONTNEED);
-  }
+// True for a regular file on tmpfs (a memfd, /dev/shm: a guest's shared RAM, a staging file).
+bool in_memory(int fd) {
+  struct statfs sfs {};
+  return ::fstatfs(fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC;
+}
 
-private:
-  const std::byte* m_data = nullptr;
-  size_t m_size = 0;
-};
+// Reads exactly OUT.size() bytes of FD at OFFSET (a file that does not shrink under us).
+void pread_exact(int fd, std::span<std::byte> out, uint64_t offset) {
+  while (!out.empty()) {
+    ssize_t n = ::pread(fd, out.data(), out.size(), static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      throw Error(std::string("failed to read the migration stream: ") +
+                  (n < 0 ? std::strerror(errno) : "it ended early"));
+    }
+    out = out.subspan(static_cast<size_t>(n));
+    offset += static_cast<uint64_t>(n);
+  }
+}
 
 // A copy of C (a frame of zeros made once per stream) in a buffer of BUFFERS.
 Compressed copy_of(const Compressed& c, BufferPool& buffers) {
-  Compressed out{buffers.get(0), c.sha256, {}, c.raw_sha256, std::nullopt, c.key};
+  Compressed out{buffers.get(0), c.sha256, {}, c.raw_hash, std::nullopt, c.key};
   out.frame.assign(c.frame.begin(), c.frame.end());
   return out;
 }
 
-// How often the repository held the mapped chunks so far (shared by a save's workers).
-struct ReuseCount {
-  std::atomic<uint64_t> hits{0};
-  std::atomic<uint64_t> misses{0};
-};
-
-// compress_chunk for a chunk read from a mapping, on a worker. What is compressed is a copy,
-// and its raw hash (looked up in a repository) is of that copy, so that hash and frame are of
-// the same bytes whatever happens to the mapping; each piece is hashed right after it was
-// copied, while it is in the cache. Into a repository that has held most chunks so far (a
-// repeated save), the mapping is hashed without a copy first: a chunk found costs one hash
-// pass and nothing else, and one not found is copied and hashed again.
+// A worker's job for a file in memory: reads SIZE bytes at OFFSET of FD itself (workers read
+// in parallel) and compresses them (compress_chunk: into a repository, a chunk it holds
+// costs one BLAKE3 pass over the copy and nothing else). A read, not a mapping: read(2)
+// returns the zeros of a hole without allocating pages for them, where a read fault on a
+// shared tmpfs mapping would fill the guest's untouched memory with real pages, and the
+// copy costs less than the faults did (measured: 0.13 s against 0.16 s for 512 MiB).
 // ZERO is the frame of a whole chunk of zeros (ZERO_SIZE bytes): an all-zero chunk of that
 // size gets it without a hash.
-Compressed compress_mapped_chunk(std::span<const std::byte> data, int level, BufferPool& buffers,
-                                 const ArchiveWriter& writer, ReuseCount& reuse, const Compressed& zero,
-                                 size_t zero_size) {
-  struct Release {
-    std::span<const std::byte> data;
-    ~Release() { ShmemMapping::release(data); }
-  } release{data};
-  if (data.size() == zero_size && all_zero(data)) {
+Compressed compress_file_chunk(int fd, uint64_t offset, size_t size, int level, BufferPool& buffers,
+                               const ArchiveWriter& writer, const Compressed& zero, size_t zero_size) {
+  auto chunk = std::make_shared<Bytes>(buffers.get(size));
+  chunk->resize(size);
+  pread_exact(fd, *chunk, offset);
+  if (size == zero_size && all_zero(*chunk)) {
+    buffers.put(std::move(*chunk));
     return copy_of(zero, buffers);
   }
-  const bool dedup = writer.wants_raw_hashes();
-  if (dedup && reuse.hits >= reuse.misses) {
-    if (auto c = stored_chunk(sha256_hex(data), buffers, writer)) {
-      ++reuse.hits;
-      return std::move(*c);
-    }
-  }
-  constexpr size_t k_piece = 64u << 10;
-  auto chunk = std::make_shared<Bytes>(buffers.get(data.size()));
-  std::optional<Sha256> sha;
-  if (dedup) {
-    sha.emplace();
-  }
-  for (size_t at = 0; at < data.size(); at += k_piece) {
-    size_t n = std::min(k_piece, data.size() - at);
-    std::memcpy(chunk->data() + at, data.data() + at, n);
-    if (sha) {
-      sha->update(std::span<const std::byte>(chunk->data() + at, n));
-    }
-  }
-  Compressed c = compress_chunk(chunk, level, buffers, {}, writer, sha ? sha->hex_digest() : std::string());
-  ++(c.stored ? reuse.hits : reuse.misses);
-  return c;
+  return compress_chunk(chunk, level, buffers, {}, writer);
 }
 
 } // namespace
@@ -191,16 +150,15 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
   struct stat st {};
   off_t offset = ::lseek(in_fd, 0, SEEK_CUR);
   const bool file = offset >= 0 && ::fstat(in_fd, &st) == 0 && S_ISREG(st.st_mode);
-  // A file in memory (a memfd, tmpfs: a guest's shared RAM, a staging file) is mapped, and the
-  // workers read their chunks from the mapping, in parallel, instead of this thread copying
-  // every byte first. Not a file on disk: there a read error would be a SIGBUS.
-  ShmemMapping mapping(file ? in_fd : -1, file ? static_cast<uint64_t>(st.st_size) : 0); // outlives the pool
-  ReuseCount reuse;
+  // From a file in memory (a memfd, tmpfs: a guest's shared RAM, a staging file) the workers
+  // read their chunks themselves, in parallel, instead of this thread copying every byte
+  // first.
+  const bool parallel_reads = file && in_memory(in_fd);
   BufferPool buffers(zstd_frame_bound(o.chunk_size)); // first: it outlives the workers using it
   OrderedPool<Compressed> pool(o.threads, chunk_pool_capacity(o.threads, o.chunk_size));
   StreamStats stats;
-  std::shared_ptr<const Compressed> zero;        // a whole chunk of zeros, made on first use
-  std::shared_ptr<const Compressed> mapped_zero; // the same for mapped chunks (always whole)
+  std::shared_ptr<const Compressed> zero;      // a whole chunk of zeros, made on first use
+  std::shared_ptr<const Compressed> read_zero; // the same for chunks the workers read (always whole)
   auto count = [&](size_t bytes) {
     stats.raw_bytes += bytes;
     if (o.progress) {
@@ -243,16 +201,16 @@ StreamStats write_vmstate(int in_fd, ArchiveWriter& writer, const StreamOptions&
       pool.submit([&buffers, z = zero] { return copy_of(*z, buffers); });
       continue;
     }
-    if (left > 0 && mapping) {
+    if (left > 0 && parallel_reads) {
       size_t n = std::min(left, o.chunk_size);
-      std::span<const std::byte> data = mapping.bytes().subspan(static_cast<size_t>(offset), n);
+      auto at = static_cast<uint64_t>(offset);
       take(n);
       int level = o.level;
-      if (!mapped_zero) {
-        mapped_zero = std::make_shared<const Compressed>(zero_frame(o.chunk_size, o.level, writer.sealer()));
+      if (!read_zero) {
+        read_zero = std::make_shared<const Compressed>(zero_frame(o.chunk_size, o.level, writer.sealer()));
       }
-      pool.submit([data, level, &buffers, &writer, &reuse, z = mapped_zero, size = o.chunk_size] {
-        return compress_mapped_chunk(data, level, buffers, writer, reuse, *z, size);
+      pool.submit([in_fd, at, n, level, &buffers, &writer, z = read_zero, size = o.chunk_size] {
+        return compress_file_chunk(in_fd, at, n, level, buffers, writer, *z, size);
       });
       continue;
     }

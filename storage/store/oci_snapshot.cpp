@@ -18,7 +18,7 @@ namespace {
 
 // A member's header attributes and the layer annotations they become.
 constexpr std::pair<const char*, const char*> k_attr_annotations[] = {
-  {k_raw_sha256_attr, k_raw_annotation},
+  {k_raw_hash_attr, k_raw_annotation},
   {k_signature_attr, k_signature_annotation},
   {k_member_key_attr, k_key_annotation},
   {k_mac_attr, k_mac_annotation},
@@ -251,8 +251,8 @@ void OciSink::finish_open() {
   m_open.reset();
 }
 
-std::optional<StoredMember> OciSink::find_raw(const std::string& raw_sha256) const {
-  auto it = m_known.find(raw_sha256);
+std::optional<StoredMember> OciSink::find_raw(const std::string& raw_hash) const {
+  auto it = m_known.find(raw_hash);
   return it == m_known.end() ? std::nullopt : std::optional(it->second);
 }
 

@@ -21,7 +21,10 @@ inline constexpr const char* k_artifact_type = "application/vnd.kata-snapshot.v1
 inline constexpr const char* k_config_type = "application/vnd.kata-snapshot.manifest.v1+json";
 inline constexpr const char* k_title_annotation = "org.opencontainers.image.title";
 inline constexpr const char* k_created_annotation = "org.opencontainers.image.created";
-inline constexpr const char* k_raw_annotation = "io.kata-snapshot.raw-sha256";
+inline constexpr const char* k_raw_annotation = "io.kata-snapshot.raw-blake3";
+// What versions before the BLAKE3 key wrote instead: checked by check --read-data, never
+// looked up (a save hashes with BLAKE3 only).
+inline constexpr const char* k_raw_sha256_annotation = "io.kata-snapshot.raw-sha256";
 inline constexpr const char* k_signature_annotation = "io.kata-snapshot.signature"; // on index.json
 inline constexpr const char* k_key_annotation = "io.kata-snapshot.key"; // an encrypted member's sealed key
 inline constexpr const char* k_mac_annotation =
@@ -81,7 +84,7 @@ public:
   void write(std::span<const std::byte> data) override;
   void close() override;
   bool wants_raw_hashes() const override { return true; }
-  std::optional<StoredMember> find_raw(const std::string& raw_sha256) const override;
+  std::optional<StoredMember> find_raw(const std::string& raw_hash) const override;
   void add_stored(const std::string& name, const StoredMember& stored, const TarAttrs& attrs) override;
 
   const std::string& digest() const { return m_digest; } // the manifest's, after close()

@@ -247,8 +247,8 @@ void RegistrySink::finish_open() {
   m_open.reset();
 }
 
-std::optional<StoredMember> RegistrySink::find_raw(const std::string& raw_sha256) const {
-  auto it = m_known.find(raw_sha256);
+std::optional<StoredMember> RegistrySink::find_raw(const std::string& raw_hash) const {
+  auto it = m_known.find(raw_hash);
   return it == m_known.end() ? std::nullopt : std::optional(it->second);
 }
 

@@ -39,7 +39,7 @@ public:
   void write(std::span<const std::byte> data) override;
   void close() override;
   bool wants_raw_hashes() const override { return true; }
-  std::optional<StoredMember> find_raw(const std::string& raw_sha256) const override;
+  std::optional<StoredMember> find_raw(const std::string& raw_hash) const override;
   void add_stored(const std::string& name, const StoredMember& stored, const TarAttrs& attrs) override;
 
   const std::string& digest() const { return m_digest; } // the manifest's, after close()

@@ -4,6 +4,7 @@
 #include "storage/store/oci_snapshot.hpp"
 #include "storage/store/registry_snapshot.hpp"
 #include "storage/store/store.hpp"
+#include "util/blake3.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/file_lock.hpp"
@@ -141,7 +142,7 @@ Json copy_snapshot(const std::string& src, const std::string& dst, const RepoOpt
       throw Error(reader->what() + " is damaged: member " + *name + " has no SHA-256 in its header",
                   ExitCode::archive_invalid);
     }
-    writer.begin_member(*name, e.size, attr(k_sha256_attr), attr(k_raw_sha256_attr),
+    writer.begin_member(*name, e.size, attr(k_sha256_attr), attr(k_raw_hash_attr),
                         ArchiveReader::carried(e.attrs));
     reader->stream_member([&](const ArchiveReader::Source& source) {
       while (size_t n = source(buf)) {
@@ -345,10 +346,16 @@ std::string blob_problem(const Descriptor& d, bool read_data, const BlobAccess& 
       Bytes frame = access.read(d, 256u << 20);
       Bytes raw;
       zstd_decompress(frame, 256u << 20, raw);
-      std::string want = d.annotation(k_raw_annotation);
-      return !want.empty() && sha256_hex(raw) != want
-               ? "its data does not match its " + std::string(k_raw_annotation) + " annotation"
-               : "";
+      // The lookup key a later save trusts: BLAKE3, or SHA-256 from versions before it.
+      using Hash = std::string (*)(std::span<const std::byte>);
+      for (auto [name, hash] : {std::pair<const char*, Hash>{k_raw_annotation, blake3_hex},
+                                std::pair<const char*, Hash>{k_raw_sha256_annotation, sha256_hex}}) {
+        std::string want = d.annotation(name);
+        if (!want.empty() && hash(raw) != want) {
+          return "its data does not match its " + std::string(name) + " annotation";
+        }
+      }
+      return "";
     }
     Sha256 hash;
     access.stream(d, [&](std::span<const std::byte> data) { hash.update(data); });

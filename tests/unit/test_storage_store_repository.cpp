@@ -5,6 +5,7 @@
 #include "storage/store/repository.hpp"
 #include "storage/store/store.hpp"
 #include "tests/support/fake_qmp.hpp"
+#include "util/blake3.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/sha256.hpp"
@@ -26,9 +27,11 @@ Bytes bytes_of(const std::string& s) {
   return b;
 }
 
-// A snapshot of two vmstate chunks (PAYLOADS) into REF, taken at CREATED; its result.
+// A snapshot of two vmstate chunks (PAYLOADS) into REF, taken at CREATED; its result. RAW_KEY
+// gives a chunk's lookup key (a save's: BLAKE3 of its bytes).
 Json put_snapshot(const std::string& ref, const std::string& created,
-                  const std::vector<std::string>& payloads, const Json& labels = Json::object()) {
+                  const std::vector<std::string>& payloads, const Json& labels = Json::object(),
+                  std::string (*raw_key_of)(std::span<const std::byte>) = blake3_hex) {
   std::unique_ptr<SnapshotOutput> out = SnapshotOutput::open(ref, {});
   Json m = {{"format", k_format_name},
             {"format_version", 2},
@@ -40,15 +43,15 @@ Json put_snapshot(const std::string& ref, const std::string& created,
   uint64_t n = 0;
   for (const auto& p : payloads) {
     Bytes raw = bytes_of(p);
-    std::string raw_sha = sha256_hex(raw);
+    std::string raw_key = raw_key_of(raw);
     std::string name = vmstate_member_name(n++);
-    if (auto stored = w.find_raw(raw_sha)) {
-      w.add_stored(name, *stored, raw_sha);
+    if (auto stored = w.find_raw(raw_key)) {
+      w.add_stored(name, *stored, raw_key);
       continue;
     }
     Bytes frame;
     zstd_compress(raw, 1, frame);
-    w.add_member(name, frame, sha256_hex(frame), raw_sha);
+    w.add_member(name, frame, sha256_hex(frame), raw_key);
   }
   w.finish();
   out->commit();
@@ -90,7 +93,7 @@ TEST_CASE("repository: a snapshot is an OCI image manifest whose layers are the 
   CHECK(s.config.media_type == k_config_type);
   REQUIRE(s.layers.size() == 3);
   CHECK(s.layers[0].annotation(k_title_annotation) == "vmstate/000000.zst");
-  CHECK(s.layers[0].annotation(k_raw_annotation) == sha256_hex(std::string("aaaa")));
+  CHECK(s.layers[0].annotation(k_raw_annotation) == blake3_hex(bytes_of("aaaa")));
   CHECK(s.layers[2].annotation(k_title_annotation) == "index.json");
   CHECK(s.annotations["io.kata-snapshot.label.env"] == "prod");
   CHECK(s.created() == "2026-11-27T02:00:00Z");
@@ -172,6 +175,21 @@ TEST_CASE("repository: damage is found and named with the snapshots that need it
             r->check_member(*m);
           }
         }) == ExitCode::archive_invalid);
+}
+
+TEST_CASE("repository: check --read-data finds a chunk whose lookup key is not its data's") {
+  TempDir t;
+  std::string ref = "oci:" + t / "repo";
+  put_snapshot(ref + ":good", "2026-11-27T02:00:00Z", {"one", "two"});
+  CHECK(check_repository(ref, true)["ok"] == true);
+  // A key that is another hash of the data (SHA-256 under the BLAKE3 annotation): a later
+  // save would take this blob for other bytes.
+  put_snapshot(ref + ":bad", "2026-11-27T03:00:00Z", {"three"}, Json::object(), sha256_hex);
+  Json c = check_repository(ref, true);
+  REQUIRE(c["problems"].size() == 1);
+  CHECK(c["problems"][0].dump().find("does not match its io.kata-snapshot.raw-blake3 annotation") !=
+        std::string::npos);
+  CHECK(c["problems"][0]["needed_by"] == Json{"bad"});
 }
 
 TEST_CASE("repository: hostile index.json and manifests are refused, never followed") {

@@ -5,17 +5,43 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <sys/stat.h>
 
 using namespace ks;
 using namespace ks::test;
 namespace fs = std::filesystem;
+
+namespace {
+
+// The bytes the guest RAM file of QEMU PID holds (its memory-backend-file dimm1, created
+// in /dev/shm and unlinked): untouched guest memory is a hole and takes none.
+uint64_t ram_file_allocated(pid_t pid) {
+  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    std::error_code ec;
+    std::string target = fs::read_symlink(e.path(), ec).string();
+    struct stat st {};
+    if (target.starts_with("/dev/shm/qemu_back_mem.dimm1") && ::stat(e.path().c_str(), &st) == 0) {
+      return static_cast<uint64_t>(st.st_blocks) * 512;
+    }
+  }
+  FAIL("QEMU " << pid << " has no open /dev/shm/qemu_back_mem.dimm1 file");
+  return 0;
+}
+
+} // namespace
 
 TEST_CASE(
   "shared-ram: a Kata guest saved twice into a repository in stop mode, then loaded, and its open files "
   "carry on") {
   GuestVm vm(vfs_guest());
   std::string repo = "oci:" + vm.dir() + "/repo";
+  uint64_t allocated = ram_file_allocated(vm.qemu_pid());
   save_vfs(vm, repo + ":one", {"--mode", "stop"});
+  // Reading the memory allocates none of the guest's untouched pages (holes stay holes);
+  // what grows is what the guest itself touched until the save paused it.
+  INFO("guest RAM file: " << allocated << " bytes allocated before the save, "
+                          << ram_file_allocated(vm.qemu_pid()) << " after");
+  CHECK(ram_file_allocated(vm.qemu_pid()) < allocated + (2u << 20));
   nlohmann::json manifest = cli_json({"inspect", repo + ":one", "--json"});
   CHECK(manifest["format_version"] == 8);
   CHECK(manifest["vmstate"]["layout"] == "shared-ram");

@@ -45,7 +45,7 @@ uint64_t resident_bytes(pid_t pid) {
 // and 0.9 % with 256 KiB; but 256 KiB made the first save 1.6x slower, a file per blob
 // costing more than the bytes saved.
 // What one chunk's layer descriptor takes in a snapshot's image manifest (digest, size,
-// media type, title, raw-sha256 and sealed-key annotations), with a margin.
+// media type, title, raw-blake3 and sealed-key annotations), with a margin.
 constexpr uint64_t k_layer_descriptor_bytes = 640;
 
 // Whether RAM in chunks of CHUNK makes an image manifest registries accept (about 4 MiB).

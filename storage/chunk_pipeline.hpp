@@ -57,14 +57,15 @@ inline size_t chunk_pool_capacity(unsigned threads, size_t chunk_size, size_t he
 
 // The chunk whose raw bytes have BLAKE3 hash RAW when the repository behind WRITER holds it
 // (none otherwise): nothing to compress or write, its layer points at the stored blob.
-inline std::optional<CompressedChunk> stored_chunk(const std::string& raw, BufferPool& buffers,
-                                                   const ArchiveWriter& writer) {
+inline std::optional<CompressedChunk> stored_chunk(const std::string& raw, const ArchiveWriter& writer) {
   const Sealer* sealer = writer.sealer();
   std::optional<StoredMember> stored = writer.find_raw(sealer ? sealer->raw_tag(raw) : raw);
   if (!stored) {
     return std::nullopt;
   }
-  CompressedChunk c{buffers.get(0), stored->sha256, {}, raw, stored, std::nullopt};
+  // No frame, and no buffer for one: the chunk buffer a worker just gave back is the one it
+  // takes again for its next chunk, still in its cache.
+  CompressedChunk c{Bytes(), stored->sha256, {}, raw, stored, std::nullopt};
   if (sealer) {
     seal_chunk(c, *sealer);
   }
@@ -83,7 +84,7 @@ inline CompressedChunk compress_chunk(const std::shared_ptr<Bytes>& chunk, int l
   std::string raw;
   if (writer.wants_raw_hashes()) {
     raw = raw_hash.empty() ? blake3_hex(*chunk) : std::move(raw_hash);
-    if (auto c = stored_chunk(raw, buffers, writer)) {
+    if (auto c = stored_chunk(raw, writer)) {
       buffers.put(std::move(*chunk));
       c->name = std::move(name);
       return std::move(*c);

@@ -123,7 +123,6 @@ Compressed copy_of(const Compressed& c, BufferPool& buffers) {
 Compressed compress_file_chunk(int fd, uint64_t offset, size_t size, int level, BufferPool& buffers,
                                const ArchiveWriter& writer, const Compressed& zero, size_t zero_size) {
   auto chunk = std::make_shared<Bytes>(buffers.get(size));
-  chunk->resize(size);
   pread_exact(fd, *chunk, offset);
   if (size == zero_size && all_zero(*chunk)) {
     buffers.put(std::move(*chunk));

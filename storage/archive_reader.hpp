@@ -49,7 +49,7 @@ public:
 
   struct Member {
     std::string name;
-    std::string sha256;     // from the pax header
+    std::string sha256;   // from the pax header
     std::string raw_hash; // a repository's chunks: the uncompressed bytes' BLAKE3, unchecked
     Bytes data;
     uint64_t position = 0;  // in the archive; manifest.json is 0

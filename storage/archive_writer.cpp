@@ -38,8 +38,8 @@ ArchiveWriter::ArchiveWriter(std::unique_ptr<EntrySink> sink, const ManifestText
   record(k_manifest_member, manifest.text.size(), m_manifest_sha256);
 }
 
-TarAttrs ArchiveWriter::attrs(const std::string& name, const std::string& sha256,
-                              const std::string& raw_hash, const MemberKey* key) const {
+TarAttrs ArchiveWriter::attrs(const std::string& name, const std::string& sha256, const std::string& raw_hash,
+                              const MemberKey* key) const {
   TarAttrs a{{k_sha256_attr, sha256}};
   if (!raw_hash.empty() && m_sink->wants_raw_hashes()) {
     a[k_raw_hash_attr] = raw_hash;
@@ -57,8 +57,7 @@ void ArchiveWriter::record(const std::string& name, uint64_t size, const std::st
 }
 
 void ArchiveWriter::add_member(const std::string& name, std::span<const std::byte> data,
-                               const std::string& sha256, const std::string& raw_hash,
-                               const MemberKey* key) {
+                               const std::string& sha256, const std::string& raw_hash, const MemberKey* key) {
   KS_ASSERT(m_open_left == 0);
   if (m_sealer && key == nullptr) { // a small member (a share's removed list): sealed here
     Bytes sealed(data.begin(), data.end());

@@ -49,9 +49,7 @@ public:
   // Content-addressed sinks: the stored member whose uncompressed bytes have SHA-256 RAW
   // (then add_stored() records it without writing), and whether raw hashes are wanted.
   virtual bool wants_raw_hashes() const { return false; }
-  virtual std::optional<StoredMember> find_raw(const std::string& /*raw_hash*/) const {
-    return std::nullopt;
-  }
+  virtual std::optional<StoredMember> find_raw(const std::string& /*raw_hash*/) const { return std::nullopt; }
   virtual void add_stored(const std::string& /*name*/, const StoredMember& /*stored*/,
                           const TarAttrs& /*attrs*/) {}
   // A file: start writeback of what is written so far (without waiting).

@@ -138,6 +138,7 @@ void SaveSession::preflight() {
                  "runs out of space stops there and leaves nothing behind\n",
                  human_size(*free_bytes).c_str(), m_output->temp_dir().c_str(), human_size(estimate).c_str());
   }
+  m_output->prepare(); // a repository's known chunks, read meanwhile: not while the VM is paused
 }
 
 // The plain stream flows through a pipe as QEMU makes it, compressed while QEMU runs.

@@ -12,6 +12,7 @@
 #include "util/strings.hpp"
 
 #include <fcntl.h>
+#include <future>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -118,6 +119,31 @@ private:
   std::unique_ptr<ArchiveWriter> m_writer;
 };
 
+// The chunks a repository or registry already holds (a save looks each new chunk up there),
+// read on a thread of their own while the save gets ready: get() waits and rethrows the
+// failure, take() hands the index over once.
+class KnownChunks {
+public:
+  template <typename Read>
+  void start(Read read) {
+    m_future = std::async(std::launch::async, std::move(read));
+  }
+  const RawIndex& get() {
+    if (!m_index) {
+      m_index = m_future.get();
+    }
+    return *m_index;
+  }
+  RawIndex take() {
+    get();
+    return std::move(*m_index);
+  }
+
+private:
+  std::future<RawIndex> m_future;
+  std::optional<RawIndex> m_index;
+};
+
 // A snapshot into an OCI image layout, under a shared repository lock: blobs first (known
 // chunks skipped), the manifest and its tag in index.json last.
 class OciOutput : public SnapshotOutput {
@@ -141,9 +167,14 @@ public:
       }
     }
     make_dirs(m_layout.temp_dir());
+    // The chunks the repository holds, read while the save gets ready, not while the VM is
+    // paused (a manifest per snapshot: 10 ms or so each for a 1 GiB guest). The shared lock
+    // keeps gc from removing any of them until the save is over.
+    m_known.start([layout = m_layout] { return build_raw_index(layout); });
   }
+  void prepare() override { m_known.get(); }
   ArchiveWriter& start(const ArchiveWriter::ManifestText& manifest) override {
-    auto sink = std::make_unique<OciSink>(m_layout, m_tag, m_overwrite, build_raw_index(m_layout));
+    auto sink = std::make_unique<OciSink>(m_layout, m_tag, m_overwrite, m_known.take());
     m_sink = sink.get();
     m_writer = std::make_unique<ArchiveWriter>(std::move(sink), manifest);
     return *m_writer;
@@ -170,6 +201,7 @@ private:
   bool m_overwrite;
   FileLock m_lock;
   std::string m_tag;
+  KnownChunks m_known;
   OciSink* m_sink = nullptr;
   std::unique_ptr<ArchiveWriter> m_writer;
 };
@@ -196,12 +228,17 @@ public:
       throw Error(ref.with_tag(m_tag) + " already exists", ExitCode::failed,
                   "pass --force to replace it, or choose another tag");
     }
+    // The chunks the registry holds (every tag's manifest, a request each), fetched while the
+    // save gets ready, not while the VM is paused; on a connection of its own.
+    m_known.start([registry = Registry(ref.host, ref.repo, o.registry)]() mutable {
+      return build_raw_index(read_snapshots(registry, Missing::empty),
+                             [](const Descriptor&) { return true; });
+    });
   }
+  void prepare() override { m_known.get(); }
   ArchiveWriter& start(const ArchiveWriter::ManifestText& manifest) override {
-    RawIndex known =
-      build_raw_index(read_snapshots(m_registry, Missing::empty), [](const Descriptor&) { return true; });
     auto sink = std::make_unique<RegistrySink>(Registry(m_ref.host, m_ref.repo, m_options), m_options, m_tag,
-                                               std::move(known), m_mount_from);
+                                               m_known.take(), m_mount_from);
     m_sink = sink.get();
     m_writer = std::make_unique<ArchiveWriter>(std::move(sink), manifest);
     return *m_writer;
@@ -228,6 +265,7 @@ private:
   Registry m_registry;
   std::string m_tag;
   std::string m_mount_from;
+  KnownChunks m_known;
   RegistrySink* m_sink = nullptr;
   std::unique_ptr<ArchiveWriter> m_writer;
 };

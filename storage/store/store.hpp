@@ -55,6 +55,10 @@ public:
   static std::unique_ptr<SnapshotOutput> open(const std::string& ref, const OutputOptions& options);
   virtual ~SnapshotOutput() = default;
 
+  // Waits for what the output reads from where the snapshot goes before it starts (a
+  // repository's known chunks, read in the background since open), and rethrows its
+  // failure: a save calls it before it pauses the VM. start() does it too.
+  virtual void prepare() {}
   // The archive's writer, once its manifest is known (or its exact bytes, for a copy).
   virtual ArchiveWriter& start(const ArchiveWriter::ManifestText& manifest) = 0;
   ArchiveWriter& start(const Json& manifest) {

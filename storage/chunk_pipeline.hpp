@@ -75,9 +75,9 @@ inline std::optional<CompressedChunk> stored_chunk(const std::string& raw, const
 // A worker's job: compresses and hashes CHUNK, whose buffer goes back to BUFFERS, and seals
 // it in an encrypted snapshot. Into a repository, CHUNK's own BLAKE3 first: a chunk the
 // repository holds (an unchanged part of the guest's memory) is neither compressed nor
-// written again. A cryptographic hash as strong as SHA-256 (and faster), because the guest
-// chooses these bytes: no crafted collision may
-// stand in for another chunk. RAW_HASH, when given, is CHUNK's, already computed.
+// written again. BLAKE3: as collision resistant as SHA-256 and faster, because the guest
+// chooses these bytes and no crafted collision may stand in for another chunk. RAW_HASH,
+// when given, is CHUNK's, already computed.
 inline CompressedChunk compress_chunk(const std::shared_ptr<Bytes>& chunk, int level, BufferPool& buffers,
                                       std::string name, const ArchiveWriter& writer,
                                       std::string raw_hash = {}) {

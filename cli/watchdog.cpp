@@ -16,6 +16,9 @@ void add_watchdog(CLI::App& app, Registry& reg) {
     "The VM a save's watchdog guards (for ps)");
   cmd->add_option(
     "--load", [](const std::vector<std::string>&) { return true; }, "The run directory of a load (for ps)");
+  cmd->add_option(
+    "--output", [](const std::vector<std::string>&) { return true; },
+    "The output of a container-mode save (for ps)");
   cmd->callback([&reg, fd] { reg.action = [fd] { return run_watchdog(*fd); }; });
 }
 

@@ -1,4 +1,5 @@
 #include "snapshot/container.hpp"
+#include "snapshot/watchdog.hpp"
 
 #include "snapshot/vm_lock.hpp"
 #include "storage/archive_reader.hpp"
@@ -230,6 +231,13 @@ ContainerSaveResult save_container(const ContainerSaveOptions& o) {
                                     .lock_wait = o.lock_wait,
                                     .purpose = "save",
                                     .registry = o.registry});
+  // Killed, the save leaves no temp file behind: its watchdog removes them (the VM runs
+  // throughout, so that is all it does). Declared before the guard below: it stands down
+  // only once the output is committed or discarded.
+  std::optional<Watchdog> watchdog;
+  if (std::vector<std::string> temp = output->temp_paths(); !temp.empty()) {
+    watchdog.emplace(WatchdogPlan{.remove = temp, .output = output->name()});
+  }
   struct Discard {
     SnapshotOutput* out;
     bool done = false;

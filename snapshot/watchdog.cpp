@@ -111,6 +111,11 @@ void recover_load(const WatchdogPlan& plan) {
 }
 
 void recover(const WatchdogPlan& plan) {
+  if (!plan.output.empty()) { // a container-mode save: the VM was never paused
+    say("the container save into " + plan.output + " died before it finished; removing its temp files");
+    remove_files(plan);
+    return;
+  }
   if (plan.qmp_socket.empty()) {
     recover_load(plan);
     return;
@@ -153,11 +158,17 @@ const std::vector<std::string>& watched_parameters() {
 }
 
 nlohmann::json WatchdogPlan::to_json() const {
-  return {{"qmp_socket", qmp_socket},   {"qemu_pid", qemu_pid},
-          {"was_running", was_running}, {"capabilities", capabilities},
-          {"parameters", parameters},   {"helper_socket", helper_socket},
-          {"remove", remove},           {"stop", stop},
-          {"run_dir", run_dir},         {"virtiofsd", virtiofsd}};
+  return {{"qmp_socket", qmp_socket},
+          {"qemu_pid", qemu_pid},
+          {"was_running", was_running},
+          {"capabilities", capabilities},
+          {"parameters", parameters},
+          {"helper_socket", helper_socket},
+          {"remove", remove},
+          {"stop", stop},
+          {"run_dir", run_dir},
+          {"virtiofsd", virtiofsd},
+          {"output", output}};
 }
 
 WatchdogPlan WatchdogPlan::from_json(const nlohmann::json& j) {
@@ -172,15 +183,18 @@ WatchdogPlan WatchdogPlan::from_json(const nlohmann::json& j) {
   p.stop = j.value("stop", decltype(p.stop){});
   p.run_dir = j.value("run_dir", "");
   p.virtiofsd = j.value("virtiofsd", decltype(p.virtiofsd){});
+  p.output = j.value("output", "");
   return p;
 }
 
 Watchdog::Watchdog(const WatchdogPlan& plan) {
   Pipe pipe = make_pipe();
   SpawnOptions so;
-  // This binary, even if replaced since; --qmp names the VM it guards in `ps`.
+  // This binary, even if replaced since; --qmp (--load, --output) names what it guards in `ps`.
   so.argv = {"/proc/self/exe", "watchdog", "--fd", "3"};
-  if (plan.qmp_socket.empty()) {
+  if (!plan.output.empty()) {
+    so.argv.insert(so.argv.end(), {"--output", plan.output});
+  } else if (plan.qmp_socket.empty()) {
     so.argv.insert(so.argv.end(), {"--load", plan.run_dir});
   } else {
     so.argv.insert(so.argv.end(), {"--qmp", plan.qmp_socket});

@@ -9,7 +9,8 @@
 //   settings, resumes a VM that was running and thaws the guest;
 // - a load's: it stops the QEMU and virtiofsd processes the load started (TERM, then KILL
 //   after 2 s), each only if it is still the process that was started;
-// - both: it removes the temp files and sockets the tool named.
+// - a container-mode save's (the VM runs throughout): nothing but the files below;
+// - all: it removes the temp files and sockets the tool named.
 // Worst case: the time QEMU takes to answer, about a second, or 2 s for a process that
 // ignores SIGTERM; the helper's own auto-thaw (60 s) backs the thaw up.
 #pragma once
@@ -36,6 +37,7 @@ struct WatchdogPlan {
   std::vector<std::string> remove;                       // files a dead save leaves behind
   std::vector<std::pair<pid_t, std::string>> stop;       // a load's processes: pid, start ticks
   std::string run_dir;                                   // a load's run directory
+  std::string output;                                    // a container-mode save's output
 
   nlohmann::json to_json() const;
   static WatchdogPlan from_json(const nlohmann::json& j);

@@ -60,7 +60,7 @@ void ArchiveWriter::add_member(const std::string& name, std::span<const std::byt
                                const std::string& sha256, const std::string& raw_hash, const MemberKey* key) {
   KS_ASSERT(m_open_left == 0);
   if (m_sealer && key == nullptr) { // a small member (a share's removed list): sealed here
-    Bytes sealed(data.begin(), data.end());
+    Bytes sealed = bytes_of(data);
     MemberKey k = m_sealer->seal(sealed, "");
     add_member(name, sealed, sha256_hex(sealed), raw_hash, &k);
     return;

@@ -108,7 +108,7 @@ void pread_exact(int fd, std::span<std::byte> out, uint64_t offset) {
 // A copy of C (a frame of zeros made once per stream) in a buffer of BUFFERS.
 Compressed copy_of(const Compressed& c, BufferPool& buffers) {
   Compressed out{buffers.get(0), c.sha256, {}, c.raw_hash, std::nullopt, c.key};
-  out.frame.assign(c.frame.begin(), c.frame.end());
+  append(out.frame, c.frame); // an empty buffer
   return out;
 }
 

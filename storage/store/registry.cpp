@@ -348,8 +348,7 @@ Bytes Registry::read_blob(const Descriptor& d, uint64_t max, const std::string& 
   Bytes data;
   data.reserve(d.size);
   if (d.size > 0) {
-    read_blob_range(d, 0, d.size,
-                    [&](std::span<const std::byte> b) { data.insert(data.end(), b.begin(), b.end()); });
+    read_blob_range(d, 0, d.size, [&](std::span<const std::byte> b) { append(data, b); });
   }
   if (sha256_digest(sha256_hex(data)) != d.digest) {
     throw Error(what + " is damaged: blob " + d.digest + " does not have that digest",

@@ -94,7 +94,7 @@ public:
       lock, [&] { return m_failure || m_queued == 0 || m_queued + data.size() <= k_upload_queue_bytes; });
     rethrow();
     m_queued += data.size();
-    m_jobs.push_back({std::move(digest), Bytes(data.begin(), data.end())});
+    m_jobs.push_back({std::move(digest), bytes_of(data)});
     m_work.notify_one();
   }
   void wait() {
@@ -213,7 +213,7 @@ void RegistrySink::write(std::span<const std::byte> data) {
   m_hash.update(data);
   m_open_left -= data.size();
   if (m_upload) {
-    m_piece.insert(m_piece.end(), data.begin(), data.end());
+    append(m_piece, data);
     if (m_piece.size() >= k_piece_bytes && m_open_left > 0) {
       flush_piece();
     }
@@ -361,8 +361,7 @@ private:
       try {
         data.reserve(d.size);
         if (d.size > 0) {
-          registry.read_blob_range(
-            d, 0, d.size, [&](std::span<const std::byte> b) { data.insert(data.end(), b.begin(), b.end()); });
+          registry.read_blob_range(d, 0, d.size, [&](std::span<const std::byte> b) { append(data, b); });
         }
       } catch (...) {
         failure = std::current_exception();
@@ -428,9 +427,8 @@ size_t RegistrySource::read(std::span<std::byte> buf) {
       m_piece = m_prefetch->take(index);
     } else {
       m_piece.reserve(length);
-      m_registry.read_blob_range(*m_blob, m_offset, length, [&](std::span<const std::byte> data) {
-        m_piece.insert(m_piece.end(), data.begin(), data.end());
-      });
+      m_registry.read_blob_range(*m_blob, m_offset, length,
+                                 [&](std::span<const std::byte> data) { append(m_piece, data); });
     }
     if (m_piece.empty()) {
       return 0;

@@ -123,6 +123,22 @@ TEST_CASE("zstd: a frame decompressed in pieces equals the whole, and a cut or d
   CHECK_THROWS_WITH(zstd_decompress_pieces(frame, 1000, piece, discard), Catch::Contains("bad frame header"));
 }
 
+TEST_CASE("bytes: append and bytes_of copy exactly, onto what is already there") {
+  std::vector<std::byte> a(1000), b(3);
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = static_cast<std::byte>(i * 7);
+  }
+  b = {std::byte{1}, std::byte{2}, std::byte{3}};
+  Bytes out = bytes_of(a);
+  CHECK(std::ranges::equal(out, a));
+  append(out, b);
+  append(out, std::span<const std::byte>());
+  REQUIRE(out.size() == 1003);
+  CHECK(std::ranges::equal(std::span(out).first(1000), a));
+  CHECK(std::ranges::equal(std::span(out).last(3), b));
+  CHECK(bytes_of({}).empty());
+}
+
 TEST_CASE("archive: GNU tar lists it with manifest first and index last, files 0600") {
   TempDir dir;
   std::string path = write_archive_file(dir, fake_stream(200'000));

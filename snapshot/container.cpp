@@ -1,7 +1,7 @@
 #include "snapshot/container.hpp"
-#include "snapshot/watchdog.hpp"
 
 #include "snapshot/vm_lock.hpp"
+#include "snapshot/watchdog.hpp"
 #include "storage/archive_reader.hpp"
 #include "storage/archive_writer.hpp"
 #include "storage/manifest.hpp"

@@ -11,6 +11,7 @@
 #include "util/sha256.hpp"
 #include "util/strings.hpp"
 
+#include <exception>
 #include <fcntl.h>
 #include <future>
 #include <sys/stat.h>
@@ -121,7 +122,7 @@ private:
 
 // The chunks a repository or registry already holds (a save looks each new chunk up there),
 // read on a thread of their own while the save gets ready: get() waits and rethrows the
-// failure, take() hands the index over once.
+// failure (every time it is asked), take() hands the index over once.
 class KnownChunks {
 public:
   template <typename Read>
@@ -129,8 +130,15 @@ public:
     m_future = std::async(std::launch::async, std::move(read));
   }
   const RawIndex& get() {
-    if (!m_index) {
-      m_index = m_future.get();
+    if (!m_index && !m_failure) {
+      try {
+        m_index = m_future.get();
+      } catch (...) {
+        m_failure = std::current_exception();
+      }
+    }
+    if (m_failure) {
+      std::rethrow_exception(m_failure);
     }
     return *m_index;
   }
@@ -142,6 +150,7 @@ public:
 private:
   std::future<RawIndex> m_future;
   std::optional<RawIndex> m_index;
+  std::exception_ptr m_failure;
 };
 
 // A snapshot into an OCI image layout, under a shared repository lock: blobs first (known

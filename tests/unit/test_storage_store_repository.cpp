@@ -201,6 +201,11 @@ TEST_CASE("repository: hostile index.json and manifests are refused, never follo
     write_text(dir + "/index.json", changed.dump());
     CHECK(code_of([&] { open_snapshot("oci:" + dir + ":a"); }) == ExitCode::archive_invalid);
     CHECK(code_of([&] { gc_repository("oci:" + dir, {}); }) == ExitCode::archive_invalid);
+    // A save into it fails before the pause, where it waits for the known chunks; asked
+    // again, it gives the same failure.
+    std::unique_ptr<SnapshotOutput> out = SnapshotOutput::open("oci:" + dir + ":new", {});
+    CHECK(code_of([&] { out->prepare(); }) == ExitCode::archive_invalid);
+    CHECK(code_of([&] { out->prepare(); }) == ExitCode::archive_invalid);
   };
   Json bad = index;
   bad["manifests"][0]["digest"] = "sha256:../../../../etc/passwd";

@@ -226,17 +226,17 @@ ContainerSaveResult save_container(const ContainerSaveOptions& o) {
   }
   GuestSession s(o.target);
   VmLock lock(s.vm().pid);
+  // Killed, the save leaves no temp file behind: its watchdog, started before the output's
+  // temp file exists, removes it (the VM runs throughout, so that is all it does). Declared
+  // before the guard below: it stands down only once the output is committed or discarded.
+  Watchdog watchdog(WatchdogPlan{.output = o.output});
   std::unique_ptr<SnapshotOutput> output =
     SnapshotOutput::open(o.output, {.overwrite = o.overwrite == Overwrite::yes,
                                     .lock_wait = o.lock_wait,
                                     .purpose = "save",
                                     .registry = o.registry});
-  // Killed, the save leaves no temp file behind: its watchdog removes them (the VM runs
-  // throughout, so that is all it does). Declared before the guard below: it stands down
-  // only once the output is committed or discarded.
-  std::optional<Watchdog> watchdog;
-  if (std::vector<std::string> temp = output->temp_paths(); !temp.empty()) {
-    watchdog.emplace(WatchdogPlan{.remove = temp, .output = output->name()});
+  for (const auto& path : output->temp_paths()) {
+    watchdog.also_remove(path);
   }
   struct Discard {
     SnapshotOutput* out;

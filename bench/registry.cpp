@@ -54,6 +54,10 @@ int main(int argc, char** argv) {
   const std::string insecure = "--tls-verify=false";
 
   std::vector<double> push, skopeo_push, pull, skopeo_pull, file_load, registry_load;
+  // The registry's own CPU seconds while it serves our pulls and loads: on this 2-core
+  // machine it shares the cores with the client and QEMU (docs/registries.md).
+  std::vector<double> pull_registry_cpu, load_registry_cpu;
+  auto registry_cpu = [&] { return process_cpu_seconds(registry.pid()); };
   std::error_code ec;
   for (int i = 0; i < rounds; ++i) {
     std::string n = std::to_string(i);
@@ -61,8 +65,10 @@ int main(int argc, char** argv) {
       push.push_back(timed({test_env().cli, "copy", layout, registry.ref("ours" + n + "/vm:snap"),
                             "--dest-tls-verify=false", "-q"}));
       fs::remove_all(dir + "/pull", ec);
+      double cpu = registry_cpu();
       pull.push_back(timed({test_env().cli, "copy", registry.ref("ours" + n + "/vm:snap"),
                             "oci:" + dir + "/pull:snap", "--src-tls-verify=false", "-q"}));
+      pull_registry_cpu.push_back(registry_cpu() - cpu);
     };
     auto theirs = [&] {
       skopeo_push.push_back(timed({"skopeo", "copy", "-q", "--dest-tls-verify=false", layout,
@@ -84,8 +90,10 @@ int main(int argc, char** argv) {
       file_load.push_back(load_seconds({dir + "/snap.ksnap"}, dir + "/run-f", dir + "/lf.log"));
     };
     auto r = [&] {
+      double cpu = registry_cpu();
       registry_load.push_back(
         load_seconds({registry.ref("ours0/vm:snap"), insecure}, dir + "/run-r", dir + "/lr.log"));
+      load_registry_cpu.push_back(registry_cpu() - cpu);
     };
     if (i % 2 == 0) {
       f();
@@ -105,6 +113,8 @@ int main(int argc, char** argv) {
               ">= 1.50x");
   std::printf("%-34s %10.2f s %10.2f s %7.2fx %s\n", "load to running: file / docker://", fl, rl, rl / fl,
               "<= 1.30x");
+  std::printf("%-34s %10.2f s per pull, %.2f s per load (on the same 2 cores as the client)\n",
+              "docker-registry's own CPU", median(pull_registry_cpu), median(load_registry_cpu));
   std::printf("raw seconds: push %s | skopeo push %s | pull %s | skopeo pull %s\n", list(push).c_str(),
               list(skopeo_push).c_str(), list(pull).c_str(), list(skopeo_pull).c_str());
   std::printf("raw seconds: file load %s | registry load %s\n", list(file_load).c_str(),

@@ -45,11 +45,19 @@ inline constexpr size_t k_piece_size = 128u << 10; // decompressed pieces: fit i
 // workers and no bound peaked at 411 MiB.
 inline constexpr size_t k_chunk_memory_budget = 128u << 20;
 
+// Small chunks in flight, whatever the thread count: workers keep reading and hashing while
+// the writer spends a moment on one chunk (a repository save creating a blob file), where
+// two per worker would have them wait. 16 x 1 MiB chunks: the repository's size; an 8 MiB
+// chunk gets no more than before.
+inline constexpr size_t k_chunk_lookahead = 16u << 20;
+
 // Jobs in flight on THREADS workers: two per worker (one worked on, one done and waiting
-// for its turn), but no more than the budget left after HELD bytes of other buffers (a
-// multifd save's partial chunk per connection) allows, and at least 2.
+// for its turn) or k_chunk_lookahead of chunks if that is more, but no more than the budget
+// left after HELD bytes of other buffers (a multifd save's partial chunk per connection)
+// allows, and at least 2.
 inline size_t chunk_pool_capacity(unsigned threads, size_t chunk_size, size_t held = 0) {
-  size_t by_threads = 2 * static_cast<size_t>(threads) + 1;
+  size_t by_threads =
+    std::max(2 * static_cast<size_t>(threads) + 1, k_chunk_lookahead / std::max<size_t>(chunk_size, 1));
   size_t left = k_chunk_memory_budget > held ? k_chunk_memory_budget - held : 0;
   size_t by_memory = left / (2 * std::max<size_t>(chunk_size, 1));
   return std::max<size_t>(2, std::min(by_threads, by_memory));

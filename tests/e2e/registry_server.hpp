@@ -47,6 +47,8 @@ public:
   size_t blob_count() const;
   std::string blob_path(const std::string& digest) const;
   std::string log() const;
+  // The docker-registry process (the bench reads its CPU time).
+  pid_t pid() const { return m_process.pid(); }
 
 private:
   void write_config();

@@ -252,7 +252,6 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
   // also write each chunk in place (chunk N at N * chunk_size) and leave zeros as holes.
   const bool in_place = o.sparse && (out_fd >= 0 || o.place);
   const bool pieces = o.threads <= 1 && !in_place;
-  OrderedPool<Ready> pool(o.threads, chunk_pool_capacity(o.threads, o.chunk_size));
 
   StreamStats stats;
   Bytes piece = buffers.get(k_piece_size);
@@ -335,6 +334,9 @@ StreamStats read_vmstate(ArchiveReader& reader, int out_fd, const StreamOptions&
     buffers.put(std::move(m->data));
     return r;
   };
+  // After everything its jobs use (PREPARE, and the frame of zeros it holds): on an error the
+  // pool goes first, and its workers finish their jobs while those are still there.
+  OrderedPool<Ready> pool(o.threads, chunk_pool_capacity(o.threads, o.chunk_size));
   uint64_t submitted = 0;
   while (auto member = reader.next()) {
     throw_if_cancelled();

@@ -164,6 +164,31 @@ TEST_CASE("archive: a flipped byte inside a vmstate chunk is refused") {
   require_invalid(path, "does not match its SHA-256");
 }
 
+// A load stops at the first bad chunk while workers still hold many more (small chunks:
+// up to 16 MiB of them in flight); its error comes out, and no worker outlives what it uses.
+TEST_CASE("archive: a bad chunk early in a long stream is refused while later ones are in flight") {
+  TempDir dir;
+  std::string path = write_archive_file(dir, fake_stream(8u << 20)); // 128 chunks
+  std::string data = read_file(path);
+  size_t pos = data.find("vmstate/000001.zst");
+  REQUIRE(pos != std::string::npos);
+  size_t payload = pos / 512 * 512 + 512 + 100;
+  Fd f = open_file(path, O_WRONLY);
+  char c = static_cast<char>(data[payload] ^ 0x20);
+  REQUIRE(::pwrite(f.get(), &c, 1, static_cast<off_t>(payload)) == 1);
+  for (int i = 0; i < 5; ++i) {
+    require_invalid(path, "does not match its SHA-256");
+    // In place (a sparse staging file): the workers also compare each chunk with the frame
+    // of zeros, which must outlive them (it did not: a use after free, a crash in CI).
+    Fd in = open_file(path, O_RDONLY);
+    ArchiveReader r(in.get(), path);
+    Fd staged(::memfd_create("staged-test", MFD_CLOEXEC));
+    CHECK_THROWS_WITH(read_vmstate(r, staged.get(), {.chunk_size = 65536, .threads = 2, .sparse = true},
+                                   [](ArchiveReader::Member&&) {}),
+                      Catch::Contains("does not match its SHA-256"));
+  }
+}
+
 TEST_CASE("archive: truncated, missing index, future version, empty") {
   TempDir dir;
   SECTION("truncated in the middle") {

@@ -327,7 +327,7 @@ ContainerSaveResult save_container(const ContainerSaveOptions& o) {
   std::vector<std::byte> buf(size_t{1} << 20);
   auto add_image = [&](const std::string& member, const Image& img) {
     throw_if_cancelled();
-    w.begin_member(member, img.size, img.sha256);
+    w.begin_member(member, img.size, img.sha256, StreamCheck::sink);
     for (uint64_t done = 0; done < img.size;) {
       size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), img.size - done));
       ssize_t n = ::pread(spool.get(), buf.data(), want, static_cast<off_t>(img.offset + done));

@@ -78,11 +78,11 @@ void ArchiveWriter::add_stored(const std::string& name, const StoredMember& stor
 }
 
 void ArchiveWriter::begin_member(const std::string& name, uint64_t size, const std::string& sha256,
-                                 const std::string& raw_hash, const TarAttrs& carried) {
+                                 StreamCheck check, const std::string& raw_hash, const TarAttrs& carried) {
   KS_ASSERT(m_open_left == 0 && !m_sealer);
   TarAttrs a = carried;
   a.merge(attrs(name, sha256, raw_hash, nullptr));
-  m_sink->begin(name, size, a);
+  m_sink->begin(name, size, a, check);
   record(name, size, sha256);
   m_open_left = size;
 }
@@ -101,7 +101,7 @@ void ArchiveWriter::add_member_from_fd(const std::string& name, int fd, uint64_t
   if (m_sealer) {
     key = m_sealer->seal_file(fd, size, sha, name);
   }
-  m_sink->begin(name, size, attrs(name, sha, "", key ? &*key : nullptr));
+  m_sink->begin(name, size, attrs(name, sha, "", key ? &*key : nullptr), StreamCheck::sink);
   record(name, size, sha);
   m_open_left = size;
   std::vector<std::byte> buf(1 << 20);

@@ -38,8 +38,9 @@ public:
   // encrypted snapshot's is sealed in place first: FD must be a writable regular file.
   void add_member_from_fd(const std::string& name, int fd, uint64_t size, const std::string& sha256);
   // Adds a member of SIZE bytes in pieces: begin_member(), write_member()*. A copy's member,
-  // whose header attributes CARRIED (k_member_key_attr) travel with it.
-  void begin_member(const std::string& name, uint64_t size, const std::string& sha256,
+  // whose header attributes CARRIED (k_member_key_attr) travel with it. CHECK: whether the
+  // sink checks its SHA-256, or its source does (EntrySink::begin).
+  void begin_member(const std::string& name, uint64_t size, const std::string& sha256, StreamCheck check,
                     const std::string& raw_hash = {}, const TarAttrs& carried = {});
   void write_member(std::span<const std::byte> data);
   // Writes index.json and completes the archive. Without this the archive is incomplete.

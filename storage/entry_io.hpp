@@ -36,12 +36,17 @@ struct StoredMember {
   uint64_t size = 0;
 };
 
+enum class StreamCheck { sink, source };
+
 class EntrySink {
 public:
   virtual ~EntrySink() = default;
-  // A member written at once, or in pieces: begin(), write()*, where SIZE must match.
+  // A member written at once, or in pieces: begin(), write()*, where SIZE must match. A
+  // member in pieces is checked against its SHA-256 by the sink, unless CHECK says that its
+  // source does (a copy: the reader checks every member before the next one, and a sink
+  // publishes nothing before the archive is complete).
   virtual void add(const std::string& name, std::span<const std::byte> data, const TarAttrs& attrs) = 0;
-  virtual void begin(const std::string& name, uint64_t size, const TarAttrs& attrs) = 0;
+  virtual void begin(const std::string& name, uint64_t size, const TarAttrs& attrs, StreamCheck check) = 0;
   virtual void write(std::span<const std::byte> data) = 0;
   // After the last member (index.json): completes the archive.
   virtual void close() = 0;

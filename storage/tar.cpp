@@ -71,7 +71,7 @@ void TarWriter::start_writeback() {
   ::sync_file_range(m_impl->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
-void TarWriter::begin(const std::string& name, uint64_t size, const TarAttrs& attrs) {
+void TarWriter::begin(const std::string& name, uint64_t size, const TarAttrs& attrs, StreamCheck /*check*/) {
   for (size_t slash = name.find('/'); m_impl->directories && slash != std::string::npos;
        slash = name.find('/', slash + 1)) {
     std::string dir = name.substr(0, slash + 1);
@@ -112,7 +112,7 @@ void TarWriter::write(std::span<const std::byte> data) {
 }
 
 void TarWriter::add(const std::string& name, std::span<const std::byte> data, const TarAttrs& attrs) {
-  begin(name, data.size(), attrs);
+  begin(name, data.size(), attrs, StreamCheck::sink);
   write(data);
 }
 

@@ -26,7 +26,7 @@ public:
   // A regular file member, mode 0600, with ATTRS in its pax header.
   void add(const std::string& name, std::span<const std::byte> data, const TarAttrs& attrs) override;
   // The same, for a member written in pieces: begin(), write()*, and SIZE must match.
-  void begin(const std::string& name, uint64_t size, const TarAttrs& attrs) override;
+  void begin(const std::string& name, uint64_t size, const TarAttrs& attrs, StreamCheck check) override;
   void write(std::span<const std::byte> data) override;
   void close() override;
   void start_writeback() override;

@@ -204,14 +204,15 @@ OciSink::OciSink(OciLayout layout, std::string tag, bool overwrite, RawIndex kno
 
 // A member handed over whole was hashed from these very bytes by the archive writer's caller
 // (a chunk just compressed, manifest.json, index.json): not hashed again on the hot path.
-// Members streamed in (shares, copies) are checked against their digest as they come.
+// Members streamed in (shares) are checked against their digest as they come, unless their
+// source checks them (a copy).
 void OciSink::add(const std::string& name, std::span<const std::byte> data, const TarAttrs& attrs) {
   open(name, data.size(), attrs, BlobCheck::trusted);
   write(data);
 }
 
-void OciSink::begin(const std::string& name, uint64_t size, const TarAttrs& attrs) {
-  open(name, size, attrs, BlobCheck::digest);
+void OciSink::begin(const std::string& name, uint64_t size, const TarAttrs& attrs, StreamCheck check) {
+  open(name, size, attrs, check == StreamCheck::source ? BlobCheck::trusted : BlobCheck::digest);
 }
 
 void OciSink::open(const std::string& name, uint64_t size, const TarAttrs& attrs, BlobCheck check) {

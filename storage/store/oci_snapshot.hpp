@@ -80,7 +80,7 @@ public:
   OciSink(OciLayout layout, std::string tag, bool overwrite, RawIndex known);
 
   void add(const std::string& name, std::span<const std::byte> data, const TarAttrs& attrs) override;
-  void begin(const std::string& name, uint64_t size, const TarAttrs& attrs) override;
+  void begin(const std::string& name, uint64_t size, const TarAttrs& attrs, StreamCheck check) override;
   void write(std::span<const std::byte> data) override;
   void close() override;
   bool wants_raw_hashes() const override { return true; }

@@ -190,8 +190,9 @@ void RegistrySink::add(const std::string& name, std::span<const std::byte> data,
   }
 }
 
-void RegistrySink::begin(const std::string& name, uint64_t size, const TarAttrs& attrs) {
+void RegistrySink::begin(const std::string& name, uint64_t size, const TarAttrs& attrs, StreamCheck check) {
   KS_ASSERT(m_config && !m_open);
+  m_check_open = check == StreamCheck::sink;
   auto sha = attrs.find(k_sha256_attr);
   m_open = member_descriptor(name, sha == attrs.end() ? "" : sha->second, size, attrs);
   m_open_left = size;
@@ -210,7 +211,9 @@ void RegistrySink::begin(const std::string& name, uint64_t size, const TarAttrs&
 
 void RegistrySink::write(std::span<const std::byte> data) {
   KS_ASSERT(m_open && data.size() <= m_open_left);
-  m_hash.update(data);
+  if (m_check_open) {
+    m_hash.update(data);
+  }
   m_open_left -= data.size();
   if (m_upload) {
     append(m_piece, data);
@@ -229,10 +232,10 @@ void RegistrySink::flush_piece() {
   m_piece.clear();
 }
 
-// A streamed member is checked against its digest here, whether or not it was uploaded:
-// the registry checks what it receives, but not what it already had.
+// A streamed member is checked against its digest here (unless its source does), whether or
+// not it was uploaded: the registry checks what it receives, but not what it already had.
 void RegistrySink::finish_open() {
-  if (sha256_digest(m_hash.hex_digest()) != m_open->digest) {
+  if (m_check_open && sha256_digest(m_hash.hex_digest()) != m_open->digest) {
     throw Error("member " + m_open->annotation(k_title_annotation) + " did not have its SHA-256 " +
                   m_open->digest + " when it was written",
                 ExitCode::archive_invalid);
@@ -309,11 +312,25 @@ public:
     if (m_failure) {
       std::rethrow_exception(m_failure);
     }
-    Bytes data = m_uses[d.digest] == 1 ? std::move(m_fetched[d.digest]) : m_fetched[d.digest];
+    Bytes data;
+    if (m_uses[d.digest] == 1) {
+      data = std::move(m_fetched[d.digest]);
+    } else {
+      data = spare();
+      append(data, m_fetched[d.digest]);
+    }
     used(d);
     m_taken = i + 1;
     m_changed.notify_all();
     return data;
+  }
+
+  // A buffer that take() returned, once read: the next fetch reuses it. Memory given back
+  // and allocated again for every blob cost a sixth of a pull's CPU here (the kernel zeroing
+  // fresh huge pages).
+  void recycle(Bytes&& b) {
+    std::lock_guard lock(m_mutex);
+    keep(std::move(b));
   }
 
 private:
@@ -322,10 +339,31 @@ private:
     if (!wanted(d) || --m_uses[d.digest] > 0) {
       return;
     }
-    if (m_fetched.erase(d.digest) > 0 || m_fetching.contains(d.digest)) {
+    if (auto it = m_fetched.find(d.digest); it != m_fetched.end()) {
+      keep(std::move(it->second));
+      m_fetched.erase(it);
+      m_window -= d.size;
+    } else if (m_fetching.contains(d.digest)) {
       m_window -= d.size;
     }
     m_fetching.erase(d.digest);
+  }
+
+  // With m_mutex held: a spare buffer (empty), or a new one.
+  Bytes spare() {
+    if (m_spare.empty()) {
+      return {};
+    }
+    Bytes b = std::move(m_spare.back());
+    m_spare.pop_back();
+    return b;
+  }
+  // With m_mutex held: keeps B as a spare, up to one per connection.
+  void keep(Bytes&& b) {
+    if (b.capacity() > 0 && m_spare.size() < k_fetch_connections) {
+      b.clear();
+      m_spare.push_back(std::move(b));
+    }
   }
 
   // The next blob to fetch: wanted, still to be used, not fetched or on its way.
@@ -355,8 +393,8 @@ private:
       const Descriptor d = m_blobs[m_next++];
       m_fetching.insert(d.digest);
       m_window += d.size;
+      Bytes data = spare();
       lock.unlock();
-      Bytes data;
       std::exception_ptr failure;
       try {
         data.reserve(d.size);
@@ -382,8 +420,9 @@ private:
   std::map<std::string, int> m_uses;      // digest -> uses from the reader's place on
   std::map<std::string, Bytes> m_fetched; // digest -> its bytes, until its last use
   std::set<std::string> m_fetching;
-  size_t m_next;  // the next blob to fetch
-  size_t m_taken; // the blobs before it are taken or skipped
+  std::vector<Bytes> m_spare; // buffers to fetch into again (recycle)
+  size_t m_next;              // the next blob to fetch
+  size_t m_taken;             // the blobs before it are taken or skipped
   uint64_t m_window = 0;
   bool m_stop = false;
   std::exception_ptr m_failure;
@@ -424,6 +463,7 @@ size_t RegistrySource::read(std::span<std::byte> buf) {
         blobs.insert(blobs.end(), m_snapshot.layers.begin(), m_snapshot.layers.end());
         m_prefetch = std::make_unique<Prefetcher>(m_registry, m_options, std::move(blobs), index);
       }
+      m_prefetch->recycle(std::move(m_piece));
       m_piece = m_prefetch->take(index);
     } else {
       m_piece.reserve(length);

@@ -35,7 +35,7 @@ public:
   ~RegistrySink() override;
 
   void add(const std::string& name, std::span<const std::byte> data, const TarAttrs& attrs) override;
-  void begin(const std::string& name, uint64_t size, const TarAttrs& attrs) override;
+  void begin(const std::string& name, uint64_t size, const TarAttrs& attrs, StreamCheck check) override;
   void write(std::span<const std::byte> data) override;
   void close() override;
   bool wants_raw_hashes() const override { return true; }
@@ -66,6 +66,7 @@ private:
   uint64_t m_open_left = 0;
   Bytes m_piece;
   Sha256 m_hash;
+  bool m_check_open = true; // the open member is hashed here (not by its source)
   uint64_t m_streamed_bytes = 0;
   std::string m_digest;
 };

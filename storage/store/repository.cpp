@@ -142,7 +142,9 @@ Json copy_snapshot(const std::string& src, const std::string& dst, const RepoOpt
       throw Error(reader->what() + " is damaged: member " + *name + " has no SHA-256 in its header",
                   ExitCode::archive_invalid);
     }
-    writer.begin_member(*name, e.size, attr(k_sha256_attr), attr(k_raw_hash_attr),
+    // Streamed, the member is checked by the reader (stream_member) before the next one
+    // begins, and the output publishes nothing before the copy completes: not hashed twice.
+    writer.begin_member(*name, e.size, attr(k_sha256_attr), StreamCheck::source, attr(k_raw_hash_attr),
                         ArchiveReader::carried(e.attrs));
     reader->stream_member([&](const ArchiveReader::Source& source) {
       while (size_t n = source(buf)) {

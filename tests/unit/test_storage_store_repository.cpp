@@ -177,6 +177,31 @@ TEST_CASE("repository: damage is found and named with the snapshots that need it
         }) == ExitCode::archive_invalid);
 }
 
+TEST_CASE("repository: a copy of a damaged snapshot fails and publishes nothing") {
+  // The copy hashes each member once, in its reader: what it wrote of a damaged member must
+  // never appear under the member's digest, nor any snapshot in the destination.
+  TempDir t;
+  std::string src = "oci:" + t / "src";
+  put_snapshot(src + ":a", "2026-11-27T02:00:00Z", {"first chunk", "second chunk"});
+  OciLayout from(t / "src", OciLayout::Create::no);
+  const Descriptor damaged = find_snapshot(from, "a").layers[1];
+  std::string data = text(from.blob_path(damaged.digest));
+  data[data.size() / 2] ^= 1;
+  write_text(from.blob_path(damaged.digest), data);
+  for (const std::string& dst : {"oci:" + t / "dst" + ":a", t / "a.ksnap"}) {
+    INFO(dst);
+    CHECK(code_of([&] { copy_snapshot(src + ":a", dst, {}); }) == ExitCode::archive_invalid);
+  }
+  OciLayout to(t / "dst", OciLayout::Create::no);
+  CHECK(to.read_index()["manifests"].empty());
+  CHECK(to.blob_size(damaged.digest) != damaged.size);
+  CHECK(!std::filesystem::exists(t / "a.ksnap"));
+  for (const auto& name : to.blob_files()) {
+    INFO(name);
+    CHECK(name.find(".tmp") == std::string::npos); // no temp blob left behind either
+  }
+}
+
 TEST_CASE("repository: check --read-data finds a chunk whose lookup key is not its data's") {
   TempDir t;
   std::string ref = "oci:" + t / "repo";

@@ -312,25 +312,11 @@ public:
     if (m_failure) {
       std::rethrow_exception(m_failure);
     }
-    Bytes data;
-    if (m_uses[d.digest] == 1) {
-      data = std::move(m_fetched[d.digest]);
-    } else {
-      data = spare();
-      append(data, m_fetched[d.digest]);
-    }
+    Bytes data = m_uses[d.digest] == 1 ? std::move(m_fetched[d.digest]) : m_fetched[d.digest];
     used(d);
     m_taken = i + 1;
     m_changed.notify_all();
     return data;
-  }
-
-  // A buffer that take() returned, once read: the next fetch reuses it. Memory given back
-  // and allocated again for every blob cost a sixth of a pull's CPU here (the kernel zeroing
-  // fresh huge pages).
-  void recycle(Bytes&& b) {
-    std::lock_guard lock(m_mutex);
-    keep(std::move(b));
   }
 
 private:
@@ -339,31 +325,10 @@ private:
     if (!wanted(d) || --m_uses[d.digest] > 0) {
       return;
     }
-    if (auto it = m_fetched.find(d.digest); it != m_fetched.end()) {
-      keep(std::move(it->second));
-      m_fetched.erase(it);
-      m_window -= d.size;
-    } else if (m_fetching.contains(d.digest)) {
+    if (m_fetched.erase(d.digest) > 0 || m_fetching.contains(d.digest)) {
       m_window -= d.size;
     }
     m_fetching.erase(d.digest);
-  }
-
-  // With m_mutex held: a spare buffer (empty), or a new one.
-  Bytes spare() {
-    if (m_spare.empty()) {
-      return {};
-    }
-    Bytes b = std::move(m_spare.back());
-    m_spare.pop_back();
-    return b;
-  }
-  // With m_mutex held: keeps B as a spare, up to one per connection.
-  void keep(Bytes&& b) {
-    if (b.capacity() > 0 && m_spare.size() < k_fetch_connections) {
-      b.clear();
-      m_spare.push_back(std::move(b));
-    }
   }
 
   // The next blob to fetch: wanted, still to be used, not fetched or on its way.
@@ -393,8 +358,8 @@ private:
       const Descriptor d = m_blobs[m_next++];
       m_fetching.insert(d.digest);
       m_window += d.size;
-      Bytes data = spare();
       lock.unlock();
+      Bytes data;
       std::exception_ptr failure;
       try {
         data.reserve(d.size);
@@ -420,9 +385,8 @@ private:
   std::map<std::string, int> m_uses;      // digest -> uses from the reader's place on
   std::map<std::string, Bytes> m_fetched; // digest -> its bytes, until its last use
   std::set<std::string> m_fetching;
-  std::vector<Bytes> m_spare; // buffers to fetch into again (recycle)
-  size_t m_next;              // the next blob to fetch
-  size_t m_taken;             // the blobs before it are taken or skipped
+  size_t m_next;  // the next blob to fetch
+  size_t m_taken; // the blobs before it are taken or skipped
   uint64_t m_window = 0;
   bool m_stop = false;
   std::exception_ptr m_failure;
@@ -463,7 +427,6 @@ size_t RegistrySource::read(std::span<std::byte> buf) {
         blobs.insert(blobs.end(), m_snapshot.layers.begin(), m_snapshot.layers.end());
         m_prefetch = std::make_unique<Prefetcher>(m_registry, m_options, std::move(blobs), index);
       }
-      m_prefetch->recycle(std::move(m_piece));
       m_piece = m_prefetch->take(index);
     } else {
       m_piece.reserve(length);

@@ -47,8 +47,8 @@ int main(int argc, char** argv) {
   const std::string layout = "oci:" + dir + "/layout:snap";
   TestRegistry registry(dir + "/registry");
   const std::string insecure = "--tls-verify=false";
-  // The snapshot as a save into a registry makes it (its chunk size: 4 MiB), then the same
-  // in a local repository and a .ksnap file.
+  // The snapshot as a save into a registry makes it, then the same in a local repository
+  // and a .ksnap file.
   timed_cli({"save", "--mode", "stop", "--quiesce", "off", "--qmp", vm.qmp_path(), "-o",
              registry.ref("saved/vm:snap"), insecure},
             dir + "/save.log");

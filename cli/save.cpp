@@ -200,8 +200,7 @@ void add_save(CLI::App& app, Registry& reg) {
 
   cmd
     ->add_option("--chunk-size", a->chunk_mib,
-                 "vmstate chunk size in MiB (default 8; into an oci: repository 1, into a registry 4; more "
-                 "for large VMs)")
+                 "vmstate chunk size in MiB (default 8; into an oci: repository 1, more above 4 GiB of RAM)")
     ->check(CLI::Range(1, 256));
   cmd->add_option("--label", a->labels, "KEY=VALUE recorded in the manifest");
   cmd->add_option(

@@ -43,8 +43,7 @@ uint64_t resident_bytes(pid_t pid) {
 // of about 1.5 MB, under the 4 MiB registries take). Measured on the idle 1 GiB bench guest,
 // a second save writes again 8 % of the first's bytes with 8 MiB chunks, 1.3 % with 1 MiB
 // and 0.9 % with 256 KiB; but 256 KiB made the first save 1.6x slower, a file per blob
-// costing more than the bytes saved. Into a registry, 4 MiB at least, a blob being a request
-// there (SnapshotOutput::min_chunk_size).
+// costing more than the bytes saved.
 // What one chunk's layer descriptor takes in a snapshot's image manifest (digest, size,
 // media type, title, raw-blake3 and sealed-key annotations), with a margin.
 constexpr uint64_t k_layer_descriptor_bytes = 640;
@@ -54,8 +53,8 @@ bool manifest_fits(uint64_t ram, uint64_t chunk) {
   return (ram / chunk + 64) * k_layer_descriptor_bytes <= k_max_manifest_size;
 }
 
-size_t repository_chunk_size(uint64_t ram, size_t smallest) {
-  size_t chunk = smallest;
+size_t repository_chunk_size(uint64_t ram) {
+  size_t chunk = 1u << 20;
   while ((chunk < (8u << 20) && chunk * 4096 < ram) || !manifest_fits(ram, chunk)) {
     chunk *= 2;
   }
@@ -150,16 +149,16 @@ void SaveSession::preflight() {
 // (docs/kata-snapshot.1.md has the measured trade-off).
 std::string SaveSession::choose_layout() {
   m_chunk_size = m_o.chunk_size             ? m_o.chunk_size
-                 : m_output->deduplicates() ? repository_chunk_size(m_ram, m_output->min_chunk_size())
+                 : m_output->deduplicates() ? repository_chunk_size(m_ram)
                                             : 8u << 20;
   if (m_output->deduplicates() && !manifest_fits(m_ram, m_chunk_size)) { // an explicit --chunk-size
-    throw Error(
-      "--chunk-size " + std::to_string(m_chunk_size >> 20) + " would make " +
-        std::to_string(m_ram / m_chunk_size) + " chunks of this VM's " + human_size(m_ram) +
-        " of RAM, an OCI manifest over the " + human_size(k_max_manifest_size) + " registries accept",
-      ExitCode::usage,
-      "pass --chunk-size " + std::to_string(repository_chunk_size(m_ram, m_output->min_chunk_size()) >> 20) +
-        " or more, or leave it out");
+    throw Error("--chunk-size " + std::to_string(m_chunk_size >> 20) + " would make " +
+                  std::to_string(m_ram / m_chunk_size) + " chunks of this VM's " + human_size(m_ram) +
+                  " of RAM, an OCI manifest over the " + human_size(k_max_manifest_size) +
+                  " registries accept",
+                ExitCode::usage,
+                "pass --chunk-size " + std::to_string(repository_chunk_size(m_ram) >> 20) +
+                  " or more, or leave it out");
   }
   if (m_o.layout == VmstateLayout::stream) {
     return k_layout_stream;

@@ -267,9 +267,6 @@ public:
     return j;
   }
   bool deduplicates() const override { return true; }
-  // 4 MiB: a fourth of the requests of 1 MiB chunks, for increments about twice as large
-  // (measured in docs/registries.md).
-  size_t min_chunk_size() const override { return 4u << 20; }
 
 private:
   Reference m_ref;

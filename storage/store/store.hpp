@@ -80,10 +80,6 @@ public:
   virtual Json describe() const = 0;
   // A repository: content-addressed, where the mapped-ram layout makes saves incremental.
   virtual bool deduplicates() const = 0;
-  // A repository's smallest default chunk (a save picks larger ones for a large VM). Small
-  // chunks make small increments, but each chunk is a blob: a file in a repository, and in a
-  // registry a request that costs the registry more than its bytes (docs/registries.md).
-  virtual size_t min_chunk_size() const { return 1u << 20; }
 };
 
 } // namespace ks

@@ -170,11 +170,9 @@ TEST_CASE("a registry killed in the middle of a push: the push fails clearly, th
   INFO(partial << " blobs were there; the rerun sent " << done["blob_bytes_written"] << " of " << total);
   CHECK(done["blob_bytes_written"].get<uint64_t>() < total - (uint64_t{15} << 19));
   CHECK(run_cli(with({"verify", target}, registry.flags())).status == 0);
-  // The save run again completes; in a registry's default chunks (4 MiB: fewer requests).
+  // The save whose registry died, run again: it completes.
   cli_json(
     with({"save", "--qmp", vm.qmp_path(), "-o", registry.ref("vm/live:x"), "--json"}, registry.flags()));
-  CHECK(cli_json(with({"inspect", registry.ref("vm/live:x"), "--json"},
-                      registry.flags()))["vmstate"]["chunk_size"] == 4u << 20);
   CHECK(run_cli(with({"verify", registry.ref("vm/live:x")}, registry.flags())).status == 0);
 }
 

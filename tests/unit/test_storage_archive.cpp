@@ -88,6 +88,17 @@ void require_invalid(const std::string& path, const std::string& fragment) {
   }
 }
 
+// PATH's vmstate read in place into a sparse staging file (workers write each chunk at its
+// offset and compare it with a frame of zeros) is refused with FRAGMENT.
+void require_refused_in_place(const std::string& path, const std::string& fragment) {
+  Fd in = open_file(path, O_RDONLY);
+  ArchiveReader r(in.get(), path);
+  Fd staged(::memfd_create("staged-test", MFD_CLOEXEC));
+  CHECK_THROWS_WITH(read_vmstate(r, staged.get(), {.chunk_size = 65536, .threads = 2, .sparse = true},
+                                 [](ArchiveReader::Member&&) {}),
+                    Catch::Contains(fragment));
+}
+
 void truncate_to(const std::string& path, off_t size) {
   REQUIRE(::truncate(path.c_str(), size) == 0);
 }
@@ -180,12 +191,7 @@ TEST_CASE("archive: a bad chunk early in a long stream is refused while later on
     require_invalid(path, "does not match its SHA-256");
     // In place (a sparse staging file): the workers also compare each chunk with the frame
     // of zeros, which must outlive them (it did not: a use after free, a crash in CI).
-    Fd in = open_file(path, O_RDONLY);
-    ArchiveReader r(in.get(), path);
-    Fd staged(::memfd_create("staged-test", MFD_CLOEXEC));
-    CHECK_THROWS_WITH(read_vmstate(r, staged.get(), {.chunk_size = 65536, .threads = 2, .sparse = true},
-                                   [](ArchiveReader::Member&&) {}),
-                      Catch::Contains("does not match its SHA-256"));
+    require_refused_in_place(path, "does not match its SHA-256");
   }
 }
 
@@ -305,12 +311,7 @@ TEST_CASE("archive: in place, only the last vmstate chunk may be short of the ch
     }
     w.finish();
   }
-  Fd in = open_file(path, O_RDONLY);
-  ArchiveReader r(in.get(), path);
-  Fd staged(::memfd_create("staged-test", MFD_CLOEXEC));
-  CHECK_THROWS_WITH(read_vmstate(r, staged.get(), {.chunk_size = 65536, .threads = 2, .sparse = true},
-                                 [](ArchiveReader::Member&&) {}),
-                    Catch::Contains("short of the chunk size"));
+  require_refused_in_place(path, "short of the chunk size");
 }
 
 TEST_CASE(

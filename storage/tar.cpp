@@ -1,13 +1,17 @@
 #include "storage/tar.hpp"
 
+#include "util/beneath.hpp"
 #include "util/error.hpp"
+#include "util/fd.hpp"
 
 #include <archive.h>
 #include <archive_entry.h>
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
+#include <optional>
 #include <set>
+#include <sys/stat.h>
 #include <vector>
 
 namespace ks {
@@ -361,6 +365,43 @@ la_ssize_t source_read(archive*, void* ctx, const void** out) {
   return static_cast<la_ssize_t>((*s->source)(s->buf));
 }
 
+// A directory entry's times, set again once the whole member is in: libarchive defers that
+// only for directories it makes itself, and an existing one (a share pre-copy's base made it)
+// would keep the time of the last entry written into it.
+struct DirTimes {
+  std::string rel;
+  timespec times[2]; // atime, mtime, as futimens takes them
+};
+
+std::optional<DirTimes> dir_times(archive_entry* e, const std::string& rel) {
+  if (archive_entry_filetype(e) != AE_IFDIR || !archive_entry_mtime_is_set(e)) {
+    return std::nullopt;
+  }
+  DirTimes t{rel, {{0, UTIME_OMIT}, {archive_entry_mtime(e), archive_entry_mtime_nsec(e)}}};
+  if (archive_entry_atime_is_set(e)) {
+    t.times[0] = {archive_entry_atime(e), archive_entry_atime_nsec(e)};
+  }
+  return t;
+}
+
+// Sets the directories' times, in entry order (a name given twice keeps its later times;
+// setting one directory's times changes no other's). A name that is no longer a directory
+// inside DIR (a later entry replaced it) is skipped, never followed.
+void set_dir_times(const std::string& dir, const std::vector<DirTimes>& dirs) {
+  for (const auto& d : dirs) {
+    Fd fd = open_beneath(dir, d.rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (!fd) {
+      if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP || errno == EXDEV) {
+        continue;
+      }
+      throw_errno("failed to open " + dir + "/" + d.rel + " to set its times");
+    }
+    if (::futimens(fd.get(), d.times) != 0) {
+      throw_errno("failed to set the times of " + dir + "/" + d.rel);
+    }
+  }
+}
+
 } // namespace
 
 uint64_t extract_tar_zst(const ByteSource& source, const std::string& dir, const std::string& what) {
@@ -380,6 +421,7 @@ uint64_t extract_tar_zst(const ByteSource& source, const std::string& dir, const
                                                ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_TIME |
                                                ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_SPARSE);
   uint64_t count = 0;
+  std::vector<DirTimes> dirs;
   for (;;) {
     archive_entry* e = nullptr;
     int r = archive_read_next_header(in.get(), &e);
@@ -397,6 +439,9 @@ uint64_t extract_tar_zst(const ByteSource& source, const std::string& dir, const
     if (archive_entry_filetype(e) == AE_IFCHR || archive_entry_filetype(e) == AE_IFBLK) {
       throw Error(what + " holds a device node, which a share never restores: " + rel,
                   ExitCode::archive_invalid);
+    }
+    if (auto t = dir_times(e, rel)) {
+      dirs.push_back(std::move(*t));
     }
     archive_entry_copy_pathname(e, (dir + "/" + rel).c_str());
     if (const char* link = archive_entry_hardlink(e)) {
@@ -428,6 +473,7 @@ uint64_t extract_tar_zst(const ByteSource& source, const std::string& dir, const
   if (archive_write_close(disk.get()) != ARCHIVE_OK) {
     throw Error("failed to finish restoring " + dir + ": " + why(disk.get()));
   }
+  set_dir_times(dir, dirs);
   return count;
 }
 

@@ -2,6 +2,8 @@
 // ever touched, whatever symlinks or ".." the tree or the names hold.
 #pragma once
 
+#include "util/fd.hpp"
+
 #include <string>
 
 namespace ks {
@@ -11,5 +13,9 @@ namespace ks {
 // RESOLVE_NO_SYMLINKS); a symlink is removed itself. A NAME that is already gone, or whose
 // parent is, is fine. Throws for a NAME that is empty, absolute, "." or leaves ROOT.
 void remove_beneath(const std::string& root, const std::string& name);
+
+// Opens ROOT/NAME with FLAGS (open(2) flags), resolved beneath ROOT without following any
+// symlink, ".." out or magic link. Returns an empty Fd with errno set when it cannot.
+Fd open_beneath(const std::string& root, const std::string& name, int flags);
 
 } // namespace ks

@@ -28,6 +28,7 @@ struct Entry {
   std::string data;     // a regular file's content
   std::string symlink;  // a symlink's target
   std::string hardlink; // a hard link's target
+  time_t mtime = 0;     // set when not 0
 };
 
 // The entries as a .tar.zst share member, in order.
@@ -50,6 +51,9 @@ Bytes share_member(const std::vector<Entry>& entries) {
     }
     if (e.type == AE_IFCHR) {
       archive_entry_set_rdev(ae, makedev(1, 3));
+    }
+    if (e.mtime != 0) {
+      archive_entry_set_mtime(ae, e.mtime, 0);
     }
     archive_entry_set_size(ae, static_cast<la_int64_t>(e.data.size()));
     REQUIRE(archive_write_header(a, ae) == ARCHIVE_OK);
@@ -93,6 +97,12 @@ void outside_untouched(const TempDir& dir) {
   CHECK(std::distance(fs::directory_iterator(dir / "outside"), fs::directory_iterator()) == 1);
   CHECK(fs::hard_link_count(dir / "outside/secret") == 1);
   CHECK(read_file(dir / "outside/secret") == "secret");
+}
+
+time_t mtime_of(const fs::path& path) {
+  struct stat st {};
+  REQUIRE(::lstat(path.c_str(), &st) == 0);
+  return st.st_mtime;
 }
 
 } // namespace
@@ -159,5 +169,35 @@ TEST_CASE("share extraction: duplicate entries stay inside") {
   extract(dir, {{.name = "d", .type = AE_IFDIR},
                 {.name = "d", .type = AE_IFLNK, .symlink = dir / "outside"},
                 {.name = "d/evil", .data = "x"}});
+  outside_untouched(dir);
+}
+
+// A share pre-copy's delta writes into directories its base already made. libarchive sets an
+// existing directory's times at once, and the entries written into it afterwards would move
+// its mtime to now; every directory's times are set again once the whole member is in.
+TEST_CASE("share extraction: a directory keeps its time when entries are added into it later") {
+  TempDir dir;
+  fs::create_directories(dir / "share/made-by-base");
+  CHECK(extract(dir, {{.name = "made-by-base", .type = AE_IFDIR, .mtime = 1000000},
+                      {.name = "made-by-base/new", .data = "x", .mtime = 2000000},
+                      {.name = "fresh", .type = AE_IFDIR, .mtime = 3000000},
+                      {.name = "fresh/sub", .type = AE_IFDIR, .mtime = 4000000},
+                      {.name = "fresh/sub/f", .data = "y", .mtime = 5000000}})
+          .empty());
+  CHECK(mtime_of(dir / "share/made-by-base") == 1000000);
+  CHECK(mtime_of(dir / "share/made-by-base/new") == 2000000);
+  CHECK(mtime_of(dir / "share/fresh") == 3000000);
+  CHECK(mtime_of(dir / "share/fresh/sub") == 4000000);
+}
+
+TEST_CASE("share extraction: setting directory times never follows a symlink out") {
+  TempDir dir;
+  plant_outside(dir);
+  fs::last_write_time(dir / "outside", fs::file_time_type::clock::now() - std::chrono::hours(1));
+  auto before = mtime_of(dir / "outside");
+  // A directory entry with a time, then the same name as a symlink out of the tree.
+  extract(dir, {{.name = "d", .type = AE_IFDIR, .mtime = 1000000},
+                {.name = "d", .type = AE_IFLNK, .symlink = dir / "outside"}});
+  CHECK(mtime_of(dir / "outside") == before);
   outside_untouched(dir);
 }

@@ -199,13 +199,20 @@ private:
 };
 
 TestRegistry::TestRegistry(std::string dir, RegistrySetup setup) : m_dir(std::move(dir)), m_setup(setup) {
-  for (const char* program : {"docker-registry", "htpasswd", "openssl"}) {
+  std::vector<std::string> programs = {"docker-registry", "htpasswd", "openssl"};
+  if (m_setup.redirect) {
+    programs.emplace_back("busybox");
+  }
+  for (const auto& program : programs) {
     if (!have(program)) {
-      skip(std::string(program) + " is not installed (run `make test`, which installs it)");
+      skip(program + " is not installed (run `make test`, which installs it)");
     }
   }
   fs::create_directories(m_dir + "/data");
   { Fd port_holder = listen_tcp(&m_port); } // a free port, released for the registry
+  if (m_setup.redirect) {
+    Fd port_holder = listen_tcp(&m_storage_port);
+  }
   if (m_setup.tls) {
     m_cert_dir = m_dir + "/certs";
     fs::create_directories(m_cert_dir);
@@ -237,6 +244,10 @@ void TestRegistry::write_config() {
                   "storage:\n  filesystem:\n    rootdirectory: " +
                   m_dir + "/data\n  delete:\n    enabled: " + (m_setup.deletion ? "true" : "false") +
                   "\nhttp:\n  addr: 127.0.0.1:" + std::to_string(m_port) + "\n";
+  if (m_setup.redirect) { // distribution 2.8 keeps the base URL's scheme and host, and the path
+    c += "middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: http://127.0.0.1:" +
+         std::to_string(m_storage_port) + "/\n";
+  }
   if (m_setup.tls) {
     c += "  tls:\n    certificate: " + m_dir + "/server.crt\n    key: " + m_dir + "/server.key\n";
   }
@@ -252,24 +263,34 @@ void TestRegistry::write_config() {
 }
 
 void TestRegistry::start() {
+  if (m_setup.redirect) { // the storage as its files: what the registry's 307s point at
+    SpawnOptions storage;
+    storage.argv = {"busybox", "httpd",        "-f", "-p", "127.0.0.1:" + std::to_string(m_storage_port),
+                    "-h",      m_dir + "/data"};
+    storage.stderr_path = m_dir + "/storage.log";
+    storage.stdout_path = m_dir + "/storage.log";
+    m_storage = ChildProcess::spawn(storage);
+  }
   SpawnOptions so;
   so.argv = {"docker-registry", "serve", m_dir + "/config.yml"};
   so.stderr_path = m_dir + "/registry.log";
   so.stdout_path = m_dir + "/registry.log";
   m_process = ChildProcess::spawn(so);
   Deadline deadline(Millis(20000));
-  while (!answers(m_port)) {
+  while (!answers(m_port) || (m_setup.redirect && !answers(m_storage_port))) {
     if (deadline.expired()) {
-      throw Error("docker-registry did not start: " + log());
+      throw Error("docker-registry (or its storage server) did not start: " + log());
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }
 
 void TestRegistry::stop() {
-  if (m_process.pid() > 0) {
-    ::kill(m_process.pid(), SIGKILL);
-    m_process.wait(Deadline(Millis(10000)));
+  for (ChildProcess* p : {&m_process, &m_storage}) {
+    if (p->pid() > 0) {
+      ::kill(p->pid(), SIGKILL);
+      p->wait(Deadline(Millis(10000)));
+    }
   }
 }
 
@@ -310,6 +331,15 @@ std::string TestRegistry::blob_path(const std::string& digest) const {
 std::string TestRegistry::log() const {
   std::string text = fs::exists(m_dir + "/registry.log") ? read_file(m_dir + "/registry.log") : "";
   return text.size() > 4000 ? text.substr(text.size() - 4000) : text;
+}
+
+size_t TestRegistry::redirects() const {
+  std::string text = fs::exists(m_dir + "/registry.log") ? read_file(m_dir + "/registry.log") : "";
+  size_t n = 0;
+  for (size_t at = 0; (at = text.find("\" 307 ", at)) != std::string::npos; ++at) {
+    ++n;
+  }
+  return n;
 }
 
 std::vector<std::string> with(std::vector<std::string> argv, const std::vector<std::string>& flags) {

@@ -2,6 +2,8 @@
 // on 127.0.0.1 with a configuration of its own (deletion enabled), plain HTTP or TLS with a CA
 // made by the test, anonymous, htpasswd basic auth, or bearer tokens from a tiny token
 // service in the test process (JWTs signed by openssl(1), with their certificate in x5c).
+// Optionally its blob GETs and HEADs answer 307 to a separate static file server over its
+// storage (busybox httpd), as registries on object storage or behind a CDN do.
 #pragma once
 
 #include "util/child_process.hpp"
@@ -19,7 +21,8 @@ enum class RegistryAuth { none, basic, bearer };
 struct RegistrySetup {
   bool tls = false;
   RegistryAuth auth = RegistryAuth::none;
-  bool deletion = true; // storage.delete.enabled
+  bool deletion = true;  // storage.delete.enabled
+  bool redirect = false; // blob reads redirected to a static file server (the redirect middleware)
 };
 
 class TokenService;
@@ -29,7 +32,8 @@ public:
   static constexpr const char* k_user = "backup";
   static constexpr const char* k_password = "s3cret-pass";
 
-  // Starts it under DIR; skips the test when docker-registry, htpasswd or openssl is missing.
+  // Starts it under DIR; skips the test when docker-registry, htpasswd or openssl (or, to
+  // redirect, busybox) is missing.
   TestRegistry(std::string dir, RegistrySetup setup = {});
   ~TestRegistry();
 
@@ -47,6 +51,8 @@ public:
   size_t blob_count() const;
   std::string blob_path(const std::string& digest) const;
   std::string log() const;
+  // Blob reads the registry redirected (307 responses in its access log).
+  size_t redirects() const;
   // The docker-registry process (the bench reads its CPU time).
   pid_t pid() const { return m_process.pid(); }
 
@@ -56,9 +62,11 @@ private:
   std::string m_dir;
   RegistrySetup m_setup;
   int m_port = 0;
+  int m_storage_port = 0; // the static file server's, with redirect
   std::string m_cert_dir;
   std::unique_ptr<TokenService> m_tokens;
   ChildProcess m_process;
+  ChildProcess m_storage; // busybox httpd, with redirect
 };
 
 // Adds FLAGS to ARGV.

@@ -355,7 +355,9 @@ LoadResult load(const LoadOptions& options) {
   log.done("host check");
 
   s.replay_devices(); // devices added after boot, re-created with the same ids and addresses
-  s.stream();         // migrate-incoming from a pipe fed by checked, parallel decompression
+  s.await_staging();  // mapped-ram: the vmstate checked and in its staging file
+  log.done("staged");
+  s.stream(); // migrate-incoming from a pipe fed by checked, parallel decompression
   log.done("stream");
   s.resume(); // cont (unless --paused)
   log.done("resume");

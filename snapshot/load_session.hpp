@@ -53,6 +53,9 @@ public:
   void prepare_network();
   void restore_shares();
   void start_staging();
+  // mapped-ram: waits until the staging began by start_staging is done (and rethrows its
+  // error); nothing for other layouts.
+  void await_staging();
   // A watchdog stops what this load starts should the load be killed (snapshot/watchdog.hpp).
   void guard();
   // PATH is a socket of the new VM: removed should the load fail or die.

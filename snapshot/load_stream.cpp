@@ -119,7 +119,10 @@ void LoadSession::stream_multifd() {
   fs::remove(socket, ec);
 }
 
-void LoadSession::stream_mapped_ram() {
+void LoadSession::await_staging() {
+  if (!m_stager.joinable()) {
+    return;
+  }
   {
     ProgressLine bar(m_o.progress, "loading", m_reader->manifest()["vm"].value("ram_bytes", 0ull));
     while (!m_staged) {
@@ -135,6 +138,10 @@ void LoadSession::stream_mapped_ram() {
   if (m_stage_error) {
     std::rethrow_exception(m_stage_error);
   }
+}
+
+void LoadSession::stream_mapped_ram() {
+  await_staging();
   // Written over multifd channels (format 5): read back over as many.
   unsigned channels = m_reader->manifest()["vmstate"].value("channels", 0u);
   std::optional<MultifdSetup> multifd;

@@ -55,6 +55,8 @@ public:
   size_t redirects() const;
   // The docker-registry process (the bench reads its CPU time).
   pid_t pid() const { return m_process.pid(); }
+  // The static file server the registry redirects to (with redirect; its children are reaped).
+  pid_t storage_pid() const { return m_storage.pid(); }
 
 private:
   void write_config();

@@ -112,8 +112,8 @@ TEST_CASE("fault matrix: a load that fails, is stopped or is killed at any step 
   const std::string archive = vm.dir() + "/vm.ksnap";
   save_paused(vm.qmp_path(), archive);
   vm.kill();
-  for (const std::string step : {"manifest", "shares", "start qemu", "host check", "mid-stream", "stream",
-                                 "resume", "guest refresh"}) {
+  for (const std::string step : {"manifest", "shares", "start qemu", "host check", "staged", "mid-stream",
+                                 "stream", "resume", "guest refresh"}) {
     for (const auto& action : k_actions) {
       INFO("KSNAP_FAULT=" << step << ":" << action);
       for (const auto& e : fs::directory_iterator(vm.share_dir())) {

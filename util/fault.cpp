@@ -27,7 +27,7 @@ struct Fault {
 
 // Every step a fault can name: save's, load's, the middle of either's stream, container
 // mode's, and the conditions fault_pretends stands in for.
-constexpr std::array<std::string_view, 21> k_steps = {"discover",
+constexpr std::array<std::string_view, 22> k_steps = {"discover",
                                                       "preflight",
                                                       "guard",
                                                       "quiesce",
@@ -39,6 +39,7 @@ constexpr std::array<std::string_view, 21> k_steps = {"discover",
                                                       "shares",
                                                       "start qemu",
                                                       "host check",
+                                                      "staged",
                                                       "guest refresh",
                                                       "mid-stream",
                                                       "container dump",

@@ -388,8 +388,12 @@ std::optional<DirTimes> dir_times(archive_entry* e, const std::string& rel) {
 // setting one directory's times changes no other's). A name that is no longer a directory
 // inside DIR (a later entry replaced it) is skipped, never followed.
 void set_dir_times(const std::string& dir, const std::vector<DirTimes>& dirs) {
+  if (dirs.empty()) {
+    return;
+  }
+  Fd root = open_root(dir);
   for (const auto& d : dirs) {
-    Fd fd = open_beneath(dir, d.rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    Fd fd = open_beneath(root.get(), d.rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
     if (!fd) {
       if (errno == ENOENT || errno == ENOTDIR || errno == ELOOP || errno == EXDEV) {
         continue;

@@ -67,7 +67,7 @@ void remove_beneath(const std::string& root, const std::string& name) {
   size_t slash = rel.rfind('/');
   std::string parent = slash == std::string::npos ? "." : rel.substr(0, slash);
   std::string leaf = slash == std::string::npos ? rel : rel.substr(slash + 1);
-  Fd parent_fd = open_beneath(root, parent, O_PATH | O_DIRECTORY);
+  Fd parent_fd = open_beneath(open_root(root).get(), parent, O_PATH | O_DIRECTORY);
   if (!parent_fd) {
     if (errno == ENOENT || errno == ENOTDIR) {
       return; // gone already (its parent was removed, or replaced by a file)
@@ -77,15 +77,19 @@ void remove_beneath(const std::string& root, const std::string& name) {
   remove_at(parent_fd.get(), leaf, root + "/" + rel);
 }
 
-Fd open_beneath(const std::string& root, const std::string& name, int flags) {
-  Fd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!root_fd) {
-    return root_fd;
-  }
+Fd open_beneath(int root_fd, const std::string& name, int flags) {
   open_how how{};
   how.flags = static_cast<uint64_t>(flags) | O_CLOEXEC;
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-  return Fd(static_cast<int>(::syscall(SYS_openat2, root_fd.get(), name.c_str(), &how, sizeof how)));
+  return Fd(static_cast<int>(::syscall(SYS_openat2, root_fd, name.c_str(), &how, sizeof how)));
+}
+
+Fd open_root(const std::string& root) {
+  Fd root_fd(::open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!root_fd) {
+    throw_errno("failed to open " + root);
+  }
+  return root_fd;
 }
 
 } // namespace ks

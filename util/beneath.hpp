@@ -14,8 +14,12 @@ namespace ks {
 // parent is, is fine. Throws for a NAME that is empty, absolute, "." or leaves ROOT.
 void remove_beneath(const std::string& root, const std::string& name);
 
-// Opens ROOT/NAME with FLAGS (open(2) flags), resolved beneath ROOT without following any
-// symlink, ".." out or magic link. Returns an empty Fd with errno set when it cannot.
-Fd open_beneath(const std::string& root, const std::string& name, int flags);
+// Opens NAME with FLAGS (open(2) flags) in the directory ROOT_FD, resolved beneath it without
+// following any symlink, ".." out or magic link. Returns an empty Fd with errno set when it
+// cannot.
+Fd open_beneath(int root_fd, const std::string& name, int flags);
+
+// The directory ROOT, opened O_PATH, for open_beneath; throws when it cannot be.
+Fd open_root(const std::string& root);
 
 } // namespace ks

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <poll.h>
 #include <random>
 #include <sys/socket.h>
 
@@ -20,6 +21,9 @@ constexpr size_t k_raw_piece = size_t{256} * 1024;
 
 // How long a sync waits for its reply before it is sent again.
 constexpr Millis k_sync_retry(2000);
+
+// How long a write may make no progress before the helper is taken for stuck.
+constexpr Millis k_send_idle(15000);
 
 int64_t fresh_sync_id() {
   static std::mt19937_64 rng{std::random_device{}()};
@@ -40,10 +44,24 @@ Channel Channel::over(Fd sock, std::string label, Millis timeout) {
   return c;
 }
 
+// Never blocks for good: QEMU stops reading the chardev while the guest's port has no room
+// (a helper that stopped reading), and a blocking send would then wait past every deadline.
 void Channel::send_raw(std::string_view bytes) {
   while (!bytes.empty()) {
-    ssize_t n = ::send(m_sock.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    ssize_t n = ::send(m_sock.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd p{m_sock.get(), POLLOUT, 0};
+      int r = ::poll(&p, 1, static_cast<int>(k_send_idle.count()));
+      if (r == 0) {
+        throw GuestError("the guest helper took no data on " + m_path + " for " + seconds(k_send_idle),
+                         ExitCode::failed, "is kata-snapshot-helper stopped or hung in the guest?");
+      }
+      if (r < 0 && errno != EINTR) {
+        throw_errno("poll failed on the guest helper channel " + m_path);
+      }
       continue;
     }
     if (n <= 0) {

@@ -15,7 +15,8 @@ public:
 
   bool expired() const { return std::chrono::steady_clock::now() >= m_end; }
 
-  // Milliseconds left, clamped to [0, INT_MAX], in the form poll(2) takes.
+  // Milliseconds left, rounded up and clamped to [0, INT_MAX], in the form poll(2) takes:
+  // 0 only once expired().
   int poll_timeout() const;
 
 private:

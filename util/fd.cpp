@@ -15,7 +15,10 @@
 namespace ks {
 
 int Deadline::poll_timeout() const {
-  auto left = std::chrono::duration_cast<Millis>(m_end - std::chrono::steady_clock::now()).count();
+  // Rounded up: a deadline not yet passed never gives 0, which would make every wait in a
+  // loop that runs until expired() return at once for its last fraction of a millisecond
+  // (a channel resync sent a sync request per pass, hundreds, and filled the socket).
+  auto left = std::chrono::ceil<Millis>(m_end - std::chrono::steady_clock::now()).count();
   if (left <= 0) {
     return 0;
   }

@@ -244,10 +244,6 @@ void TestRegistry::write_config() {
                   "storage:\n  filesystem:\n    rootdirectory: " +
                   m_dir + "/data\n  delete:\n    enabled: " + (m_setup.deletion ? "true" : "false") +
                   "\nhttp:\n  addr: 127.0.0.1:" + std::to_string(m_port) + "\n";
-  if (m_setup.redirect) { // distribution 2.8 keeps the base URL's scheme and host, and the path
-    c += "middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: http://127.0.0.1:" +
-         std::to_string(m_storage_port) + "/\n";
-  }
   if (m_setup.tls) {
     c += "  tls:\n    certificate: " + m_dir + "/server.crt\n    key: " + m_dir + "/server.key\n";
   }
@@ -258,6 +254,11 @@ void TestRegistry::write_config() {
     c += "auth:\n  token:\n    realm: " + m_tokens->realm() +
          "\n    service: ksnap-test\n    issuer: ksnap-test-issuer\n    rootcertbundle: " + m_tokens->cert() +
          "\n";
+  }
+  // Last: the blocks above extend `http:` (tls) and add top-level keys; this one is top-level too.
+  if (m_setup.redirect) { // distribution 2.8 keeps the base URL's scheme and host, and the path
+    c += "middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: http://127.0.0.1:" +
+         std::to_string(m_storage_port) + "/\n";
   }
   write_text(m_dir + "/config.yml", c);
 }

@@ -34,6 +34,7 @@ public:
 struct StoredMember {
   std::string sha256; // of the stored (compressed) bytes
   uint64_t size = 0;
+  bool operator==(const StoredMember&) const = default;
 };
 
 enum class StreamCheck { sink, source };

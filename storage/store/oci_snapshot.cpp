@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <fcntl.h>
+#include <set>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -152,23 +153,58 @@ OciSnapshot find_snapshot(const OciLayout& layout, const std::string& tag) {
   return *found;
 }
 
+std::vector<CachedChunk> snapshot_chunks(const OciSnapshot& s) {
+  std::vector<CachedChunk> out;
+  for (const auto& l : s.layers) {
+    if (std::string raw = l.annotation(k_raw_annotation); !raw.empty()) {
+      out.push_back({std::move(raw), StoredMember{l.hex(), l.size}});
+    }
+  }
+  return out;
+}
+
+namespace {
+
+// Adds CHUNKS to INDEX: the first snapshot to hold a key gives its blob, when STORED says it
+// is there.
+void add_chunks(RawIndex& index, std::vector<CachedChunk>&& chunks,
+                const std::function<bool(const StoredMember&)>& stored) {
+  for (auto& c : chunks) {
+    if (!index.contains(c.raw) && stored(c.stored)) {
+      index.emplace(std::move(c.raw), std::move(c.stored));
+    }
+  }
+}
+
+} // namespace
+
 RawIndex build_raw_index(const std::vector<OciSnapshot>& snapshots,
-                         const std::function<bool(const Descriptor&)>& stored) {
+                         const std::function<bool(const StoredMember&)>& stored) {
   RawIndex index;
   for (const auto& s : snapshots) {
-    for (const auto& l : s.layers) {
-      std::string raw = l.annotation(k_raw_annotation);
-      if (!raw.empty() && !index.contains(raw) && stored(l)) {
-        index.emplace(raw, StoredMember{l.hex(), l.size});
-      }
-    }
+    add_chunks(index, snapshot_chunks(s), stored);
   }
   return index;
 }
 
 RawIndex build_raw_index(const OciLayout& layout) {
-  return build_raw_index(read_snapshots(layout),
-                         [&](const Descriptor& l) { return layout.blob_size(l.digest) == l.size; });
+  RawIndex index;
+  auto stored = [&](const StoredMember& m) { return layout.blob_size("sha256:" + m.sha256) == m.size; };
+  const Json idx = layout.read_index();
+  std::set<std::string> seen; // a manifest under several tags is read once
+  for (const auto& j : idx["manifests"]) {
+    Descriptor d = Descriptor::parse(j, layout.dir() + "/index.json");
+    if (d.media_type != k_oci_manifest_type || !seen.insert(d.digest).second) {
+      continue;
+    }
+    std::optional<std::vector<CachedChunk>> chunks = read_chunk_cache(layout, d.hex());
+    if (!chunks) { // parsed once, then cached: the manifest is named by its digest, it never changes
+      chunks = snapshot_chunks(read_snapshot(layout, d));
+      write_chunk_cache(layout, d.hex(), *chunks);
+    }
+    add_chunks(index, std::move(*chunks), stored);
+  }
+  return index;
 }
 
 Descriptor member_descriptor(const std::string& name, const std::string& sha256, uint64_t size,

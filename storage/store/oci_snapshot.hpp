@@ -7,6 +7,7 @@
 
 #include "storage/entry_io.hpp"
 #include "storage/manifest.hpp"
+#include "storage/store/chunk_cache.hpp"
 #include "storage/store/oci_layout.hpp"
 
 #include "util/fd.hpp"
@@ -55,13 +56,16 @@ OciSnapshot parse_snapshot(const Descriptor& manifest, std::span<const std::byte
 // The snapshot tagged TAG, or with TAG empty the newest one; throws (exit 3) when none.
 OciSnapshot find_snapshot(const OciLayout& layout, const std::string& tag);
 
-// Chunks a save may reuse, by the SHA-256 of their uncompressed bytes (layer annotations of
-// the snapshots in LAYOUT whose blobs are there with the right size).
+// Chunks a save may reuse, by the hash of their uncompressed bytes (layer annotations of
+// the snapshots in LAYOUT whose blobs are there with the right size). Each manifest's
+// entries come from the repository's chunk cache (chunk_cache.hpp), or are parsed and cached.
 using RawIndex = std::unordered_map<std::string, StoredMember>;
 RawIndex build_raw_index(const OciLayout& layout);
-// The same over SNAPSHOTS, with the layers STORED says are there.
+// The same over SNAPSHOTS, with the blobs STORED says are there.
 RawIndex build_raw_index(const std::vector<OciSnapshot>& snapshots,
-                         const std::function<bool(const Descriptor&)>& stored);
+                         const std::function<bool(const StoredMember&)>& stored);
+// The chunks of S with a lookup key (layer annotation io.kata-snapshot.raw), in layer order.
+std::vector<CachedChunk> snapshot_chunks(const OciSnapshot& s);
 
 // The layer (or config) descriptor of archive member NAME: its SHA-256, size and header
 // attributes (as annotations); and back, member I of S (0: manifest.json) as an entry.

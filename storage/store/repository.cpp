@@ -500,6 +500,7 @@ Json gc_repository(const std::string& text, const RepoOptions& o) {
     for (const auto& name : list_dir(layout.temp_dir())) {
       ::unlink((layout.temp_dir() + "/" + name).c_str());
     }
+    remove_stale_chunk_caches(layout, keep); // of the snapshots pruned since
   }
   return {{"removed", removed}, {"bytes_freed", freed}, {"dry_run", o.dry_run}, {"referenced", keep.size()}};
 }

@@ -241,7 +241,7 @@ public:
     // save gets ready, not while the VM is paused; on a connection of its own.
     m_known.start([registry = Registry(ref.host, ref.repo, o.registry)]() mutable {
       return build_raw_index(read_snapshots(registry, Missing::empty),
-                             [](const Descriptor&) { return true; });
+                             [](const StoredMember&) { return true; });
     });
   }
   void prepare() override { m_known.get(); }

@@ -123,6 +123,64 @@ TEST_CASE("repository: a chunk stored before is found by its raw hash and not wr
   CHECK(list[1]["unique_size"].get<uint64_t>() < list[1]["size"].get<uint64_t>());
 }
 
+namespace {
+
+// The chunk cache files of the repository in DIR (manifest hex names), sorted.
+std::vector<std::string> cache_files(const std::string& dir) {
+  std::vector<std::string> names = list_dir(dir + "/.kata-snapshot/chunks");
+  std::ranges::sort(names);
+  return names;
+}
+
+} // namespace
+
+TEST_CASE("repository: each manifest's chunks are cached once, and a bad cache is never trusted") {
+  TempDir t;
+  std::string ref = "oci:" + t / "repo";
+  put_snapshot(ref + ":a", "2026-11-27T02:00:00Z", {"one", "two"});
+  put_snapshot(ref + ":b", "2026-11-27T03:00:00Z", {"one", "three"}); // its save cached a
+  OciLayout layout(t / "repo", OciLayout::Create::no);
+  std::string a = find_snapshot(layout, "a").manifest.hex(), b = find_snapshot(layout, "b").manifest.hex();
+  CHECK(cache_files(t / "repo") == std::vector<std::string>{a});
+  // The next save caches b; what the index says is what the manifests say.
+  RawIndex index = build_raw_index(layout);
+  std::vector<std::string> both = {a, b};
+  std::ranges::sort(both);
+  CHECK(cache_files(t / "repo") == both);
+  RawIndex parsed = build_raw_index(read_snapshots(layout), [](const StoredMember&) { return true; });
+  CHECK(index == parsed);
+  CHECK(index.size() == 3);
+  CHECK(read_chunk_cache(layout, b) == snapshot_chunks(find_snapshot(layout, "b")));
+
+  // A cache pointing "one" at another chunk's blob, its checksum not updated: ignored, and
+  // written again from the manifest.
+  std::string path = chunk_cache_dir(layout) + "/" + a;
+  std::string good = read_file(path);
+  std::string blob_one = index.at(blake3_hex(bytes_of("one"))).sha256;
+  std::string blob_two = index.at(blake3_hex(bytes_of("two"))).sha256;
+  std::string bad = good;
+  bad.replace(bad.find(blob_one), blob_one.size(), blob_two);
+  write_text(path, bad);
+  CHECK_FALSE(read_chunk_cache(layout, a));
+  CHECK(build_raw_index(layout) == parsed);
+  CHECK(read_file(path) == good);
+  // Torn (cut short), empty, or a symlink: the same.
+  for (const std::string& torn : {good.substr(0, good.size() / 2), std::string()}) {
+    write_text(path, torn);
+    CHECK_FALSE(read_chunk_cache(layout, a));
+    CHECK(build_raw_index(layout) == parsed);
+  }
+  std::filesystem::remove(path);
+  std::filesystem::create_symlink(chunk_cache_dir(layout) + "/" + b, path);
+  CHECK_FALSE(read_chunk_cache(layout, a));
+  CHECK(build_raw_index(layout) == parsed);
+
+  // gc drops the cache of a snapshot that is gone, and keeps the others.
+  prune_snapshots(ref, {.last = 1}, {});
+  gc_repository(ref, {});
+  CHECK(cache_files(t / "repo") == std::vector<std::string>{b});
+}
+
 TEST_CASE("repository: prune keeps what the rules say, gc frees exactly the rest, check stays clean") {
   TempDir t;
   std::string ref = "oci:" + t / "repo";

@@ -24,11 +24,12 @@ bool is_hex64(std::string_view s) {
          std::ranges::all_of(s, [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
-// A lookup key: BLAKE3 hex, or an encrypted snapshot's tag (also hex). Never empty, never a
-// separator.
+// A lookup key: BLAKE3 hex, or an encrypted snapshot's tag ("keyed:" + hex). Never empty,
+// never a separator.
 bool is_key(std::string_view s) {
-  return !s.empty() && s.size() <= 128 &&
-         std::ranges::all_of(s, [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+  return !s.empty() && s.size() <= 128 && std::ranges::all_of(s, [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == ':' || c == '-';
+  });
 }
 
 std::string cache_path(const OciLayout& layout, const std::string& manifest_hex) {

@@ -175,10 +175,20 @@ TEST_CASE("repository: each manifest's chunks are cached once, and a bad cache i
   CHECK_FALSE(read_chunk_cache(layout, a));
   CHECK(build_raw_index(layout) == parsed);
 
+  // An encrypted snapshot's keys ("keyed:" + hex) are cached as well.
+  put_snapshot(ref + ":k", "2026-11-27T04:00:00Z", {"four"}, Json::object(),
+               [](std::span<const std::byte> d) { return "keyed:" + blake3_hex(d); });
+  build_raw_index(layout);
+  std::string k = find_snapshot(layout, "k").manifest.hex();
+  REQUIRE(read_chunk_cache(layout, k));
+  CHECK(read_chunk_cache(layout, k)->at(0).raw == "keyed:" + blake3_hex(bytes_of("four")));
+
   // gc drops the cache of a snapshot that is gone, and keeps the others.
-  prune_snapshots(ref, {.last = 1}, {});
+  prune_snapshots(ref, {.last = 2}, {}); // a goes
   gc_repository(ref, {});
-  CHECK(cache_files(t / "repo") == std::vector<std::string>{b});
+  std::vector<std::string> kept = {b, k};
+  std::ranges::sort(kept);
+  CHECK(cache_files(t / "repo") == kept);
 }
 
 TEST_CASE("repository: prune keeps what the rules say, gc frees exactly the rest, check stays clean") {

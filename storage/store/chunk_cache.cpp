@@ -81,6 +81,10 @@ std::optional<std::vector<CachedChunk>> read_chunk_cache(const OciLayout& layout
   } catch (const std::exception&) {
     return std::nullopt; // none yet, or unreadable: the manifest is read instead
   }
+  return parse_chunk_cache(text);
+}
+
+std::optional<std::vector<CachedChunk>> parse_chunk_cache(std::string_view text) {
   // The trailer: "end <count> <sha256 of everything before this line>\n".
   if (!text.starts_with(k_header) || !text.ends_with('\n')) {
     return std::nullopt;
@@ -89,8 +93,8 @@ std::optional<std::vector<CachedChunk>> read_chunk_cache(const OciLayout& layout
   if (last == std::string::npos || last + 1 < k_header.size()) {
     return std::nullopt;
   }
-  std::string_view body(text.data(), last + 1);
-  std::string_view trailer(text.data() + last + 1, text.size() - last - 2);
+  std::string_view body = text.substr(0, last + 1);
+  std::string_view trailer = text.substr(last + 1, text.size() - last - 2);
   if (!trailer.starts_with("end ")) {
     return std::nullopt;
   }

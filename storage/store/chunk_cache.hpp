@@ -17,6 +17,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,10 @@ std::string chunk_cache_dir(const OciLayout& layout);
 // The entries cached for manifest MANIFEST_HEX, or nullopt when there are none to trust.
 std::optional<std::vector<CachedChunk>> read_chunk_cache(const OciLayout& layout,
                                                          const std::string& manifest_hex);
+
+// The entries in cache file TEXT: a header line, "<key> <blob hex> <size>" lines, and
+// "end <count> <SHA-256 of the lines before>"; nullopt unless all of it checks out.
+std::optional<std::vector<CachedChunk>> parse_chunk_cache(std::string_view text);
 
 // Stores CHUNKS as manifest MANIFEST_HEX's entries (temp file + rename; no fsync: a torn file
 // fails its checksum). Best effort: a repository this user cannot write is simply not cached.

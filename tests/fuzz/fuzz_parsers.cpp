@@ -1,14 +1,16 @@
 // Fuzz target: the text parsers fed by QEMU and /proc: `info network`, QEMU option values
 // and the whole command line as read from /proc/PID/cmdline, and /proc/PID/stat's start time;
 // and those fed by registries and users: WWW-Authenticate challenges, Location headers,
-// snapshot references.
+// snapshot references; and what a repository holds: its chunk cache files.
 #include "snapshot/network.hpp"
 #include "snapshot/qemu_argv.hpp"
+#include "storage/store/chunk_cache.hpp"
 #include "storage/store/reference.hpp"
 #include "storage/store/registry.hpp"
 #include "tests/fuzz/fuzz_util.hpp"
 #include "util/child_process.hpp"
 #include "util/http.hpp"
+#include "util/sha256.hpp"
 #include "util/strings.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -38,5 +40,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ks::parse_reference(text);
   } catch (const std::exception&) {
   }
+  // A repository's chunk cache file, as found, and with a header and trailer that check out
+  // around the input, so that its lines are parsed.
+  ks::parse_chunk_cache(text);
+  std::string cache = "kata-snapshot chunks 1\n" + text + (text.ends_with('\n') ? "" : "\n");
+  cache += "end 1 " + ks::sha256_hex(std::as_bytes(std::span(cache.data(), cache.size()))) + "\n";
+  ks::parse_chunk_cache(cache);
   return 0;
 }

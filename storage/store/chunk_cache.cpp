@@ -16,8 +16,8 @@ namespace ks {
 
 namespace {
 
-constexpr std::string_view k_header = "kata-snapshot chunks 1\n";
-constexpr uint64_t k_max_cache_size = 64u << 20; // far above a 4 MiB manifest's entries
+constexpr std::string_view k_header = "kata-snapshot chunks 1 "; // then the manifest's size
+constexpr uint64_t k_max_cache_size = 64u << 20;                 // far above a 4 MiB manifest's entries
 
 bool is_hex64(std::string_view s) {
   return s.size() == 64 &&
@@ -61,7 +61,8 @@ std::string chunk_cache_dir(const OciLayout& layout) {
 }
 
 std::optional<std::vector<CachedChunk>> read_chunk_cache(const OciLayout& layout,
-                                                         const std::string& manifest_hex) {
+                                                         const Descriptor& manifest) {
+  const std::string manifest_hex = manifest.hex();
   if (!is_hex64(manifest_hex)) {
     return std::nullopt;
   }
@@ -81,16 +82,27 @@ std::optional<std::vector<CachedChunk>> read_chunk_cache(const OciLayout& layout
   } catch (const std::exception&) {
     return std::nullopt; // none yet, or unreadable: the manifest is read instead
   }
-  return parse_chunk_cache(text);
+  return parse_chunk_cache(text, manifest.size);
 }
 
-std::optional<std::vector<CachedChunk>> parse_chunk_cache(std::string_view text) {
+std::optional<std::vector<CachedChunk>> parse_chunk_cache(std::string_view text, uint64_t manifest_size) {
+  // The header: k_header and the size of the manifest it was made from, which must be the
+  // size index.json gives (a descriptor that lies about it is refused, as when parsed).
+  size_t first = text.find('\n');
+  uint64_t size = 0;
+  if (!text.starts_with(k_header) || first == std::string_view::npos) {
+    return std::nullopt;
+  }
+  auto [size_end, size_ec] = std::from_chars(text.data() + k_header.size(), text.data() + first, size);
+  if (size_ec != std::errc() || size_end != text.data() + first || size != manifest_size) {
+    return std::nullopt;
+  }
   // The trailer: "end <count> <sha256 of everything before this line>\n".
-  if (!text.starts_with(k_header) || !text.ends_with('\n')) {
+  if (!text.ends_with('\n') || first + 1 == text.size()) {
     return std::nullopt;
   }
   size_t last = text.rfind('\n', text.size() - 2);
-  if (last == std::string::npos || last + 1 < k_header.size()) {
+  if (last == std::string::npos || last < first) {
     return std::nullopt;
   }
   std::string_view body = text.substr(0, last + 1);
@@ -108,7 +120,7 @@ std::optional<std::vector<CachedChunk>> parse_chunk_cache(std::string_view text)
     return std::nullopt;
   }
   std::vector<CachedChunk> out;
-  for (size_t at = k_header.size(); at < body.size();) {
+  for (size_t at = first + 1; at < body.size();) {
     size_t nl = body.find('\n', at);
     CachedChunk c;
     if (!parse_line(body.substr(at, nl - at), c)) {
@@ -123,10 +135,14 @@ std::optional<std::vector<CachedChunk>> parse_chunk_cache(std::string_view text)
   return out;
 }
 
-void write_chunk_cache(const OciLayout& layout, const std::string& manifest_hex,
+void write_chunk_cache(const OciLayout& layout, const Descriptor& manifest,
                        const std::vector<CachedChunk>& chunks) noexcept {
   try {
-    std::string body(k_header);
+    const std::string manifest_hex = manifest.hex();
+    if (!is_hex64(manifest_hex)) {
+      return;
+    }
+    std::string body = std::string(k_header) + std::to_string(manifest.size) + "\n";
     for (const auto& c : chunks) {
       if (!is_key(c.raw) || !is_hex64(c.stored.sha256)) {
         return; // not something read_chunk_cache would take back: leave it uncached

@@ -32,17 +32,18 @@ struct CachedChunk {
 
 std::string chunk_cache_dir(const OciLayout& layout);
 
-// The entries cached for manifest MANIFEST_HEX, or nullopt when there are none to trust.
-std::optional<std::vector<CachedChunk>> read_chunk_cache(const OciLayout& layout,
-                                                         const std::string& manifest_hex);
+// The entries cached for the snapshot manifest MANIFEST (its digest and size, as index.json
+// gives them), or nullopt when there are none to trust.
+std::optional<std::vector<CachedChunk>> read_chunk_cache(const OciLayout& layout, const Descriptor& manifest);
 
-// The entries in cache file TEXT: a header line, "<key> <blob hex> <size>" lines, and
-// "end <count> <SHA-256 of the lines before>"; nullopt unless all of it checks out.
-std::optional<std::vector<CachedChunk>> parse_chunk_cache(std::string_view text);
+// The entries in cache file TEXT: a header line with the manifest's size (MANIFEST_SIZE, or
+// the file is refused), "<key> <blob hex> <size>" lines, and "end <count> <SHA-256 of the
+// lines before>"; nullopt unless all of it checks out.
+std::optional<std::vector<CachedChunk>> parse_chunk_cache(std::string_view text, uint64_t manifest_size);
 
-// Stores CHUNKS as manifest MANIFEST_HEX's entries (temp file + rename; no fsync: a torn file
+// Stores CHUNKS as manifest MANIFEST's entries (temp file + rename; no fsync: a torn file
 // fails its checksum). Best effort: a repository this user cannot write is simply not cached.
-void write_chunk_cache(const OciLayout& layout, const std::string& manifest_hex,
+void write_chunk_cache(const OciLayout& layout, const Descriptor& manifest,
                        const std::vector<CachedChunk>& chunks) noexcept;
 
 // Removes every cache file (and leftover temp file) whose manifest is not in KEEP (digests,

@@ -153,17 +153,17 @@ OciSnapshot find_snapshot(const OciLayout& layout, const std::string& tag) {
   return *found;
 }
 
-std::vector<CachedChunk> snapshot_chunks(const OciSnapshot& s) {
+namespace {
+
+std::vector<CachedChunk> layer_chunks(const std::vector<Descriptor>& layers) {
   std::vector<CachedChunk> out;
-  for (const auto& l : s.layers) {
+  for (const auto& l : layers) {
     if (std::string raw = l.annotation(k_raw_annotation); !raw.empty()) {
       out.push_back({std::move(raw), StoredMember{l.hex(), l.size}});
     }
   }
   return out;
 }
-
-namespace {
 
 // Adds CHUNKS to INDEX: the first snapshot to hold a key gives its blob, when STORED says it
 // is there.
@@ -177,6 +177,10 @@ void add_chunks(RawIndex& index, std::vector<CachedChunk>&& chunks,
 }
 
 } // namespace
+
+std::vector<CachedChunk> snapshot_chunks(const OciSnapshot& s) {
+  return layer_chunks(s.layers);
+}
 
 RawIndex build_raw_index(const std::vector<OciSnapshot>& snapshots,
                          const std::function<bool(const StoredMember&)>& stored) {
@@ -197,10 +201,10 @@ RawIndex build_raw_index(const OciLayout& layout) {
     if (d.media_type != k_oci_manifest_type || !seen.insert(d.digest).second) {
       continue;
     }
-    std::optional<std::vector<CachedChunk>> chunks = read_chunk_cache(layout, d.hex());
+    std::optional<std::vector<CachedChunk>> chunks = read_chunk_cache(layout, d);
     if (!chunks) { // parsed once, then cached: the manifest is named by its digest, it never changes
       chunks = snapshot_chunks(read_snapshot(layout, d));
-      write_chunk_cache(layout, d.hex(), *chunks);
+      write_chunk_cache(layout, d, *chunks);
     }
     add_chunks(index, std::move(*chunks), stored);
   }
@@ -382,6 +386,7 @@ void OciSink::close() {
     kept.push_back(d.to_json());
     index["manifests"] = kept;
   });
+  write_chunk_cache(m_layout, d, layer_chunks(m_layers)); // the next save need not parse it
 }
 
 OciSource::OciSource(OciLayout layout, OciSnapshot snapshot, std::string what, std::unique_ptr<FileLock> lock)

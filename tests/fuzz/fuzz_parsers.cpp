@@ -42,9 +42,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   // A repository's chunk cache file, as found, and with a header and trailer that check out
   // around the input, so that its lines are parsed.
-  ks::parse_chunk_cache(text);
-  std::string cache = "kata-snapshot chunks 1\n" + text + (text.ends_with('\n') ? "" : "\n");
+  ks::parse_chunk_cache(text, 1234);
+  std::string cache = "kata-snapshot chunks 1 1234\n" + text + (text.ends_with('\n') ? "" : "\n");
   cache += "end 1 " + ks::sha256_hex(std::as_bytes(std::span(cache.data(), cache.size()))) + "\n";
-  ks::parse_chunk_cache(cache);
+  ks::parse_chunk_cache(cache, 1234);
   return 0;
 }

@@ -138,19 +138,19 @@ TEST_CASE("repository: each manifest's chunks are cached once, and a bad cache i
   TempDir t;
   std::string ref = "oci:" + t / "repo";
   put_snapshot(ref + ":a", "2026-11-27T02:00:00Z", {"one", "two"});
-  put_snapshot(ref + ":b", "2026-11-27T03:00:00Z", {"one", "three"}); // its save cached a
+  put_snapshot(ref + ":b", "2026-11-27T03:00:00Z", {"one", "three"});
   OciLayout layout(t / "repo", OciLayout::Create::no);
   std::string a = find_snapshot(layout, "a").manifest.hex(), b = find_snapshot(layout, "b").manifest.hex();
-  CHECK(cache_files(t / "repo") == std::vector<std::string>{a});
-  // The next save caches b; what the index says is what the manifests say.
-  RawIndex index = build_raw_index(layout);
+  // Each save cached its own snapshot; what the index says is what the manifests say.
   std::vector<std::string> both = {a, b};
   std::ranges::sort(both);
   CHECK(cache_files(t / "repo") == both);
+  RawIndex index = build_raw_index(layout);
   RawIndex parsed = build_raw_index(read_snapshots(layout), [](const StoredMember&) { return true; });
   CHECK(index == parsed);
   CHECK(index.size() == 3);
-  CHECK(read_chunk_cache(layout, b) == snapshot_chunks(find_snapshot(layout, "b")));
+  CHECK(read_chunk_cache(layout, find_snapshot(layout, "b").manifest) ==
+        snapshot_chunks(find_snapshot(layout, "b")));
 
   // A cache pointing "one" at another chunk's blob, its checksum not updated: ignored, and
   // written again from the manifest.
@@ -161,18 +161,18 @@ TEST_CASE("repository: each manifest's chunks are cached once, and a bad cache i
   std::string bad = good;
   bad.replace(bad.find(blob_one), blob_one.size(), blob_two);
   write_text(path, bad);
-  CHECK_FALSE(read_chunk_cache(layout, a));
+  CHECK_FALSE(read_chunk_cache(layout, find_snapshot(layout, "a").manifest));
   CHECK(build_raw_index(layout) == parsed);
   CHECK(read_file(path) == good);
   // Torn (cut short), empty, or a symlink: the same.
   for (const std::string& torn : {good.substr(0, good.size() / 2), std::string()}) {
     write_text(path, torn);
-    CHECK_FALSE(read_chunk_cache(layout, a));
+    CHECK_FALSE(read_chunk_cache(layout, find_snapshot(layout, "a").manifest));
     CHECK(build_raw_index(layout) == parsed);
   }
   std::filesystem::remove(path);
   std::filesystem::create_symlink(chunk_cache_dir(layout) + "/" + b, path);
-  CHECK_FALSE(read_chunk_cache(layout, a));
+  CHECK_FALSE(read_chunk_cache(layout, find_snapshot(layout, "a").manifest));
   CHECK(build_raw_index(layout) == parsed);
 
   // An encrypted snapshot's keys ("keyed:" + hex) are cached as well.
@@ -180,8 +180,9 @@ TEST_CASE("repository: each manifest's chunks are cached once, and a bad cache i
                [](std::span<const std::byte> d) { return "keyed:" + blake3_hex(d); });
   build_raw_index(layout);
   std::string k = find_snapshot(layout, "k").manifest.hex();
-  REQUIRE(read_chunk_cache(layout, k));
-  CHECK(read_chunk_cache(layout, k)->at(0).raw == "keyed:" + blake3_hex(bytes_of("four")));
+  REQUIRE(read_chunk_cache(layout, find_snapshot(layout, "k").manifest));
+  CHECK(read_chunk_cache(layout, find_snapshot(layout, "k").manifest)->at(0).raw ==
+        "keyed:" + blake3_hex(bytes_of("four")));
 
   // gc drops the cache of a snapshot that is gone, and keeps the others.
   prune_snapshots(ref, {.last = 2}, {}); // a goes

@@ -6,7 +6,8 @@
 // digest), so its entries are derived once and read back as plain lines.
 //
 // The file is only a cache: a missing, torn or tampered one (its SHA-256 trailer does not
-// match, or a line is not well formed) is ignored and written again from the manifest, and
+// match, a line is not well formed, or it was made for a manifest of another size than
+// index.json gives) is ignored, and the manifest is parsed, checked and cached again;
 // whoever can write the cache can rewrite index.json just as well. gc removes the entries of
 // manifests no longer in index.json.
 #pragma once
@@ -23,7 +24,7 @@
 
 namespace ks {
 
-// One chunk of a snapshot: its lookup key (layer annotation io.kata-snapshot.raw) and blob.
+// One chunk of a snapshot: its lookup key (layer annotation io.kata-snapshot.raw-blake3) and blob.
 struct CachedChunk {
   std::string raw;
   StoredMember stored;

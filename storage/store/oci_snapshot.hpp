@@ -64,7 +64,7 @@ RawIndex build_raw_index(const OciLayout& layout);
 // The same over SNAPSHOTS, with the blobs STORED says are there.
 RawIndex build_raw_index(const std::vector<OciSnapshot>& snapshots,
                          const std::function<bool(const StoredMember&)>& stored);
-// The chunks of S with a lookup key (layer annotation io.kata-snapshot.raw), in layer order.
+// The chunks of S with a lookup key (layer annotation k_raw_annotation), in layer order.
 std::vector<CachedChunk> snapshot_chunks(const OciSnapshot& s);
 
 // The layer (or config) descriptor of archive member NAME: its SHA-256, size and header

@@ -84,7 +84,7 @@ Run timed_cli(const std::vector<std::string>& args, const std::string& log, cons
 
 namespace ks::bench {
 
-double load_seconds(const std::vector<std::string>& args, const std::string& run, const std::string& log) {
+Run load_run(const std::vector<std::string>& args, const std::string& run, const std::string& log) {
   std::error_code ec;
   std::filesystem::remove(log, ec);
   std::vector<std::string> argv = {"load"};
@@ -98,7 +98,11 @@ double load_seconds(const std::vector<std::string>& args, const std::string& run
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   std::filesystem::remove_all(run, ec);
-  return r.seconds;
+  return r;
+}
+
+double load_seconds(const std::vector<std::string>& args, const std::string& run, const std::string& log) {
+  return load_run(args, run, log).seconds;
 }
 
 } // namespace ks::bench

@@ -37,7 +37,10 @@ Run timed_cli(const std::vector<std::string>& args, const std::string& log,
               const std::string& out = "/dev/null");
 
 // `kata-snapshot load ARGS --run-dir RUN` timed (stderr to LOG), then the restored QEMU
-// killed and waited for; returns the load's seconds.
+// killed and waited for. The run's CPU is kata-snapshot's own: the QEMU it leaves running
+// is not its reaped child.
+Run load_run(const std::vector<std::string>& args, const std::string& run, const std::string& log);
+// The same, the load's seconds only.
 double load_seconds(const std::vector<std::string>& args, const std::string& run, const std::string& log);
 
 } // namespace ks::bench

@@ -260,6 +260,28 @@ std::string resolve_url(const std::string& base, const std::string& ref) {
   return (last == std::string::npos || last < scheme + 3 ? origin + "/" : base.substr(0, last + 1)) + ref;
 }
 
+std::string url_origin(const std::string& url) {
+  auto scheme_end = url.find("://");
+  if (scheme_end == std::string::npos || scheme_end == 0) {
+    return "";
+  }
+  std::string scheme = lowercase(url.substr(0, scheme_end));
+  std::string authority =
+    url.substr(scheme_end + 3, url.find_first_of("/?#", scheme_end + 3) - scheme_end - 3);
+  if (auto at = authority.rfind('@'); at != std::string::npos) {
+    authority.erase(0, at + 1);
+  }
+  authority = lowercase(authority);
+  auto colon = authority.rfind(':');
+  if (colon != std::string::npos && authority.find(']', colon) == std::string::npos) { // not inside [v6]
+    std::string port = authority.substr(colon + 1);
+    if (port.empty() || (scheme == "http" && port == "80") || (scheme == "https" && port == "443")) {
+      authority.erase(colon);
+    }
+  }
+  return scheme + "://" + authority;
+}
+
 std::string url_escape(const std::string& s) {
   static const char* hex = "0123456789ABCDEF";
   std::string out;

@@ -70,6 +70,11 @@ private:
 // Resolves REF (absolute, or relative as in a Location header) against BASE.
 std::string resolve_url(const std::string& base, const std::string& ref);
 
+// URL's origin as "scheme://host[:port]": scheme and host lowercased, user info and the
+// scheme's default port dropped; "" for a URL without a scheme. Two URLs of one origin
+// reach one server, and only that server may see the credentials it was given.
+std::string url_origin(const std::string& url);
+
 // Percent-encodes S for a URL query value.
 std::string url_escape(const std::string& s);
 

@@ -9,13 +9,15 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <set>
 #include <thread>
 
 namespace ks {
 
 namespace {
 
-constexpr int k_attempts = 5; // with backoff: 0.25 + 0.5 + 1 + 2 s between them
+constexpr int k_attempts = 5;             // with backoff: 0.25 + 0.5 + 1 + 2 s between them
+constexpr size_t k_max_tag_pages = 10000; // of up to 1,000 tags each
 constexpr const char* k_manifest_accept =
   "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
 
@@ -114,9 +116,15 @@ void Registry::connect() {
 
 // Sends R with the authorization we hold. A 401 with a challenge is answered (basic
 // credentials, or a new token: for a new scope, or after the last one expired) and R sent
-// once more; a second 401 is the answer.
+// once more; a second 401 is the answer. Only to the registry itself: a request to another
+// origin (an upload location on a storage service) goes without them, and its challenge
+// is not answered, as docker's client does.
 HttpResponse Registry::send(HttpRequest& r) {
+  const bool ours = url_origin(r.url) == url_origin(m_state->base);
   auto perform = [&] {
+    if (!ours) {
+      return m_state->http->perform(r);
+    }
     if (!m_state->authorization.empty()) {
       r.headers.push_back(m_state->authorization);
     }
@@ -127,7 +135,7 @@ HttpResponse Registry::send(HttpRequest& r) {
     return response;
   };
   HttpResponse response = perform();
-  if (response.status == 401 && authenticate(response.header("www-authenticate"))) {
+  if (ours && response.status == 401 && authenticate(response.header("www-authenticate"))) {
     response = perform();
   }
   return response;
@@ -410,8 +418,13 @@ void Registry::delete_manifest(const std::string& digest) {
 
 std::optional<std::vector<std::string>> Registry::tags() {
   std::vector<std::string> out;
+  std::set<std::string> fetched; // a hostile "next" page must not keep us going round
   std::string next = "/v2/" + m_repo + "/tags/list?n=1000";
   while (!next.empty()) {
+    if (!fetched.insert(next).second || fetched.size() > k_max_tag_pages) {
+      throw Error(name() + " sent a tag list that does not end (page " + std::to_string(fetched.size()) + ")",
+                  ExitCode::archive_invalid);
+    }
     HttpResponse r = call({.url = next, .max_body = 16u << 20}, Retry::yes);
     if (r.status == 404 && out.empty()) {
       return std::nullopt; // NAME_UNKNOWN: no repository yet
@@ -435,6 +448,10 @@ std::optional<std::vector<std::string>> Registry::tags() {
     next = link.find("rel=\"next\"") != std::string::npos && lt != std::string::npos && gt > lt
              ? resolve_url(r.effective_url, link.substr(lt + 1, gt - lt - 1))
              : "";
+    if (!next.empty() && url_origin(next) != url_origin(m_state->base)) {
+      throw Error(name() + " sent a tag list whose next page is on another server (" + url_origin(next) + ")",
+                  ExitCode::archive_invalid);
+    }
   }
   return out;
 }

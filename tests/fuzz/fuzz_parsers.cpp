@@ -36,6 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ks::stat_start_ticks(text);
   ks::challenge_params(text);                                         // a registry's WWW-Authenticate header
   ks::resolve_url("http://127.0.0.1:5000/v2/r/blobs/uploads/", text); // its Location header
+  ks::url_origin(ks::resolve_url("http://127.0.0.1:5000/v2/r/", text)); // whose server that is
   try {
     ks::parse_reference(text);
   } catch (const std::exception&) {

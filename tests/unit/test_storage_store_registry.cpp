@@ -1,11 +1,14 @@
-// The registry client's pure parts: challenges, URLs, credentials from auth files. The
-// protocol itself is tested against a real registry (tests/e2e/test_registry.cpp).
+// The registry client's pure parts: challenges, URLs, credentials from auth files; and what
+// a real registry cannot be made to answer, against a fake one. The protocol itself is
+// tested against a real registry (tests/e2e/test_registry.cpp).
 #include "storage/store/registry.hpp"
+#include "tests/support/fake_http.hpp"
 #include "util/crypto.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/http.hpp"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <fcntl.h>
@@ -61,6 +64,76 @@ TEST_CASE("registry: upload locations, relative or absolute") {
   CHECK(resolve_url("http://r:5000/v2/a/", "https://s3/x") == "https://s3/x");
   CHECK(resolve_url("http://r:5000/v2/a/blobs/", "uploads/1") == "http://r:5000/v2/a/blobs/uploads/1");
   CHECK(url_escape("sha256:ab/c d") == "sha256%3Aab%2Fc%20d");
+}
+
+TEST_CASE("registry: URL origins") {
+  CHECK(url_origin("https://R:443/v2/a") == "https://r");
+  CHECK(url_origin("HTTP://r:80?x") == "http://r");
+  CHECK(url_origin("http://r:5000#f") == "http://r:5000");
+  CHECK(url_origin("https://user:pw@r:5000/x") == "https://r:5000");
+  CHECK(url_origin("https://[::1]:443/") == "https://[::1]");
+  CHECK(url_origin("https://[::1]/") == "https://[::1]");
+  CHECK(url_origin("http://r:443/") != url_origin("https://r/"));
+  CHECK(url_origin("/v2/a") == "");
+}
+
+TEST_CASE("registry: credentials go to the registry only, and a tag list must end") {
+  using ks::test::FakeHttp;
+  const std::string basic = "Authorization: Basic " + b64("u:p");
+  auto authorized = [&](const FakeHttp::Request& r) {
+    return std::find(r.headers.begin(), r.headers.end(), basic) != r.headers.end();
+  };
+  FakeHttp storage([](const FakeHttp::Request&) { return FakeHttp::reply(201); });
+  std::string next_page; // what the tag list's Link header names
+  FakeHttp registry([&](const FakeHttp::Request& r) {
+    if (!authorized(r)) {
+      return FakeHttp::reply(401, {"WWW-Authenticate: Basic realm=\"fake\""});
+    }
+    if (r.method == "POST") { // an upload session, on a storage service
+      return FakeHttp::reply(202, {"Location: " + storage.url() + "/upload/1?state=s"});
+    }
+    if (r.target.starts_with("/v2/a/tags/list")) {
+      return FakeHttp::reply(200,
+                             {"Content-Type: application/json", "Link: <" + next_page + ">; rel=\"next\""},
+                             R"({"name": "a", "tags": ["t"]})");
+    }
+    return FakeHttp::reply(r.target == "/v2/" ? 200 : 404);
+  });
+  RegistryOptions o{.creds = "u:p", .tls = {.verify = false}};
+  Registry reg(registry.host(), "a", o);
+
+  const std::string data = "blob";
+  reg.put_blob("sha256:0123", std::as_bytes(std::span(data.data(), data.size())));
+  auto put = storage.requests();
+  REQUIRE(put.size() == 1);
+  CHECK(put[0].method == "PUT");
+  CHECK(put[0].target.starts_with("/upload/1?state=s&digest=sha256%3A0123"));
+  CHECK_FALSE(put[0].has_header("Authorization")); // not for another origin
+  auto posts = registry.requests();
+  CHECK(std::any_of(posts.begin(), posts.end(),
+                    [&](const auto& r) { return r.method == "POST" && authorized(r); }));
+
+  SECTION("a next page that is the same page") {
+    next_page = "/v2/a/tags/list?n=1000";
+    try {
+      reg.tags();
+      FAIL("a looping tag list was followed");
+    } catch (const Error& e) {
+      CHECK(e.code() == ExitCode::archive_invalid);
+      CHECK_THAT(e.what(), Catch::Contains("a tag list that does not end"));
+    }
+  }
+  SECTION("a next page on another server") {
+    next_page = storage.url() + "/v2/a/tags/list?last=t";
+    try {
+      reg.tags();
+      FAIL("a tag list page on another server was followed");
+    } catch (const Error& e) {
+      CHECK(e.code() == ExitCode::archive_invalid);
+      CHECK_THAT(e.what(), Catch::Contains("on another server (" + storage.url() + ")"));
+    }
+    CHECK(storage.requests().size() == 1); // only the upload's PUT
+  }
 }
 
 TEST_CASE("registry: credentials from --creds and containers-auth.json files") {

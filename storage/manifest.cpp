@@ -101,10 +101,20 @@ uint64_t shared_ram_bytes(const Json& vmstate) {
   return total;
 }
 
-void validate_manifest(const Json& m) {
-  auto bad = [](const std::string& why) {
-    throw Error("archive manifest is not loadable: " + why, ExitCode::archive_invalid);
-  };
+std::string json_problem(const Json::exception& e) {
+  std::string text = e.what();
+  auto close = text.find("] ");
+  return text.starts_with("[json.exception.") && close != std::string::npos ? text.substr(close + 2) : text;
+}
+
+namespace {
+
+[[noreturn]] void manifest_problem(const std::string& why) {
+  throw Error("archive manifest is not loadable: " + why, ExitCode::archive_invalid);
+}
+
+void check_manifest(const Json& m) {
+  auto bad = manifest_problem;
   if (!m.is_object() || m.value("format", "") != k_format_name) {
     bad("not a kata-snapshot manifest (format is not \"kata-snapshot\")");
   }
@@ -149,6 +159,16 @@ void validate_manifest(const Json& m) {
 
       bad("vmstate.channels (the multifd channel count, 1 to 255) is missing");
     }
+  }
+}
+
+} // namespace
+
+void validate_manifest(const Json& m) {
+  try {
+    check_manifest(m);
+  } catch (const Json::exception& e) {
+    manifest_problem("a field has the wrong type (" + json_problem(e) + ")");
   }
 }
 

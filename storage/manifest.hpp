@@ -64,8 +64,12 @@ std::optional<unsigned> vmstate_series(const std::string& name);
 uint64_t shared_ram_bytes(const Json& vmstate);
 
 // Throws Error(exit 3) when MANIFEST is not one this version can load: wrong format name,
-// a newer format version, or required fields missing.
+// a newer format version, required fields missing or of the wrong type.
 void validate_manifest(const Json& manifest);
+
+// What nlohmann says of hostile JSON it could not read as asked ("type must be string, but
+// is object"), without its "[json.exception.type_error.302] " prefix: for messages.
+std::string json_problem(const Json::exception& e);
 
 // Host facts recorded in the manifest and checked by `verify --host`.
 Json describe_host();

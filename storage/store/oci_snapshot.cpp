@@ -68,8 +68,10 @@ uint64_t OciSnapshot::size() const {
   return total;
 }
 
-OciSnapshot parse_snapshot(const Descriptor& manifest, std::span<const std::byte> data,
-                           const std::string& what) {
+namespace {
+
+OciSnapshot read_snapshot(const Descriptor& manifest, std::span<const std::byte> data,
+                          const std::string& what) {
   if (manifest.media_type != k_oci_manifest_type) {
     damaged(what, "its media type is " + manifest.media_type + ", not an image manifest");
   }
@@ -108,6 +110,17 @@ OciSnapshot parse_snapshot(const Descriptor& manifest, std::span<const std::byte
     damaged(what, "its annotations are not an object");
   }
   return s;
+}
+
+} // namespace
+
+OciSnapshot parse_snapshot(const Descriptor& manifest, std::span<const std::byte> data,
+                           const std::string& what) {
+  try {
+    return read_snapshot(manifest, data, what);
+  } catch (const Json::exception& e) {
+    damaged(what, "its manifest has a field of the wrong type (" + json_problem(e) + ")");
+  }
 }
 
 OciSnapshot read_snapshot(const OciLayout& layout, const Descriptor& manifest) {

@@ -41,7 +41,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         ks::zstd_decompress(m->data, chunk, out);
       }
     }
-  } catch (const std::exception&) {
+  } catch (const ks::Error&) {
   }
   return 0;
 }

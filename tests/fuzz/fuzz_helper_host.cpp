@@ -23,7 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ch.execute("guest-fsfreeze-status", nlohmann::json::object(), ks::Millis(100));
     ch.execute("kata-snapshot-post-restore", {{"time", 1}, {"entropy", "AAAAAAAAAAAAAAAAAAAAAA=="}},
                ks::Millis(100));
-  } catch (const std::exception&) {
+  } catch (const ks::Error&) {
   }
   guest.join();
   return 0;

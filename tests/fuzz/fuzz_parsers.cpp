@@ -18,11 +18,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string text(reinterpret_cast<const char*>(data), size);
   try {
     ks::parse_info_network(text);
-  } catch (const std::exception&) {
+  } catch (const ks::Error&) {
   }
   try {
     ks::OptionValue::parse(text);
-  } catch (const std::exception&) {
+  } catch (const ks::Error&) {
   }
   try { // a /proc/PID/cmdline
     ks::QemuArgv argv(ks::split(text, '\0'));
@@ -31,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     argv.chardev_socket_path("char0");
     argv.to_argv();
-  } catch (const std::exception&) {
+  } catch (const ks::Error&) {
   }
   ks::stat_start_ticks(text);
   ks::challenge_params(text);                                         // a registry's WWW-Authenticate header
@@ -39,7 +39,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ks::url_origin(ks::resolve_url("http://127.0.0.1:5000/v2/r/", text)); // whose server that is
   try {
     ks::parse_reference(text);
-  } catch (const std::exception&) {
+  } catch (const ks::Error&) {
   }
   // A repository's chunk cache file, as found, and with a header and trailer that check out
   // around the input, so that its lines are parsed.

@@ -11,7 +11,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ks::qmp::Client c = ks::qmp::Client::over(std::move(ours), "fuzz.sock", ks::Millis(100));
     c.execute("query-status", nlohmann::json::object(), ks::Millis(100));
     c.execute("query-migrate", nlohmann::json::object(), ks::Millis(100));
-  } catch (const std::exception&) {
+  } catch (const ks::Error&) {
   }
   return 0;
 }

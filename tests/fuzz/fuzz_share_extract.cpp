@@ -28,7 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   };
   try {
     ks::extract_tar_zst(source, target, "fuzz share");
-  } catch (const std::exception&) {
+  } catch (const ks::Error&) {
   }
   for (const auto& e : fs::directory_iterator(root)) { // only the target is there
     if (e.path().filename() != "share") {

@@ -110,6 +110,24 @@ TEST_CASE("repository: a snapshot is an OCI image manifest whose layers are the 
   CHECK(code_of([&] { put_snapshot(ref + ":one", "2026-11-27T03:00:00Z", {"x"}); }) == ExitCode::failed);
 }
 
+TEST_CASE("repository: a manifest field of the wrong type is refused as damage, with exit 3") {
+  // What a hostile repository or registry may serve; nlohmann's own type errors would reach
+  // the user as a cryptic line and exit 1.
+  Descriptor d{k_oci_manifest_type, "sha256:" + std::string(64, '0'), 0, Json::object()};
+  for (const char* text : {R"({"schemaVersion": "2"})", R"({"schemaVersion": 2, "mediaType": 7})",
+                           R"({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "artifactType": {}})"}) {
+    std::string manifest = text;
+    try {
+      parse_snapshot(d, bytes_of(manifest), "oci:/r:t");
+      FAIL("accepted: " << manifest);
+    } catch (const Error& e) {
+      CHECK(e.code() == ExitCode::archive_invalid);
+      CHECK_THAT(e.what(), Catch::StartsWith("oci:/r:t") && Catch::Contains("wrong type (type must be"));
+    }
+  }
+}
+
 TEST_CASE("repository: a chunk stored before is found by its raw hash and not written again") {
   TempDir t;
   std::string ref = "oci:" + t / "repo";

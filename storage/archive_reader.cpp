@@ -1,6 +1,7 @@
 #include "storage/archive_reader.hpp"
 
 #include "storage/buffer_pool.hpp"
+#include "storage/manifest.hpp"
 #include "storage/tar.hpp"
 
 #include "util/error.hpp"
@@ -234,7 +235,7 @@ void ArchiveReader::read_index(const ArchiveEntry& e) {
   if (index.is_discarded() || !index.is_object()) {
     damaged(m_what, "index.json is not valid JSON");
   }
-  if (index.value("manifest_sha256", "") != m_manifest_sha256) {
+  if (json_string(index, "manifest_sha256") != m_manifest_sha256) {
     damaged(m_what, "index.json does not match manifest.json");
   }
   if (index.value("members", Json::array()).size() != m_seen.size() + 1) {

@@ -1,5 +1,6 @@
 #include "storage/sealing.hpp"
 
+#include "storage/manifest.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/sha256.hpp"
@@ -321,7 +322,7 @@ Key32 DecryptKey::unwrap_file_key(const Json& enc, const std::string& what) cons
   auto bad = [&](const std::string& why) -> Error {
     return Error(what + " is damaged: its encryption header " + why, ExitCode::archive_invalid);
   };
-  if (!enc.is_object() || enc.value("cipher", "") != k_cipher) {
+  if (!enc.is_object() || json_string(enc, "cipher") != k_cipher) {
     throw bad("names no cipher this kata-snapshot knows (it knows " + std::string(k_cipher) + ")");
   }
   const Json& id = enc["id"];
@@ -334,22 +335,22 @@ Key32 DecryptKey::unwrap_file_key(const Json& enc, const std::string& what) cons
     if (!r.is_object()) {
       throw bad("is malformed");
     }
-    std::string key_id = r.value("key_id", "");
+    std::string key_id = json_string(r, "key_id");
     ids += (ids.empty() ? "" : ", ") + key_id.substr(0, 16);
     if (key_id != m_key_id) {
       continue;
     }
     Key32 wrap{};
-    std::string type = r.value("type", "");
+    std::string type = json_string(r, "type");
     if (type == "x25519" && m_x25519) {
       Key32 eph{};
-      if (!base64_decode(r.value("ephemeral", ""), eph)) {
+      if (!base64_decode(json_string(r, "ephemeral"), eph)) {
         throw bad("is malformed");
       }
       wrap = x25519_wrap_key(x25519_shared(m_x25519, eph), eph, m_public);
     } else if (type == "key-file" && !m_secret.empty()) {
       std::array<unsigned char, 16> salt{};
-      if (!base64_decode(r.value("salt", ""), salt)) {
+      if (!base64_decode(json_string(r, "salt"), salt)) {
         throw bad("is malformed");
       }
       wrap = key_file_wrap_key(m_secret, salt);
@@ -357,7 +358,7 @@ Key32 DecryptKey::unwrap_file_key(const Json& enc, const std::string& what) cons
       continue;
     }
     Key32 file_key{};
-    if (!open_bytes(wrap, k_zero_nonce, id.get<std::string>(), r.value("wrapped", ""), file_key)) {
+    if (!open_bytes(wrap, k_zero_nonce, id.get<std::string>(), json_string(r, "wrapped"), file_key)) {
       throw bad("was altered: the file key sealed for key " + m_key_id.substr(0, 16) + " does not open");
     }
     return file_key;

@@ -102,7 +102,7 @@ OciLayout::OciLayout(std::string dir, Create create) : m_dir(std::move(dir)) {
     throw Error(m_dir + " is not an OCI image layout (no oci-layout file)", ExitCode::archive_invalid);
   }
   Json layout = Json::parse(read_file(m_dir + "/oci-layout"), nullptr, false);
-  if (!layout.is_object() || layout.value("imageLayoutVersion", "") != "1.0.0") {
+  if (!layout.is_object() || json_string(layout, "imageLayoutVersion") != "1.0.0") {
     damaged(m_dir, "oci-layout does not say imageLayoutVersion 1.0.0");
   }
 }
@@ -180,7 +180,7 @@ Json OciLayout::read_index() const {
     damaged(m_dir, "index.json is missing or implausibly large");
   }
   Json index = Json::parse(read_file(path), nullptr, false);
-  if (!index.is_object() || index.value("schemaVersion", 0) != 2 || !index.contains("manifests") ||
+  if (!index.is_object() || json_unsigned(index, "schemaVersion", 0) != 2 || !index.contains("manifests") ||
       !index["manifests"].is_array()) {
     damaged(m_dir, "index.json is not an OCI image index");
   }

@@ -76,11 +76,12 @@ OciSnapshot read_snapshot(const Descriptor& manifest, std::span<const std::byte>
     damaged(what, "its media type is " + manifest.media_type + ", not an image manifest");
   }
   Json m = Json::parse(std::string(reinterpret_cast<const char*>(data.data()), data.size()), nullptr, false);
-  if (!m.is_object() || m.value("schemaVersion", 0) != 2 || m.value("mediaType", "") != k_oci_manifest_type) {
+  if (!m.is_object() || json_unsigned(m, "schemaVersion", 0) != 2 ||
+      json_string(m, "mediaType") != k_oci_manifest_type) {
     damaged(what, "its manifest is not an OCI image manifest");
   }
-  if (m.value("artifactType", "") != k_artifact_type) {
-    throw Error(what + " is not a kata-snapshot snapshot (artifactType \"" + m.value("artifactType", "") +
+  if (json_string(m, "artifactType") != k_artifact_type) {
+    throw Error(what + " is not a kata-snapshot snapshot (artifactType \"" + json_string(m, "artifactType") +
                   "\")",
                 ExitCode::archive_invalid);
   }

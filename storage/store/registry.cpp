@@ -1,5 +1,6 @@
 #include "storage/store/registry.hpp"
 
+#include "storage/manifest.hpp"
 #include "util/cancel.hpp"
 #include "util/crypto.hpp"
 #include "util/error.hpp"
@@ -64,7 +65,8 @@ std::string registry_says(const HttpResponse& r) {
   if (j.is_object() && j.contains("errors") && j["errors"].is_array() && !j["errors"].empty()) {
     const Json& e = j["errors"][0];
     if (e.is_object()) {
-      return e.value("code", "") + (e.value("message", "").empty() ? "" : ": " + e.value("message", ""));
+      return json_string(e, "code") +
+             (json_string(e, "message").empty() ? "" : ": " + json_string(e, "message"));
     }
   }
   return "HTTP " + std::to_string(r.status);
@@ -177,7 +179,8 @@ bool Registry::authenticate(const std::string& challenge) {
     return false; // the registry's 401 says it
   }
   Json j = Json::parse(t.body, nullptr, false);
-  std::string value = j.is_object() ? j.value("token", j.value("access_token", "")) : "";
+  std::string value =
+    json_string(j, "token").empty() ? json_string(j, "access_token") : json_string(j, "token");
   if (t.status != 200 || value.empty()) {
     throw Error("the token service " + p["realm"] + " of " + name() + " gave no token (" + registry_says(t) +
                   ")",

@@ -36,7 +36,7 @@ std::vector<OciSnapshot> read_snapshots(Registry& registry, Missing missing) {
     }
     Json j =
       Json::parse(std::string(reinterpret_cast<const char*>(m->data.data()), m->data.size()), nullptr, false);
-    if (!j.is_object() || j.value("artifactType", "") != k_artifact_type) {
+    if (json_string(j, "artifactType") != k_artifact_type) {
       continue; // another artifact in the same repository
     }
     out.push_back(parse_snapshot(m->descriptor, m->data, registry.name() + ":" + tag));

@@ -1,5 +1,6 @@
 #include "storage/store/repository.hpp"
 
+#include "storage/manifest.hpp"
 #include "storage/store/oci_layout.hpp"
 #include "storage/store/oci_snapshot.hpp"
 #include "storage/store/registry_snapshot.hpp"
@@ -309,8 +310,8 @@ Json prune_snapshots(const std::string& text, const KeepPolicy& policy, const Re
     layout.update_index([&](Json& index) {
       Json left = Json::array();
       for (const auto& j : index["manifests"]) {
-        std::string tag = j.value("annotations", Json::object()).value(k_oci_ref_name, "");
-        if (!p.remove.contains({j.value("digest", ""), tag})) {
+        std::string tag = json_string(json_object(j, "annotations"), k_oci_ref_name);
+        if (!p.remove.contains({json_string(j, "digest"), tag})) {
           left.push_back(j);
         }
       }

@@ -1,5 +1,6 @@
 #include "storage/store/store.hpp"
 
+#include "storage/manifest.hpp"
 #include "storage/store/oci_layout.hpp"
 #include "storage/store/oci_snapshot.hpp"
 #include "storage/store/registry_snapshot.hpp"
@@ -391,15 +392,15 @@ void check_sealed_headers(const PeekedIndex& peeked, const ArchiveReader& reader
   if (!members.is_array() || members.size() + 1 != peeked.entries.size()) {
     damaged("its members are not the ones index.json lists");
   }
-  if (index.value("manifest_sha256", "") != sha256_hex(reader.manifest_text())) {
+  if (json_string(index, "manifest_sha256") != sha256_hex(reader.manifest_text())) {
     damaged("index.json is not the index of the manifest that was read (the snapshot changed meanwhile)");
   }
   for (size_t i = 0; i + 1 < peeked.entries.size(); ++i) {
     const ArchiveEntry& e = peeked.entries[i];
     const Json& m = members[i];
     std::string sha = attr(e, k_sha256_attr);
-    if (!m.is_object() || m.value("name", "") != e.name || m.value("size", uint64_t{0}) != e.size ||
-        m.value("sha256", "") != sha) {
+    if (!m.is_object() || json_string(m, "name") != e.name || json_unsigned(m, "size", 0) != e.size ||
+        json_string(m, "sha256") != sha) {
       damaged("member " + e.name + " (position " + std::to_string(i) +
               ") is not the one index.json lists there");
     }

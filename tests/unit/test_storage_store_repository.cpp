@@ -123,7 +123,7 @@ TEST_CASE("repository: a manifest field of the wrong type is refused as damage, 
       FAIL("accepted: " << manifest);
     } catch (const Error& e) {
       CHECK(e.code() == ExitCode::archive_invalid);
-      CHECK_THAT(e.what(), Catch::StartsWith("oci:/r:t") && Catch::Contains("wrong type (type must be"));
+      CHECK_THAT(e.what(), Catch::StartsWith("oci:/r:t ") && !Catch::Contains("json.exception"));
     }
   }
 }

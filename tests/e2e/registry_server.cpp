@@ -1,11 +1,13 @@
 #include "tests/e2e/registry_server.hpp"
 
 #include "tests/e2e/guest_vm.hpp"
+#include "tests/support/fake_http.hpp"
 #include "util/crypto.hpp"
 #include "util/deadline.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <chrono>
 #include <csignal>
@@ -98,61 +100,25 @@ std::string query_value(const std::string& target, const std::string& key) {
 // basic credentials answers a JWT granting exactly that scope; anything else is a 401.
 class TokenService {
 public:
-  TokenService(std::string dir) : m_dir(std::move(dir)) {
+  TokenService(std::string dir)
+    : m_dir(std::move(dir)), m_http([this](const FakeHttp::Request& r) { return answer(r); }) {
     must({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", m_dir + "/token.key", "-out",
           m_dir + "/token.crt", "-days", "2", "-subj", "/CN=ksnap-token"});
     must({"openssl", "x509", "-in", m_dir + "/token.crt", "-outform", "DER", "-out", m_dir + "/token.der"});
-    m_listener = listen_tcp(&m_port);
-    m_thread = std::thread([this] { serve(); });
   }
-  ~TokenService() {
-    m_stop = true;
-    m_thread.join();
-  }
-  std::string realm() const { return "http://127.0.0.1:" + std::to_string(m_port) + "/token"; }
+  std::string realm() const { return m_http.url() + "/token"; }
   std::string cert() const { return m_dir + "/token.crt"; }
 
 private:
-  void serve() {
-    while (!m_stop) {
-      pollfd p{m_listener.get(), POLLIN, 0};
-      if (::poll(&p, 1, 100) != 1) {
-        continue;
-      }
-      Fd c(::accept4(m_listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-      if (c) {
-        try {
-          answer(c.get());
-        } catch (const std::exception&) {
-        } // the client sees the connection close
-      }
-    }
-  }
-
-  void answer(int fd) {
-    std::string request;
-    char buf[4096];
-    while (request.find("\r\n\r\n") == std::string::npos) {
-      ssize_t n = ::read(fd, buf, sizeof buf);
-      if (n <= 0) {
-        return;
-      }
-      request.append(buf, static_cast<size_t>(n));
-    }
-    std::string target = request.substr(request.find(' ') + 1);
-    target = target.substr(0, target.find(' '));
+  std::string answer(const FakeHttp::Request& r) {
     std::string pair = std::string(TestRegistry::k_user) + ":" + TestRegistry::k_password;
     std::string basic = "Authorization: Basic " +
                         base64(std::span(reinterpret_cast<const unsigned char*>(pair.data()), pair.size()));
-    std::string reply;
-    if (request.find(basic + "\r\n") == std::string::npos) {
-      reply = "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    } else {
-      std::string body = nlohmann::json{{"token", token(query_value(target, "scope"))}}.dump();
-      reply = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
-              std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+    if (std::find(r.headers.begin(), r.headers.end(), basic) == r.headers.end()) {
+      return FakeHttp::reply(401);
     }
-    write_all(fd, reply, "token reply");
+    std::string body = nlohmann::json{{"token", token(query_value(r.target, "scope"))}}.dump();
+    return FakeHttp::reply(200, {"Content-Type: application/json"}, body);
   }
 
   std::string token(const std::string& scope) {
@@ -191,11 +157,8 @@ private:
   }
 
   std::string m_dir;
-  Fd m_listener;
-  int m_port = 0;
-  std::atomic<bool> m_stop{false};
   std::atomic<int> m_issued{0};
-  std::thread m_thread;
+  FakeHttp m_http; // last: it answers from its own thread until it is gone
 };
 
 TestRegistry::TestRegistry(std::string dir, RegistrySetup setup) : m_dir(std::move(dir)), m_setup(setup) {

@@ -1,10 +1,10 @@
 #include "storage/archive_reader.hpp"
 
 #include "storage/buffer_pool.hpp"
-#include "storage/manifest.hpp"
 #include "storage/tar.hpp"
 
 #include "util/error.hpp"
+#include "util/json_fields.hpp"
 #include "util/sha256.hpp"
 
 namespace ks {

@@ -2,6 +2,7 @@
 
 #include "util/error.hpp"
 #include "util/fd.hpp"
+#include "util/json_fields.hpp"
 #include "util/strings.hpp"
 
 #include <algorithm>
@@ -99,27 +100,6 @@ uint64_t shared_ram_bytes(const Json& vmstate) {
     total += bytes.get<uint64_t>();
   }
   return total;
-}
-
-std::string json_string(const Json& j, const std::string& key) {
-  auto it = j.is_object() ? j.find(key) : j.end();
-  return j.is_object() && it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
-uint64_t json_unsigned(const Json& j, const std::string& key, uint64_t fallback) {
-  auto it = j.is_object() ? j.find(key) : j.end();
-  return j.is_object() && it != j.end() && it->is_number_unsigned() ? it->get<uint64_t>() : fallback;
-}
-
-Json json_object(const Json& j, const std::string& key) {
-  auto it = j.is_object() ? j.find(key) : j.end();
-  return j.is_object() && it != j.end() && it->is_object() ? *it : Json::object();
-}
-
-std::string json_problem(const Json::exception& e) {
-  std::string text = e.what();
-  auto close = text.find("] ");
-  return text.starts_with("[json.exception.") && close != std::string::npos ? text.substr(close + 2) : text;
 }
 
 namespace {

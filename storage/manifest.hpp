@@ -67,18 +67,6 @@ uint64_t shared_ram_bytes(const Json& vmstate);
 // a newer format version, required fields missing or of the wrong type.
 void validate_manifest(const Json& manifest);
 
-// Field KEY of J, read as JSON from outside must be: a string (else ""), an unsigned number
-// (else FALLBACK), an object (else {}). A field of another type, or a J that is no object,
-// is as good as a missing one, for the check that follows to name; nlohmann's value() would
-// throw its own type error instead.
-std::string json_string(const Json& j, const std::string& key);
-uint64_t json_unsigned(const Json& j, const std::string& key, uint64_t fallback);
-Json json_object(const Json& j, const std::string& key);
-
-// What nlohmann says of hostile JSON it could not read as asked ("type must be string, but
-// is object"), without its "[json.exception.type_error.302] " prefix: for messages.
-std::string json_problem(const Json::exception& e);
-
 // Host facts recorded in the manifest and checked by `verify --host`.
 Json describe_host();
 

@@ -1,8 +1,8 @@
 #include "storage/sealing.hpp"
 
-#include "storage/manifest.hpp"
 #include "util/error.hpp"
 #include "util/fd.hpp"
+#include "util/json_fields.hpp"
 #include "util/sha256.hpp"
 
 #include <algorithm>

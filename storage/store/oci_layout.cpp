@@ -3,6 +3,7 @@
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/file_lock.hpp"
+#include "util/json_fields.hpp"
 
 #include <cerrno>
 #include <cstdlib>

@@ -2,6 +2,7 @@
 
 #include "util/error.hpp"
 #include "util/fd.hpp"
+#include "util/json_fields.hpp"
 
 #include <algorithm>
 #include <fcntl.h>

@@ -1,9 +1,9 @@
 #include "storage/store/registry.hpp"
 
-#include "storage/manifest.hpp"
 #include "util/cancel.hpp"
 #include "util/crypto.hpp"
 #include "util/error.hpp"
+#include "util/json_fields.hpp"
 #include "util/sha256.hpp"
 #include "util/strings.hpp"
 

@@ -2,6 +2,7 @@
 
 #include "storage/manifest.hpp"
 #include "util/error.hpp"
+#include "util/json_fields.hpp"
 
 #include <algorithm>
 #include <condition_variable>

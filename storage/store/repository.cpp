@@ -1,6 +1,5 @@
 #include "storage/store/repository.hpp"
 
-#include "storage/manifest.hpp"
 #include "storage/store/oci_layout.hpp"
 #include "storage/store/oci_snapshot.hpp"
 #include "storage/store/registry_snapshot.hpp"
@@ -9,6 +8,7 @@
 #include "util/error.hpp"
 #include "util/fd.hpp"
 #include "util/file_lock.hpp"
+#include "util/json_fields.hpp"
 #include "util/progress.hpp"
 
 #include <fcntl.h>

@@ -17,8 +17,9 @@ namespace ks {
 
 namespace {
 
-constexpr int k_attempts = 5;             // with backoff: 0.25 + 0.5 + 1 + 2 s between them
-constexpr size_t k_max_tag_pages = 10000; // of up to 1,000 tags each
+constexpr int k_attempts = 5;                   // with backoff: 0.25 + 0.5 + 1 + 2 s between them
+constexpr size_t k_max_tag_pages = 10000;       // of up to 1,000 tags each
+constexpr uint64_t k_max_tag_bytes = 64u << 20; // every name in them together
 constexpr const char* k_manifest_accept =
   "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
 
@@ -422,6 +423,7 @@ void Registry::delete_manifest(const std::string& digest) {
 std::optional<std::vector<std::string>> Registry::tags() {
   std::vector<std::string> out;
   std::set<std::string> fetched; // a hostile "next" page must not keep us going round
+  uint64_t names = 0;
   std::string next = "/v2/" + m_repo + "/tags/list?n=1000";
   while (!next.empty()) {
     if (!fetched.insert(next).second || fetched.size() > k_max_tag_pages) {
@@ -442,7 +444,11 @@ std::optional<std::vector<std::string>> Registry::tags() {
     for (const auto& t : j.value("tags", Json::array())) {
       if (t.is_string()) {
         out.push_back(t.get<std::string>());
+        names += out.back().size();
       }
+    }
+    if (names > k_max_tag_bytes) {
+      throw Error(name() + " sent a tag list of over 64 MiB of names", ExitCode::archive_invalid);
     }
     // Link: </v2/REPO/tags/list?n=1000&last=X>; rel="next"
     std::string link = r.header("link");

@@ -9,6 +9,7 @@
 #include "util/http.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <fcntl.h>
@@ -84,13 +85,21 @@ TEST_CASE("registry: credentials go to the registry only, and a tag list must en
     return std::find(r.headers.begin(), r.headers.end(), basic) != r.headers.end();
   };
   FakeHttp storage([](const FakeHttp::Request&) { return FakeHttp::reply(201); });
-  std::string next_page; // what the tag list's Link header names
+  std::string next_page;             // what the tag list's Link header names
+  std::atomic<bool> big_tags{false}; // set here, read by the fake registry's thread
+  std::atomic<int> pages{0};         // the pages it served
   FakeHttp registry([&](const FakeHttp::Request& r) {
     if (!authorized(r)) {
       return FakeHttp::reply(401, {"WWW-Authenticate: Basic realm=\"fake\""});
     }
     if (r.method == "POST") { // an upload session, on a storage service
       return FakeHttp::reply(202, {"Location: " + storage.url() + "/upload/1?state=s"});
+    }
+    if (r.target.starts_with("/v2/a/tags/list") && big_tags) { // a new page each time, 1 MiB of names each
+      return FakeHttp::reply(200,
+                             {"Content-Type: application/json",
+                              "Link: </v2/a/tags/list?last=" + std::to_string(++pages) + ">; rel=\"next\""},
+                             R"({"name": "a", "tags": [")" + std::string(1u << 20, 't') + R"("]})");
     }
     if (r.target.starts_with("/v2/a/tags/list")) {
       return FakeHttp::reply(200,
@@ -133,6 +142,17 @@ TEST_CASE("registry: credentials go to the registry only, and a tag list must en
       CHECK_THAT(e.what(), Catch::Contains("on another server (" + storage.url() + ")"));
     }
     CHECK(storage.requests().size() == 1); // only the upload's PUT
+  }
+  SECTION("pages that never end, with 1 MiB of names each") {
+    big_tags = true;
+    try {
+      reg.tags();
+      FAIL("an endless tag list was read to the end");
+    } catch (const Error& e) {
+      CHECK(e.code() == ExitCode::archive_invalid);
+      CHECK_THAT(e.what(), Catch::Contains("a tag list of over 64 MiB of names"));
+    }
+    CHECK(pages == 65);
   }
 }
 
